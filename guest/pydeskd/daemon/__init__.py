@@ -1,0 +1,1 @@
+"""The dockerd layer, objects: containers, networks, volumes, events; config -> OCI spec."""

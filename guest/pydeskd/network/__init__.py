@@ -1,0 +1,1 @@
+"""Container networking: bridges, IPAM, NAT, published ports, container DNS."""

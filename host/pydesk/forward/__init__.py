@@ -1,0 +1,1 @@
+"""Port forwarder: published container ports appear on the host's localhost."""
