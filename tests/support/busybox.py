@@ -97,6 +97,11 @@ def make_rootfs(rootfs: Path) -> None:
     (rootfs / "etc" / "group").write_text("root:x:0:\ntty:x:5:\nnogroup:x:65534:\n")
 
 
+def copy_rootfs(template: Path, rootfs: Path) -> None:
+    """Copies a rootfs made by `make_rootfs` (links stay links): much faster than making one."""
+    shutil.copytree(template, rootfs, symlinks=True)
+
+
 def write_config(bundle: Path, config: dict[str, Any]) -> None:
     (bundle / "config.json").write_text(json.dumps(config, indent=2))
 
