@@ -9,6 +9,9 @@ anything it did not create.
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,7 @@ from tests.support.runtimes import (
     TIMEOUT,
     Result,
     Runtime,
+    pid_alive,
     reap_children,
     remove_cgroup,
     token,
@@ -94,12 +98,28 @@ class Box:
         return path
 
     def cleanup(self) -> None:
-        self.runtime.cleanup()
-        reap_children()
-        for bundle in self.bundles:
-            remove_cgroup(bundle.cgroups_path)
-        unmount_all([str(self.workdir)])
-        reap_children()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            subprocess.run(["rm", "-rf", "--one-file-system", str(self.workdir)], check=False,
-                           timeout=TIMEOUT)
+        """Removes everything; every step runs even if an earlier one failed, then the first
+        failure is raised (a leak is a bug worth an error)."""
+        errors: list[Exception] = []
+        steps = [self.runtime.cleanup, self._kill_pid_files, reap_children]
+        steps += [functools.partial(remove_cgroup, b.cgroups_path) for b in self.bundles]
+        steps += [functools.partial(unmount_all, [str(self.workdir)]), reap_children,
+                  functools.partial(subprocess.run, ["rm", "-rf", "--one-file-system",
+                                                     str(self.workdir)],
+                                    check=False, timeout=TIMEOUT)]
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def _kill_pid_files(self) -> None:
+        # A runtime that lost its state (or never used the cgroup) could leave an init running:
+        # the pid files written under our directory name processes that are ours.
+        for pid_file in self.workdir.glob("*.pid"):
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(pid_file.read_text())
+                if pid_alive(pid):
+                    os.kill(pid, signal.SIGKILL)
