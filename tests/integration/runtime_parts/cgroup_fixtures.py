@@ -7,7 +7,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -31,10 +31,8 @@ def sweep(top: str) -> list[str]:
     found = leftovers(top)
     for directory in found:
         for dirpath, _, _ in sorted(os.walk(directory), key=lambda w: -w[0].count("/")):
-            try:
+            with suppress(OSError):
                 os.rmdir(dirpath)
-            except OSError:
-                pass
     return found
 
 
