@@ -1,0 +1,208 @@
+"""``exec``: a new process in a running container, joining its namespaces and cgroup.
+
+The caller enters the init's pid namespace (it takes effect for children) and forks; the child
+waits until the caller has put it in the container's cgroup, enters the init's other
+namespaces (mount last), becomes the process of the spec (user, capabilities, rlimits,
+no_new_privs, the container's seccomp profile, a pty with ``--tty``) and execs. Failures
+before execve come back over a close-on-exec pipe, so the caller knows whether execve
+happened. Must never run anything in the container that is not the requested process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, NoReturn
+
+from pydeskd.runtime import state as st
+from pydeskd.runtime.errors import IllegalState, SetupFailed, SpecError
+from pydeskd.runtime.spec import Capabilities, Process, Spec, User, parse_spec
+
+
+def load_process_file(path: str) -> Process:
+    try:
+        with open(path, "rb") as f:
+            raw = json.loads(f.read())
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"--process {path}: {exc}") from None
+    spec = parse_spec({"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": raw})
+    assert spec.process is not None
+    return spec.process
+
+
+def parse_user(text: str) -> tuple[int, int | None]:
+    uid, _, gid = text.partition(":")
+    if not uid.isdigit() or (gid and not gid.isdigit()):
+        raise SpecError(f"--user {text!r}: expected UID[:GID] (numbers)")
+    return int(uid), int(gid) if gid else None
+
+
+def process_from_options(spec: Spec, args: list[str], opts: dict[str, Any]) -> Process:
+    """The container's process with runc exec's overrides (args, cwd, env, user, caps, tty)."""
+    if opts.get("process"):
+        return load_process_file(opts["process"])
+    if not args:
+        raise SpecError("exec: a command or --process FILE is required")
+    base = spec.process
+    assert base is not None
+    user = base.user
+    if opts.get("user"):
+        uid, gid = parse_user(opts["user"])
+        user = User(uid=uid, gid=gid if gid is not None else 0, umask=user.umask)
+    if opts.get("additional-gids"):
+        gids = tuple(int(g) for g in opts["additional-gids"])
+        user = User(uid=user.uid, gid=user.gid, umask=user.umask, additional_gids=gids)
+    caps = base.capabilities
+    if opts.get("cap"):
+        extra = tuple(opts["cap"])
+        caps = caps or Capabilities()
+        caps = Capabilities(*(tuple(dict.fromkeys((*getattr(caps, k), *extra))) for k in
+                              ("bounding", "effective", "inheritable", "permitted", "ambient")))
+    for entry in opts.get("env", []):
+        if "=" not in entry:
+            raise SpecError(f"--env {entry!r}: expected NAME=VALUE")
+    return Process(
+        args=tuple(args), cwd=opts.get("cwd") or base.cwd,
+        env=(*base.env, *opts.get("env", [])), terminal=bool(opts.get("tty")),
+        user=user, capabilities=caps, rlimits=base.rlimits,
+        no_new_privileges=base.no_new_privileges or bool(opts.get("no-new-privs")),
+        oom_score_adj=None, apparmor_profile=base.apparmor_profile,
+    )
+
+
+def exec_command(root: str, container_id: str, args: list[str], opts: dict[str, Any]) -> int:
+    from pydeskd.runtime import syscalls as sc
+    from pydeskd.runtime.cgroups import restore_cgroup
+
+    data = st.load(root, container_id)
+    current = st.status(data)
+    if current == st.STOPPED:
+        raise IllegalState("cannot exec in a stopped container")
+    if current == st.PAUSED and not opts.get("ignore-paused"):
+        raise IllegalState("cannot exec in a paused container (thaw it or --ignore-paused)")
+    spec = parse_spec(data["config"])
+    process = process_from_options(spec, args, opts)
+    console_socket = opts.get("console-socket")
+    if process.terminal and not console_socket:
+        raise SpecError("exec with a terminal needs --console-socket")
+    if console_socket and not process.terminal:
+        raise SpecError("--console-socket given but no terminal was asked for (--tty)")
+    cgroup = restore_cgroup(data["cgroup"])
+    pid = int(data["pid"])
+
+    joins: list[tuple[int, int]] = []
+    for ns in spec.linux.namespaces:
+        path = f"/proc/{pid}/ns/{sc.NAMESPACE_FILES[ns.type]}"
+        joins.append((os.open(path, os.O_RDONLY | os.O_CLOEXEC), sc.NAMESPACE_FLAGS[ns.type]))
+    joins.sort(key=lambda j: j[1] == sc.CLONE_NEWNS)  # mount last, as runc
+    if not st.init_alive(data):  # the fds above must belong to the container's init
+        raise IllegalState("cannot exec in a stopped container")
+    console_fd = -1
+    if console_socket:
+        from pydeskd.runtime import console
+
+        console_fd = console.connect(console_socket)
+    sys = sc.LinuxSyscalls()
+    for fd, flag in joins:
+        if flag == sc.CLONE_NEWPID:
+            sys.setns(fd, flag)
+    go_read, go_write = os.pipe()
+    err_read, err_write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(go_write)
+        os.close(err_read)
+        _child(sys, spec, process, joins, console_fd=console_fd, go_read=go_read,
+               err_write=err_write)
+    os.close(go_read)
+    os.close(err_write)
+    for fd, _ in joins:
+        os.close(fd)
+    if console_fd >= 0:
+        os.close(console_fd)
+    try:
+        cgroup.add_process(child)
+        os.write(go_write, b"1")
+    except BaseException:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        raise
+    finally:
+        os.close(go_write)
+    failure = b""
+    while chunk := os.read(err_read, 65536):
+        failure += chunk
+    os.close(err_read)
+    if failure:
+        os.waitpid(child, 0)
+        raise SetupFailed(failure.decode(errors="replace"))
+    if opts.get("pid-file"):
+        st.write_atomic(os.path.abspath(opts["pid-file"]), str(child).encode())
+    if opts.get("detach"):
+        return 0
+    return _wait(child)
+
+
+def _wait(child: int) -> int:
+    import signal
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            return
+
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
+                   signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):
+        signal.signal(signum, forward)
+    _, status = os.waitpid(child, 0)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _child(sys: Any, spec: Spec, process: Process, joins: list[tuple[int, int]], *,
+           console_fd: int, go_read: int, err_write: int) -> NoReturn:
+    """The exec'd process until execve. Never returns."""
+    from pydeskd.runtime import syscalls as sc
+
+    try:
+        from pydeskd.runtime import capabilities
+        from pydeskd.runtime import process as proc
+
+        del capabilities
+        if spec.linux.seccomp is not None:
+            from pydeskd.runtime import seccomp
+
+            del seccomp
+        if process.terminal:
+            from pydeskd.runtime import console
+        if os.read(go_read, 1) != b"1":
+            os._exit(1)
+        os.close(go_read)
+        for fd, flag in joins:
+            if flag != sc.CLONE_NEWPID:
+                sys.setns(fd, flag)
+            os.close(fd)
+        os.setsid()
+        proc.apply_rlimits(process)
+        proc.apply_oom_score_adj(process)
+        if process.terminal:
+            size = process.console_size
+            slave = console.send_new_pty(console_fd, size.height if size else None,
+                                         size.width if size else None)
+            os.close(console_fd)
+            console.attach_slave(slave)
+        os.umask(process.user.umask if process.user.umask is not None else 0o022)
+        proc.finalize(sys, process, spec.linux.seccomp)
+        env = proc.process_env(process)
+        path = proc.find_executable(process.args[0], env)
+        proc.close_fds_from(3, keep=(err_write,))
+        if process.no_new_privileges and spec.linux.seccomp is not None:
+            proc.load_seccomp(spec.linux.seccomp)
+        os.execve(path, list(process.args), dict(e.split("=", 1) for e in env))
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, SetupFailed | OSError) else (
+            f"{type(exc).__name__}: {exc}")
+        os.write(err_write, message.encode(errors="replace") or b"exec failed")
+    os._exit(127)
