@@ -19,7 +19,7 @@ def write(directory: str, name: str, value: str) -> None:
     """Writes ``value`` to a cgroup file; raises :class:`SetupFailed` naming file and value."""
     path = os.path.join(directory, name)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         try:
             os.write(fd, value.encode())
         finally:
@@ -81,8 +81,10 @@ def remove_dirs(dirs: list[str], strict: bool, timeout: float = REMOVE_TIMEOUT,
                 rmdir: Callable[[str], None] = os.rmdir) -> list[str]:
     """Removes each directory, in order; returns those that could not be removed.
 
-    ``strict`` directories are waited for (EBUSY while processes exit) up to ``timeout``;
-    otherwise a non-empty or busy directory is simply left (another container uses it).
+    ``strict`` directories are the container's own: cgroups made inside them (by the container,
+    through its cgroup namespace) go too, and EBUSY (processes still exiting) is waited out up
+    to ``timeout``. Otherwise a non-empty or busy directory is simply left (another container
+    uses it).
     """
     left = []
     for directory in dirs:
@@ -90,6 +92,8 @@ def remove_dirs(dirs: list[str], strict: bool, timeout: float = REMOVE_TIMEOUT,
         delay = 0.001
         while True:
             try:
+                if strict:
+                    _remove_children(directory, rmdir)
                 rmdir(directory)
                 break
             except FileNotFoundError:
@@ -102,3 +106,11 @@ def remove_dirs(dirs: list[str], strict: bool, timeout: float = REMOVE_TIMEOUT,
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
     return left
+
+
+def _remove_children(directory: str, rmdir: Callable[[str], None]) -> None:
+    with os.scandir(directory) as entries:
+        children = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+    for child in children:
+        _remove_children(child, rmdir)
+        rmdir(child)
