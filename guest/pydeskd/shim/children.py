@@ -1,0 +1,144 @@
+"""The one place where the shim spawns and reaps child processes.
+
+The shim is a child subreaper: the container's init (and every exec'd process) is reparented to
+it when ``runtime create`` / ``runtime exec --detach`` exits, so it must reap with
+``waitpid(-1)``. A central reaper like that would steal the status of a runtime subprocess that
+someone else waits for (``Popen.wait`` would then see ECHILD and silently report 0). So:
+
+- every child is started by :meth:`Children.spawn`, which registers its pid under the same lock
+  the reaper takes to dispatch a status, so no status can arrive for an unregistered child;
+- only the reaper thread calls ``waitpid``; :meth:`Children.wait` waits for its dispatch, and the
+  ``Popen`` gets its ``returncode`` set so it never waits itself;
+- a reparented process (known only by the pid file the runtime wrote) is claimed with
+  :meth:`Children.watch`; if it died before it was claimed, its status is kept (for a while,
+  only if reaped after ``since``, against pid reuse) and handed over at once.
+
+Exit codes follow the shell and Docker: the code, or 128 + the signal number.
+This module must never wait for a child anywhere but in :meth:`Children._reap_loop`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_UNCLAIMED_TTL = 120.0  # seconds a status of an unknown pid is kept for a late watch()
+
+
+def exit_code(status: int) -> int:
+    """A waitpid status as a shell exit code: the code, or 128 + signal."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+class Children:
+    """Spawns children and reaps every child (the shim's only waitpid caller)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._spawned = 0  # bumped per spawn: wakes a reaper that saw no children
+        self._popens: dict[int, subprocess.Popen[bytes]] = {}
+        self._codes: dict[int, int] = {}  # spawned pids that exited, until wait() takes them
+        self._watches: dict[int, Callable[[int], None]] = {}
+        self._unclaimed: dict[int, tuple[int, float]] = {}  # pid -> (code, monotonic reaped)
+        self._thread = threading.Thread(target=self._reap_loop, name="reaper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def spawn(self, argv: Sequence[str], **popen: Any) -> subprocess.Popen[bytes]:
+        """Starts a child (``subprocess.Popen`` arguments); never call ``wait`` on the result."""
+        with self._lock:
+            proc: subprocess.Popen[bytes] = subprocess.Popen(list(argv), **popen)
+            self._popens[proc.pid] = proc
+            self._spawned += 1
+            self._changed.notify_all()
+        return proc
+
+    def wait(self, proc: subprocess.Popen[bytes], timeout: float | None = None) -> int:
+        """The exit code of a spawned child. Raises TimeoutError (the child is left running)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while proc.pid not in self._codes:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"{proc.args!r} did not exit in {timeout} s")
+                self._changed.wait(left)
+            return self._codes.pop(proc.pid)
+
+    def run(self, argv: Sequence[str], timeout: float | None = 60.0,
+            **popen: Any) -> tuple[int, bytes]:
+        """Runs a child to completion: (exit code, its stdout+stderr)."""
+        proc = self.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, **popen)
+        assert proc.stdout is not None
+        with proc.stdout:
+            out = proc.stdout.read()
+        return self.wait(proc, timeout), out
+
+    def watch(self, pid: int, on_exit: Callable[[int], None], since: float) -> None:
+        """Calls ``on_exit(code)`` (in a new thread) when reparented ``pid`` dies.
+
+        ``since`` is the monotonic time the process was created before: an already-reaped
+        status older than that belongs to an earlier process with the same pid.
+        """
+        with self._lock:
+            early = self._unclaimed.pop(pid, None)
+            if early is None or early[1] < since:
+                self._watches[pid] = on_exit
+                return
+        _call(on_exit, pid, early[0])
+
+    def _reap_loop(self) -> None:
+        while True:
+            with self._lock:
+                generation = self._spawned
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                # No children: sleep until spawn() makes one (orphans only come through them).
+                with self._lock:
+                    while self._spawned == generation:
+                        self._changed.wait()
+                continue
+            except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for clarity
+                continue
+            self._dispatch(pid, exit_code(status))
+
+    def _dispatch(self, pid: int, code: int) -> None:
+        callback = None
+        with self._lock:
+            proc = self._popens.pop(pid, None)
+            if proc is not None:
+                proc.returncode = code  # so Popen never calls waitpid itself
+                self._codes[pid] = code
+                self._changed.notify_all()
+            else:
+                callback = self._watches.pop(pid, None)
+                if callback is None:
+                    now = time.monotonic()
+                    self._unclaimed = {p: v for p, v in self._unclaimed.items()
+                                       if now - v[1] < _UNCLAIMED_TTL}
+                    self._unclaimed[pid] = (code, now)
+        if callback is not None:
+            _call(callback, pid, code)
+
+
+def _call(callback: Callable[[int], None], pid: int, code: int) -> None:
+    # Exit handlers drain output and write files: in their own thread, never in the reaper's,
+    # which must keep reaping (a runtime subprocess may be waited for meanwhile).
+    def run() -> None:
+        try:
+            callback(code)
+        except Exception:
+            log.exception("exit handler of pid %d failed", pid)
+
+    threading.Thread(target=run, name=f"exit-{pid}", daemon=True).start()
