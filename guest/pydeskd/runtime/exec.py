@@ -167,14 +167,9 @@ def _child(sys: Any, spec: Spec, process: Process, joins: list[tuple[int, int]],
     from pydeskd.runtime import syscalls as sc
 
     try:
-        from pydeskd.runtime import capabilities
         from pydeskd.runtime import process as proc
 
-        del capabilities
-        if spec.linux.seccomp is not None:
-            from pydeskd.runtime import seccomp
-
-            del seccomp
+        proc.preload(process.terminal, False, spec.linux.seccomp is not None)
         if process.terminal:
             from pydeskd.runtime import console
         if os.read(go_read, 1) != b"1":

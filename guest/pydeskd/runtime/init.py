@@ -161,23 +161,12 @@ def container_init(cfg: InitConfig, view: Any, sys: Syscalls, chan: Channel) -> 
     process = spec.process
     assert process is not None
     try:
-        # Everything is imported now: after pivot_root the runtime's files are out of reach.
-        from pydeskd.runtime import capabilities, rootfs
         from pydeskd.runtime import process as proc
+        from pydeskd.runtime import rootfs
 
-        del capabilities
-        if process.terminal:
-            from pydeskd.runtime import console
-
-            del console
-        if spec.hooks.create_container or spec.hooks.start_container:
-            from pydeskd.runtime import hooks
-
-            del hooks
-        if spec.linux.seccomp is not None:
-            from pydeskd.runtime import seccomp
-
-            del seccomp
+        proc.preload(process.terminal,
+                     bool(spec.hooks.create_container or spec.hooks.start_container),
+                     spec.linux.seccomp is not None)
         os.setsid()
         proc.apply_rlimits(process)
         proc.apply_oom_score_adj(process)

@@ -9,6 +9,7 @@ possible, seccomp when no_new_privs is on, and execve. Must never run in the run
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import resource
@@ -96,6 +97,34 @@ def fix_stdio_ownership(uid: int, gid: int) -> None:
                 os.fchown(fd, uid, gid)
         except OSError:
             continue  # a closed fd, or one we may not change (e.g. on a read-only fs)
+
+
+def preload(terminal: bool, hooks: bool, seccomp: bool) -> None:
+    """Imports now what is needed later: after pivot_root (or setns into the container's mount
+    namespace) the runtime's modules and libseccomp.so are out of reach."""
+    from pydeskd.runtime import capabilities
+
+    del capabilities
+    if terminal:
+        from pydeskd.runtime import console
+
+        del console
+    if hooks:
+        from pydeskd.runtime import hooks as hooks_module
+
+        del hooks_module
+    if seccomp:
+        import ctypes
+
+        from pydeskd.runtime import seccomp as seccomp_module
+
+        del seccomp_module
+        # dlopen() later finds the library already loaded, by name, without the filesystem.
+        with contextlib.suppress(OSError):  # load_seccomp reports a missing library
+            _PRELOADED.append(ctypes.CDLL("libseccomp.so.2"))
+
+
+_PRELOADED: list[object] = []
 
 
 def load_seccomp(profile: Seccomp) -> None:
