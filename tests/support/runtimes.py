@@ -52,6 +52,17 @@ class Result:
         return (f"$ {' '.join(self.argv)}\n-> exit {self.returncode}\n"
                 f"stdout: {self.stdout!r}\nstderr: {self.stderr!r}")
 
+    def check_failed_clearly(self) -> Result:
+        """Returns self; raises AssertionError unless the command failed with a message that is
+        not a crash (a Python traceback is not a clear message)."""
+        if self.returncode == 0:
+            raise AssertionError(f"command succeeded, expected a failure:\n{self.describe()}")
+        if not self.stderr.strip():
+            raise AssertionError(f"failed without a message:\n{self.describe()}")
+        if "Traceback (most recent call last)" in self.stderr:
+            raise AssertionError(f"failed with a traceback, not a message:\n{self.describe()}")
+        return self
+
     def check(self) -> Result:
         """Returns self; raises AssertionError (with the whole command and output) on failure."""
         if self.returncode != 0:

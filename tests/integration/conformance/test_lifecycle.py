@@ -106,8 +106,7 @@ def test_start_twice_fails(box: Box) -> None:
     box.runtime("start", bundle.id).check()
     wait_for(marker)
     second = box.runtime("start", bundle.id)
-    assert second.returncode != 0, second.describe()
-    assert second.stderr.strip(), "no message"
+    second.check_failed_clearly()
     assert box.runtime.state(bundle.id)["status"] == "running"
 
 
@@ -117,8 +116,7 @@ def test_delete_running_without_force_fails_and_force_works(box: Box) -> None:
     box.runtime("start", bundle.id).check()
     wait_for(marker)
     refused = box.runtime("delete", bundle.id)
-    assert refused.returncode != 0, refused.describe()
-    assert refused.stderr.strip(), "no message"
+    refused.check_failed_clearly()
     assert box.runtime.state(bundle.id)["status"] == "running"
     assert pid_alive(pid)
 
@@ -133,8 +131,7 @@ def test_create_with_an_existing_id_fails(box: Box) -> None:
     bundle, _marker = marker_bundle(box)
     create(box, bundle)
     again = box.runtime.create(bundle.id, bundle.path)
-    assert again.returncode != 0, again.describe()
-    assert again.stderr.strip(), "no message"
+    again.check_failed_clearly()
     assert box.runtime.state(bundle.id)["status"] == "created"
 
 
@@ -143,6 +140,4 @@ def test_create_with_an_existing_id_fails(box: Box) -> None:
 def test_unknown_id_fails_with_a_message(box: Box, command: list[str]) -> None:
     unknown = f"pydesk-test-unknown-{os.getpid()}"
     args = [command[0], unknown, *command[1:]]
-    result = box.runtime(*args)
-    assert result.returncode != 0, result.describe()
-    assert result.stderr.strip(), "no message"
+    box.runtime(*args).check_failed_clearly()
