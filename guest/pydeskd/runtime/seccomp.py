@@ -11,7 +11,6 @@ default action for syscalls newer than the profile. This module never loads anyt
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from collections.abc import Iterable
@@ -145,7 +144,10 @@ def _library() -> ctypes.CDLL:
     try:
         lib = ctypes.CDLL(name)
     except OSError:
-        found = ctypes.util.find_library("seccomp")
+        # Slow (it may run ldconfig): only when the soname itself is not found.
+        from ctypes.util import find_library
+
+        found = find_library("seccomp")
         if found is None:
             raise SetupFailed("seccomp: libseccomp.so.2 is not installed") from None
         lib = ctypes.CDLL(found)

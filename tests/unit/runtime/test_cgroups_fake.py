@@ -306,6 +306,21 @@ def test_v2_limits(v2root: tuple[str, str], writes: list[tuple[str, str, str]]) 
     assert os.listdir(root) == os.listdir(root) and "pydesk" not in os.listdir(root)
 
 
+def test_v2_swap_equal_to_limit_disables_swap(v2root: tuple[str, str],
+                                              writes: list[tuple[str, str, str]]) -> None:
+    cg = v2(v2root, "/s")
+    cg.create(Resources(memory=MemoryResources(limit=1 << 20, swap=1 << 20)))
+    assert [w for w in writes if w[1].startswith("memory")] == [
+        ("s", "memory.swap.max", "0"), ("s", "memory.max", str(1 << 20))]
+    cg.destroy()
+    writes.clear()
+    cg = v2(v2root, "/t")
+    cg.create(Resources(memory=MemoryResources(limit=1 << 20)))
+    assert [w for w in writes if w[1].startswith("memory")] == [
+        ("t", "memory.max", str(1 << 20))]
+    cg.destroy()
+
+
 def test_v2_cpu_max_forms(v2root: tuple[str, str], writes: list[tuple[str, str, str]]) -> None:
     for i, (quota, period, expected) in enumerate(
             [(25000, 0, "25000"), (25000, 100000, "25000 100000"), (0, 20000, "max 20000")]):

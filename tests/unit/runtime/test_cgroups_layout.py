@@ -46,6 +46,9 @@ COMOUNTED = """\
 def test_hybrid_is_v1_with_every_controller() -> None:
     layout = detect_layout("/sys/fs/cgroup", HYBRID)
     assert layout.version == 1
+    assert layout.hybrid is not None
+    assert layout.hybrid.mountpoint == "/sys/fs/cgroup/unified"
+    assert detect_layout("/sys/fs/cgroup", COMOUNTED).hybrid is None
     controllers = [c for m in layout.mounts for c in m.controllers]
     assert sorted(controllers) == ["blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer",
                                    "memory", "name=systemd", "pids"]
@@ -91,7 +94,8 @@ def test_default_path_is_pydesk_id_in_every_hierarchy() -> None:
     cg = _v1("")
     assert cg.dirs["memory"] == "/sys/fs/cgroup/memory/pydesk/c1"
     assert cg.dirs["name=systemd"] == "/sys/fs/cgroup/systemd/pydesk/c1"
-    assert len(cg.dirs) == 9
+    assert len(cg.dirs) == 10
+    assert cg.dirs[""] == "/sys/fs/cgroup/unified/pydesk/c1"  # hybrid: joined, as runc 1.1
     assert cg.default_parents == ("/pydesk",)
 
 
@@ -107,6 +111,7 @@ def test_relative_path_is_below_our_own_cgroup() -> None:
     assert cg.dirs["memory"] == "/sys/fs/cgroup/memory/process_api/1b10/a/b"
     assert cg.bases["memory"] == "/sys/fs/cgroup/memory/process_api/1b10"
     assert cg.dirs["pids"] == "/sys/fs/cgroup/pids/a/b"
+    assert cg.dirs[""] == "/sys/fs/cgroup/unified/a/b"
 
 
 def test_relative_path_inside_a_cgroup_namespace() -> None:

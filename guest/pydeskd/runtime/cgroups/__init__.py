@@ -120,6 +120,13 @@ def open_cgroup(cgroups_path: str, container_id: str, root: str = "/sys/fs/cgrou
         for controller in entry.controllers:
             dirs[controller] = _join(base, path)
             bases[controller] = base
+    if layout.hybrid is not None:
+        # Joined without limits (key ""), as runc does, so the container is in one place in
+        # every hierarchy the host has.
+        entry = layout.hybrid
+        base = entry.mountpoint if path.startswith("/") else _own_dir(entry, own.get("", "/"))
+        dirs[""] = _join(base, path)
+        bases[""] = base
     return V1Cgroup(dirs=dirs, bases=bases, default_parents=default_parents)
 
 

@@ -1,8 +1,8 @@
 """Which cgroup layout is mounted under a root, read from mountinfo text (injectable for tests).
 
 cgroup2 mounted at the root itself is the unified layout (v2). Otherwise the v1 hierarchies
-mounted directly below the root are used; an empty cgroup2 beside them (``root/unified``, the
-"hybrid" layout) is ignored, as runc does. This module only reads; it never writes.
+mounted directly below the root are used; a cgroup2 beside them (``root/unified``, the "hybrid"
+layout) carries no limits but is joined, as runc 1.1 does. This module only reads.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class MountEntry:
 class Layout:
     version: int  # 1 (v1 or hybrid) or 2 (unified)
     mounts: tuple[MountEntry, ...]  # v2: the one unified mount; v1: one per hierarchy
+    hybrid: MountEntry | None = None  # v1 only: the cgroup2 at root/unified, if mounted
 
 
 def read_text(path: str) -> str:
@@ -78,7 +79,8 @@ def detect_layout(root: str = "/sys/fs/cgroup", mountinfo: str | None = None) ->
     v1 = tuple(e for p, e in sorted(by_point.items())
                if e.fstype == "cgroup" and os.path.dirname(p) == root and e.controllers)
     if v1:
-        return Layout(1, v1)
+        beside = by_point.get(os.path.join(root, "unified"))
+        return Layout(1, v1, beside if beside is not None and beside.fstype == "cgroup2" else None)
     raise SetupFailed(f"no cgroup hierarchy is mounted at or under {root}")
 
 

@@ -149,7 +149,8 @@ class V2Cgroup:
 
     def _set(self, r: Resources, swap: int) -> None:
         m, c = r.memory, r.cpu
-        if swap:
+        # swap == limit gives 0: swap disabled, written as "0"; an unset swap writes nothing.
+        if swap or (m.swap or 0) > 0:
             value = _num(swap)
             if value in ("max", "0") and not os.path.exists(
                     os.path.join(self.leaf, "memory.swap.max")):
