@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,12 +17,11 @@ from tests.integration.shim.conftest import ShimEnv, leftover_cgroups, pid_alive
 
 
 def _shim_pid(client: ShimClient) -> int:
-    import json
     return int(json.loads((client.path.parent / "shim.json").read_text())["pid"])
 
 
 def _ppid(pid: int) -> int:
-    stat = open(f"/proc/{pid}/stat").read()
+    stat = Path(f"/proc/{pid}/stat").read_text()
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
@@ -44,7 +45,6 @@ def test_create_start_exit_delete(env: ShimEnv) -> None:
     assert exited.exited_at and exited.exited_at.endswith("Z")
 
     # Recorded on disk for a daemon that was down.
-    import json
     record = json.loads((state_dir / "exit.json").read_text())
     assert record["exit_code"] == 3 and record["exited_at"] == exited.exited_at
 
@@ -117,7 +117,8 @@ def test_start_failure_leaves_nothing(env: ShimEnv) -> None:
         start_shim(cid, bundle, state_dir, runtime=env.runtime, runtime_root=env.root)
     assert str(err.value)  # the runtime's message, not an empty one
     assert not state_dir.exists()
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True,
+                         check=True).stdout
     assert str(state_dir) not in out
     assert leftover_cgroups(f"{env.cgroup_parent}/{cid}") == []
 

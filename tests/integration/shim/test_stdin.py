@@ -1,0 +1,64 @@
+"""stdin through attach: bytes reach the container, a half-close closes its stdin (stdin-once),
+and an exec has its own stdin and output."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from pydeskd.shim.protocol import ErrorKind, ShimError, Status, Stream
+from tests.integration.shim.conftest import ShimEnv, read_log
+
+
+def test_cat_echoes_stdin_and_exits_on_half_close(env: ShimEnv) -> None:
+    _, client = env.start(["cat"], stdin=True)
+    payload = os.urandom(200_000).hex().encode() + b"\nlast line without newline"
+    with client.attach(stdin=True) as stream:
+        client.start()
+        stream.send(payload)
+        stream.close_stdin()
+        out, err = stream.read_all()
+    assert out == payload and err == b""
+    state = client.wait(timeout=20)
+    assert state.exit_code == 0
+    logged = b"".join(e["log"].encode() for e in read_log(client.path.parent / "container.log"))
+    assert logged == payload
+    client.delete()
+
+
+def test_exec_with_stdin(env: ShimEnv) -> None:
+    _, client = env.start(["sleep", "60"])
+    client.start()
+    client.exec("in1", env.exec_process(["sh", "-c", "tr a-z A-Z; echo done >&2"]), stdin=True)
+    with client.attach("in1", stdin=True) as stream:
+        client.start("in1")
+        stream.send(b"hello shim\n")
+        stream.close_stdin()
+        chunks = list(stream.chunks())
+    assert chunks == [(Stream.STDOUT, b"HELLO SHIM\n"), (Stream.STDERR, b"done\n")]
+    assert client.wait("in1", timeout=20).exit_code == 0
+    # An exec's output is not the container's log.
+    assert b"SHIM" not in (client.path.parent / "container.log").read_bytes()
+    client.delete("in1")
+    client.kill(signal.SIGKILL)
+    assert client.wait(timeout=20).status is Status.STOPPED
+    client.delete()
+
+
+def test_exec_of_missing_binary_fails_cleanly(env: ShimEnv) -> None:
+    _, client = env.start(["sleep", "60"])
+    client.start()
+    client.exec("bad", env.exec_process(["/no/such/binary"]))
+    # The runtime refuses the exec (exit 1, its error names the binary); the shim reports the
+    # runtime's error and ends the exec as Docker does, with 126.
+    with pytest.raises(ShimError) as err:
+        client.start("bad")
+    assert err.value.kind is ErrorKind.FAILED
+    assert "/no/such/binary" in err.value.message  # the runtime's own message, passed on
+    assert client.wait("bad", timeout=20).exit_code == 126
+    assert client.state().status is Status.RUNNING
+    client.kill(signal.SIGKILL)
+    client.wait(timeout=20)
+    client.delete()
