@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import resource
+import subprocess
 import tempfile
 
 import pytest
@@ -149,3 +150,42 @@ def test_errors_before_and_during_loading() -> None:
 
     assert "loading the filter" in (message := run_in_child(child))
     assert f"errno {errno.EACCES}" in message
+
+
+def _native_syscall_names() -> list[str]:
+    """Every syscall name libseccomp knows on this architecture (numbers 0..499)."""
+    lib = ctypes.CDLL("libseccomp.so.2")
+    lib.seccomp_syscall_resolve_num_arch.restype = ctypes.c_void_p  # char *, caller frees
+    lib.seccomp_syscall_resolve_num_arch.argtypes = [ctypes.c_uint32, ctypes.c_int]
+    libc = ctypes.CDLL(None)
+    libc.free.argtypes = [ctypes.c_void_p]
+    names = []
+    for number in range(500):
+        pointer = lib.seccomp_syscall_resolve_num_arch(0, number)  # 0: the native arch
+        if pointer:
+            names.append(ctypes.string_at(pointer).decode())
+            libc.free(pointer)
+    return names
+
+
+def test_a_large_allow_list_profile_runs_real_programs() -> None:
+    """A Docker-sized profile: default EPERM, several hundred names allowed (some unknown to
+    libseccomp, skipped), then a child that forks, execs and exits normally."""
+    names = [n for n in _native_syscall_names() if n not in ("mkdir", "mkdirat")]
+    assert len(names) > 300
+    profile = Seccomp(
+        default_action="SCMP_ACT_ERRNO",
+        architectures=("SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"),
+        syscalls=(SeccompRule((*names, "pydesk_future_syscall"), "SCMP_ACT_ALLOW"),))
+    where = tempfile.mkdtemp(prefix="pydesk-test-seccomp-")
+    try:
+        def child() -> str:
+            load_seccomp(profile)
+            done = subprocess.run(["/bin/sh", "-c", "echo hi; exit 3"], capture_output=True,
+                                  text=True, check=False)
+            return json.dumps([done.stdout, done.returncode,
+                               _mkdir_errno(os.path.join(where, "d"))])
+
+        assert json.loads(run_in_child(child)) == ["hi\n", 3, errno.EPERM]
+    finally:
+        os.rmdir(where)
