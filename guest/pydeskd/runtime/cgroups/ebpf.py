@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import struct
 
 from pydeskd.runtime.cgroups.devices import ALL_ACCESS, DeviceException, DevicePolicy
@@ -100,10 +99,10 @@ def device_program(policy: DevicePolicy) -> bytes:
 
 
 def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
-    number = _SYS_BPF.get(platform.machine())
+    machine = os.uname().machine
+    number = _SYS_BPF.get(machine)
     if number is None:
-        raise SetupFailed(f"cgroup v2 device control: no bpf(2) number known for "
-                          f"{platform.machine()}")
+        raise SetupFailed(f"cgroup v2 device control: no bpf(2) number known for {machine}")
     libc = ctypes.CDLL(None, use_errno=True)
     result: int = libc.syscall(ctypes.c_long(number), ctypes.c_long(cmd), attr,
                                ctypes.c_long(len(attr)))
