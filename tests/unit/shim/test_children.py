@@ -1,0 +1,108 @@
+"""The shim's one reaper: spawned children's statuses are never stolen, reparented orphans are
+claimed by pid (even when they died first), and codes follow the shell (128 + signal).
+
+Each case runs in a fresh interpreter: a reaper calls waitpid(-1) and sets the child subreaper
+flag, which must not touch the test runner's own children.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pydeskd.shim.children import exit_code
+
+PRELUDE = """
+import os, threading, time, subprocess
+from pydeskd.shim.children import Children
+from pydeskd.runtime.syscalls import LinuxSyscalls
+LinuxSyscalls().prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+children = Children()
+children.start()
+"""
+
+
+def _run(body: str) -> str:
+    done = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(body)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_exit_code_convention() -> None:
+    assert exit_code(3 << 8) == 3
+    assert exit_code(9) == 137
+    assert exit_code(15) == 143
+
+
+def test_spawned_statuses_are_not_stolen() -> None:
+    out = _run("""
+        results = []
+        def worker(n):
+            code, output = children.run(["sh", "-c", f"echo {n}; exit {n % 5}"])
+            results.append((n, code, output))
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(40)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        assert sorted(results) == [(n, n % 5, f"{n}\\n".encode()) for n in range(40)], results
+        p = children.spawn(["sh", "-c", "kill -9 $$"])
+        assert children.wait(p, 10) == 137 and p.returncode == 137
+        p = children.spawn(["sleep", "5"])
+        try:
+            children.wait(p, 0.2)
+        except TimeoutError:
+            print("timeout ok")
+        p.kill()
+        assert children.wait(p, 10) == 137
+        print("ok")
+    """)
+    assert out.split() == ["timeout", "ok", "ok"]
+
+
+def test_reparented_orphans_are_claimed() -> None:
+    out = _run("""
+        got = {}
+        done = threading.Event()
+        def claim(name):
+            def on_exit(code):
+                got[name] = code
+                if len(got) == 2: done.set()
+            return on_exit
+        since = time.monotonic()
+        # Orphans: their parent (sh) exits at once, so they are reparented to us.
+        code, out = children.run(["sh", "-c", "(sleep 0.5; exit 4) >/dev/null & echo $!"])
+        late = int(out)
+        # A grandchild, orphaned at once; dead (and reaped as unclaimed) before the watch.
+        code, out = children.run(["sh", "-c", "(sh -c 'exit 6' >/dev/null & echo $!)"])
+        early = int(out)
+        time.sleep(0.3)
+        children.watch(late, claim("late"), since)
+        children.watch(early, claim("early"), since)
+        assert done.wait(10), got
+        print(got["late"], got["early"])
+    """)
+    assert out.split() == ["4", "6"]
+
+
+def test_stale_unclaimed_status_is_not_handed_to_a_newer_process() -> None:
+    out = _run("""
+        before = time.monotonic()
+        pids = [int(children.run(["sh", "-c", "(sh -c 'exit 6' >/dev/null & echo $!)"])[1])
+                for _ in range(2)]
+        time.sleep(0.3)
+        got = {0: [], 1: []}
+        children.watch(pids[0], got[0].append, before)  # reaped after `before`: handed over
+        # Watching "since now": the status reaped earlier belongs to an older process.
+        children.watch(pids[1], got[1].append, time.monotonic())
+        time.sleep(0.3)
+        print(got[0], got[1])
+    """)
+    assert out.split() == ["[6]", "[]"]
+
+
+@pytest.mark.parametrize("status, code", [(0, 0), (1 << 8, 1), (2, 130)])
+def test_exit_codes(status: int, code: int) -> None:
+    assert exit_code(status) == code
