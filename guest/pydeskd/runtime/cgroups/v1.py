@@ -1,4 +1,5 @@
-"""cgroup v1: one directory per hierarchy (cpu, memory, devices, freezer, ... and name=systemd).
+"""cgroup v1: one directory per hierarchy (cpu, memory, devices, freezer, ... and name=systemd;
+on a hybrid host also one in the cgroup2 at root/unified, key "", joined without limits).
 
 Limits are written the way runc 1.1 writes them, so that pydesk-runc and runc give a container
 the same cgroup files. Never writes to a directory it did not make, except copying cpuset.cpus
