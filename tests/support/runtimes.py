@@ -218,13 +218,14 @@ def _rmdir_retry(path: Path, deadline: float) -> None:
 
 # ---------------------------------------------------------------- processes and mounts
 
-def set_child_subreaper() -> None:
-    """Makes this process the reaper of orphaned descendants (container inits after `create`)."""
+def set_child_subreaper(enabled: bool = True) -> None:
+    """Makes this process the reaper of orphaned descendants (container inits after `create`),
+    or, with enabled=False, stops being one."""
     import ctypes
 
     pr_set_child_subreaper = 36
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) != 0:
+    if libc.prctl(pr_set_child_subreaper, int(enabled), 0, 0, 0) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))
 
