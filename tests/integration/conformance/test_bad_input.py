@@ -160,3 +160,59 @@ def test_bind_source_that_does_not_exist(box: Box) -> None:
     bundle.write()
     create_fails(box, bundle)
     assert not missing.exists()
+
+
+def test_dotdot_mount_destination_stays_inside_rootfs(box: Box) -> None:
+    target = box.host_dir("target")
+    (target / "sentinel").write_text("host\n")
+    source = box.host_dir("source")
+    (source / "from-source").write_text("source\n")
+    dest = "/../../../../../../.." + str(target)
+    bundle = box.sh(f"ls {target}")
+    bundle.add_bind(source, dest)
+    bundle.write()
+    result = box.runtime.run(bundle.id, bundle.path)
+    if result.returncode != 0:
+        result.check_failed_clearly()
+    else:
+        assert result.stdout == "from-source\n", result.describe()
+    assert sorted(p.name for p in target.iterdir()) == ["sentinel"], "host directory changed"
+    assert not mounts_mentioning([str(target)])
+
+
+@pytest.mark.parametrize("kind", ["maskedPaths", "readonlyPaths"])
+def test_symlinked_masked_and_readonly_paths_stay_inside(box: Box, kind: str) -> None:
+    # A host file named by a symlink in the rootfs must be neither masked nor made read-only
+    # on the host: the path resolves inside the container's root.
+    host_file = box.host_dir("target") / "file"
+    host_file.write_text("host\n")
+    bundle = box.sh("cat /link 2>&1; echo end")
+    (bundle.rootfs / "link").symlink_to(host_file)
+    bundle.config["linux"][kind].append("/link")
+    result = box.runtime.run(bundle.id, bundle.path)
+    if result.returncode != 0:
+        result.check_failed_clearly()
+    assert host_file.read_text() == "host\n"
+    host_file.write_text("still writable\n")  # not made read-only on the host
+    assert not mounts_mentioning([str(host_file.parent)])
+
+
+# Not an unknown capability name: runc ignores it with a warning (for kernels that lack it).
+@pytest.mark.parametrize("change", [
+    "unknown-rlimit", "bad-seccomp-action", "hostname-without-uts",
+    "duplicate-namespace",
+])
+def test_semantically_invalid_config(box: Box, change: str) -> None:
+    bundle = box.bundle(["true"])
+    config = bundle.config
+    if change == "unknown-rlimit":
+        config["process"]["rlimits"].append({"type": "RLIMIT_NOPE", "soft": 1, "hard": 1})
+    elif change == "bad-seccomp-action":
+        config["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_MAYBE", "syscalls": []}
+    elif change == "hostname-without-uts":
+        config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"]
+                                         if n["type"] != "uts"]
+    elif change == "duplicate-namespace":
+        config["linux"]["namespaces"].append({"type": "pid"})
+    bundle.write()
+    create_fails(box, bundle)
