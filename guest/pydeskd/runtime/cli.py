@@ -187,11 +187,11 @@ def dispatch(command: str, root: str, opts: dict[str, Any], positionals: list[st
         container.delete(root, _one_id(command, positionals), bool(opts.get("force")))
         return 0
     if command == "exec":
-        from pydeskd.runtime import exec as exec_mod
+        from pydeskd.runtime.exec import exec_command
 
         if not positionals:
             raise UsageError("exec: expected <container-id> [command [args...]]")
-        return exec_mod.exec_command(root, positionals[0], positionals[1:], opts)
+        return exec_command(root, positionals[0], positionals[1:], opts)
     if command == "list":
         from pydeskd.runtime.listing import list_command
 
