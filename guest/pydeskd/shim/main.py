@@ -175,11 +175,13 @@ def _daemon(config: object, ready_w: int, cleanup: _Cleanup, debug: bool) -> Non
             _report(ready_w, {"ok": False, "error": str(e)})
             _remove_state(paths, cleanup, config.log_path)
             os._exit(1)
-        shim.serve(listener)
+        # shim.json first (a caller may read it as soon as start returns), without fsync: it
+        # describes a live process, which a crash ends anyway; fsync costs ~15 ms here.
         atomic_write(paths.shim_json, {
             "pid": os.getpid(), "id": config.id, "bundle": str(config.bundle),
             "runtime": str(config.runtime), "runtime_root": str(config.runtime_root),
-            "socket": str(paths.socket)})
+            "socket": str(paths.socket)}, durable=False)
+        shim.serve(listener)
         _report(ready_w, {"ok": True, "socket": str(paths.socket)})
         shim.done.wait()
         listener.close()

@@ -72,16 +72,22 @@ class StatePaths:
         return self.root / f"exec{n}.pid"
 
 
-def atomic_write(path: Path, obj: dict[str, Any]) -> None:
-    """Writes JSON so that a reader sees the old file or the whole new one: tmp, fsync, rename."""
+def atomic_write(path: Path, obj: dict[str, Any], durable: bool = True) -> None:
+    """Writes JSON so that a reader sees the old file or the whole new one: tmp, fsync, rename.
+
+    ``durable`` also fsyncs (file and directory), so the new content survives a crash.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, json.dumps(obj).encode() + b"\n")
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    if not durable:
+        return
     dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dfd)

@@ -90,18 +90,21 @@ class Shim:
         init = self._new_process(0, None, tty, self._log)
         console = self.paths.console_socket(0) if tty else None
         listener = _console_listener(console) if console else None
+        spawned = False
         try:
             self._child_stdio(init, cfg.stdin)
             argv = self.runtime.create(cfg.id, cfg.bundle, self.paths.init_pid, console)
+            spawned = True
             code, out, since = self._run_runtime(init, argv)
             if code != 0:
-                self._runtime_cleanup()
                 raise CreateFailed(out)
             if listener is not None:
                 init.master_fd = _receive_fd(listener)
                 init.pump.add(init.master_fd, p.Stream.STDOUT, close=False)
             init.pid = _read_pid(self.paths.init_pid)
         except BaseException:
+            if spawned:  # whatever the runtime left (a half-made container) goes
+                self._runtime_cleanup()
             init.close_fds()
             raise
         finally:

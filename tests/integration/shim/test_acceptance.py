@@ -55,7 +55,9 @@ def test_twenty_containers_outlive_their_parent(env: ShimEnv) -> None:
         parent.kill()  # SIGKILL, mid-sleep: nothing of it runs any more
         parent.wait()
 
-    clients = [ShimClient(Path(s[1])) for s in started]
+    # As a restarted daemon would: find each shim from its state dir alone.
+    clients = [ShimClient.for_state_dir(Path(s["state"])) for s in specs]
+    assert [str(c.path) for c in clients] == [s[1] for s in started]
     states = {c.path: c.state() for c in clients}
     time.sleep(1.0)
     for client in clients:

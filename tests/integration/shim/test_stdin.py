@@ -62,3 +62,20 @@ def test_exec_of_missing_binary_fails_cleanly(env: ShimEnv) -> None:
     client.kill(signal.SIGKILL)
     client.wait(timeout=20)
     client.delete()
+
+
+def test_a_client_that_does_not_read_never_stalls_the_container(env: ShimEnv) -> None:
+    # 24 MiB without newlines: far more than the client buffer (4 MiB) plus socket buffers.
+    size = 24 * 1024 * 1024
+    _, client = env.start(["sh", "-c", f"head -c {size} /dev/zero | tr '\\0' x; echo; exit 9"])
+    stream = client.attach()  # never read while the container runs
+    client.start()
+    state = client.wait(timeout=60)  # finishes although nobody reads the attached stream
+    assert state.exit_code == 9
+    received = sum(len(data) for _, data in stream.chunks())  # dropped: EOF after a part
+    stream.close()
+    assert 0 < received < size
+    entries = read_log(client.path.parent / "container.log")
+    assert sum(len(e["log"]) for e in entries) == size + 1  # the log has all of it
+    assert all(len(e["log"]) <= 16 * 1024 for e in entries)
+    client.delete()
