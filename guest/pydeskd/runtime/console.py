@@ -53,7 +53,7 @@ def send_master(socket_fd: int, master: int) -> None:
     try:
         socket.send_fds(sock, [b"/dev/ptmx"], [master])
     finally:
-        sock.close()
+        sock.detach()  # the caller owns (and closes) socket_fd
 
 
 def attach_slave(slave_path: str) -> None:
