@@ -150,6 +150,7 @@ class _Cleanup:
 
 def _daemon(config: object, ready_w: int, cleanup: _Cleanup, debug: bool) -> None:
     """The shim process. Never returns: exits when deleted, or when creation failed."""
+    from pydeskd.shim import control
     from pydeskd.shim.children import Children
     from pydeskd.shim.server import CreateFailed, Shim, ShimConfig
 
@@ -169,9 +170,9 @@ def _daemon(config: object, ready_w: int, cleanup: _Cleanup, debug: bool) -> Non
         children.start()
         shim = Shim(config, children)
         try:
-            listener = shim.listen()
+            listener = control.listen(paths.socket)
             shim.create()
-        except (CreateFailed, OSError) as e:
+        except (CreateFailed, OSError, ValueError) as e:
             _report(ready_w, {"ok": False, "error": str(e)})
             _remove_state(paths, cleanup, config.log_path)
             os._exit(1)
@@ -181,7 +182,7 @@ def _daemon(config: object, ready_w: int, cleanup: _Cleanup, debug: bool) -> Non
             "pid": os.getpid(), "id": config.id, "bundle": str(config.bundle),
             "runtime": str(config.runtime), "runtime_root": str(config.runtime_root),
             "socket": str(paths.socket)}, durable=False)
-        shim.serve(listener)
+        control.serve(shim, listener)
         _report(ready_w, {"ok": True, "socket": str(paths.socket)})
         shim.done.wait()
         listener.close()

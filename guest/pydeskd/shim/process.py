@@ -31,6 +31,7 @@ class Process:
     pump: OutputPump
     status: Status = Status.CREATED
     pid: int = 0
+    reaped: bool = False         # its pid was reaped (and may be reused): never signal it
     exit_code: int | None = None
     exited_at: str | None = None
     stdin_fd: int | None = None
