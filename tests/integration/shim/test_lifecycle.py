@@ -144,3 +144,24 @@ def test_log_rotation(env: ShimEnv) -> None:
     # The oldest lines were rotated away; what is kept is the contiguous end, in order.
     assert lines == [f"line {i}\n" for i in range(400 - len(lines), 400)]
     assert all(f.stat().st_size < 4096 + 200 for f in files)
+
+
+def test_exit_while_nobody_listens_is_found_later(env: ShimEnv) -> None:
+    """A daemon that was down finds the shim from the state dir and learns how it ended."""
+    cid, client = env.start(["sh", "-c", "echo bye; exit 4"])
+    client.start()
+    del client  # the "daemon" goes away; the container exits meanwhile
+    state_dir = env.base / "s" / cid
+    deadline = time.monotonic() + 20
+    while not (state_dir / "exit.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    record = json.loads((state_dir / "exit.json").read_text())
+    assert record["exit_code"] == 4
+    found = ShimClient.for_state_dir(state_dir)
+    state = found.state()
+    assert state.status is Status.STOPPED and state.exit_code == 4
+    assert state.exited_at == record["exited_at"]
+    assert found.wait(timeout=5).exit_code == 4  # wait after the fact returns at once
+    assert [e["log"] for e in read_log(state_dir / "container.log")] == ["bye\n"]
+    found.delete()
+    assert not state_dir.exists()
