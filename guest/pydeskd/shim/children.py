@@ -19,7 +19,6 @@ This module must never wait for a child anywhere but in :meth:`Children._reap_lo
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import threading
@@ -27,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-log = logging.getLogger(__name__)
+from pydeskd.shim import diag
 
 _UNCLAIMED_TTL = 120.0  # seconds a status of an unknown pid is kept for a late watch()
 
@@ -139,6 +138,6 @@ def _call(callback: Callable[[int], None], pid: int, code: int) -> None:
         try:
             callback(code)
         except Exception:
-            log.exception("exit handler of pid %d failed", pid)
+            diag.exception("exit handler of pid %d failed", pid)
 
     threading.Thread(target=run, name=f"exit-{pid}", daemon=True).start()

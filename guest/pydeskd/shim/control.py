@@ -10,19 +10,17 @@ container on a client (attach output goes through :class:`~pydeskd.shim.stdio.Su
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import threading
 from pathlib import Path
 from typing import Any
 
+from pydeskd.shim import diag
 from pydeskd.shim import protocol as p
 from pydeskd.shim.paths import MAX_SOCKET_PATH
 from pydeskd.shim.server import Shim
 from pydeskd.shim.stdio import Subscriber
-
-log = logging.getLogger(__name__)
 
 
 def listen(path: Path) -> socket.socket:
@@ -66,7 +64,7 @@ def _handle(shim: Shim, conn: socket.socket) -> None:
             conn.sendall(p.encode_error(e.kind, e.message))
             return
         except Exception as e:
-            log.exception("%r failed", line[:100])
+            diag.exception("%r failed", line[:100])
             conn.sendall(p.encode_error(p.ErrorKind.FAILED, f"{type(e).__name__}: {e}"))
             return
         if isinstance(req, p.AttachRequest):
@@ -82,7 +80,7 @@ def _handle(shim: Shim, conn: socket.socket) -> None:
         else:
             conn.sendall(p.encode_ok(result))
     except OSError as e:
-        log.debug("connection: %s", e)
+        diag.debug("connection: %s", e)
     finally:
         if not attached:
             conn.close()

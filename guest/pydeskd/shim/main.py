@@ -12,12 +12,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
-import shutil
 import socket
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,7 +147,7 @@ class _Cleanup:
 
 def _daemon(config: object, ready_w: int, cleanup: _Cleanup, debug: bool) -> None:
     """The shim process. Never returns: exits when deleted, or when creation failed."""
-    from pydeskd.shim import control
+    from pydeskd.shim import control, diag
     from pydeskd.shim.children import Children
     from pydeskd.shim.server import CreateFailed, Shim, ShimConfig
 
@@ -163,8 +160,7 @@ def _daemon(config: object, ready_w: int, cleanup: _Cleanup, debug: bool) -> Non
         _redirect_stdio(paths)
         os.closerange(3, ready_w)
         os.closerange(ready_w + 1, 1 << 16)
-        logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                            format="%(asctime)s %(threadName)s %(levelname)s %(message)s")
+        diag.set_debug(debug)
         _set_subreaper()
         children = Children()
         children.start()
@@ -188,6 +184,8 @@ def _daemon(config: object, ready_w: int, cleanup: _Cleanup, debug: bool) -> Non
         listener.close()
         code = 0
     except BaseException:
+        import traceback
+
         traceback.print_exc()
         with contextlib.suppress(OSError):
             _report(ready_w, {"ok": False, "error": "the shim failed (see its log)"})
@@ -223,6 +221,8 @@ def _report(fd: int, obj: dict[str, object]) -> None:
 
 
 def _remove_state(paths: StatePaths, cleanup: _Cleanup, log_path: Path | None) -> None:
+    import shutil
+
     if log_path is not None and cleanup.log_made:
         with contextlib.suppress(OSError):
             log_path.unlink()

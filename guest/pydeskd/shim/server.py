@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
-import shutil
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydeskd.shim import diag
 from pydeskd.shim import protocol as p
 from pydeskd.shim.children import Children
 from pydeskd.shim.console import ConsoleError, console_socket, receive_master
@@ -29,8 +28,6 @@ from pydeskd.shim.paths import StatePaths, atomic_write
 from pydeskd.shim.process import Process
 from pydeskd.shim.runtime import Runtime, error_message
 from pydeskd.shim.stdio import Fanout, OutputPump
-
-log = logging.getLogger(__name__)
 
 RUNTIME_TIMEOUT = 60.0
 DRAIN_TIMEOUT = 5.0  # after an exit, how long output may keep flowing before it is reported
@@ -168,7 +165,7 @@ class Shim:
             proc.reaped = True  # its pid is free from now on: never signal it again
         drained = proc.pump.wait(DRAIN_TIMEOUT)
         if not drained:
-            log.warning("output of %s still open %.0f s after exit", proc.exec_id or "init",
+            diag.warning("output of %s still open %.0f s after exit", proc.exec_id or "init",
                         DRAIN_TIMEOUT)
         with proc.start_lock:  # a start under way is reported before this exit
             pass
@@ -191,7 +188,7 @@ class Shim:
     def _event(self, kind: p.EventType, exec_id: str | None = None,
                exit_code: int | None = None) -> None:
         self._events.append(p.Event(kind, rfc3339nano(time.time_ns()), exec_id, exit_code))
-        log.debug("event %s %s %s", kind, exec_id or "", "" if exit_code is None else exit_code)
+        diag.debug("event %s %s %s", kind, exec_id or "", "" if exit_code is None else exit_code)
 
     # --- the protocol's methods ---------------------------------------------------------------
 
@@ -288,7 +285,7 @@ class Shim:
 
     def _fail_exec(self, proc: Process, message: str) -> None:
         """An exec the runtime refused ends as stopped with 126, as Docker reports it."""
-        log.info("exec %s failed: %s", proc.exec_id, message)
+        diag.info("exec %s failed: %s", proc.exec_id, message)
         proc.close_fds()
         proc.pump.wait(DRAIN_TIMEOUT)
         with self._lock:
@@ -339,6 +336,8 @@ class Shim:
 
     def remove_state(self) -> None:
         """After the container's delete: every fd released, the state dir removed."""
+        import shutil  # only once per shim, at its end: not at start-up
+
         with self._lock:
             procs = list(self._procs.values())
         for proc in procs:

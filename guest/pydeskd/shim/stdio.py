@@ -11,15 +11,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
-import logging
 import os
 import socket
 import threading
 
+from pydeskd.shim import diag
 from pydeskd.shim.jsonlog import JsonFileLog
 from pydeskd.shim.protocol import Stream, frame
-
-log = logging.getLogger(__name__)
 
 READ_SIZE = 32 * 1024
 CLIENT_BUFFER = 4 * 1024 * 1024  # bytes queued for one client before it is dropped
@@ -156,7 +154,7 @@ class OutputPump:
                     data = os.read(fd, READ_SIZE)
                 except OSError as e:
                     if e.errno != errno.EIO:
-                        log.warning("reading %s: %s", name, e)
+                        diag.warning("reading %s: %s", name, e)
                     break
                 if not data:
                     break
