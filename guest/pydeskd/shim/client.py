@@ -88,7 +88,11 @@ class ShimClient:
 
     def exec(self, exec_id: str, process: dict[str, Any], tty: bool = False,
              stdin: bool = False) -> p.ProcessState:
-        """Adds an exec (status created): attach to it if wanted, then ``start(exec_id)``."""
+        """Adds an exec (status created): attach to it if wanted, then ``start(exec_id)``.
+
+        ``process`` is a complete OCI process object (args, env, cwd, user, capabilities...,
+        as in config.json); ``terminal`` is set from ``tty``.
+        """
         return p.ProcessState.from_dict(
             self._call(p.ExecRequest(exec_id, process=process, tty=tty, stdin=stdin)))
 

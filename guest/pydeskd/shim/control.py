@@ -120,10 +120,11 @@ def _attach(shim: Shim, req: p.AttachRequest, conn: socket.socket) -> None:
         try:
             conn.sendall(p.encode_ok({"tty": proc.tty}))
             sub.start_writer()
+            stdin_open = req.stdin
             while data := conn.recv(65536):
-                if req.stdin and not proc.write_stdin(data):
-                    break
-            if req.stdin and not sub.closing:  # the client half-closed: stdin-once
+                if stdin_open and not proc.write_stdin(data):
+                    stdin_open = False  # closed, or none: the rest is read and dropped
+            if stdin_open and not sub.closing:  # the client half-closed: stdin-once
                 proc.close_stdin()
             sub.done.wait()
         except OSError:

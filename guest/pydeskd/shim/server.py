@@ -327,7 +327,12 @@ class Shim:
             return proc.state()
         if status not in (p.Status.CREATED, p.Status.STOPPED):
             raise p.ShimError(p.ErrorKind.CONFLICT, f"cannot delete: the container is {status}")
-        self._runtime(self.runtime.delete(self.config.id))
+        try:
+            self._runtime(self.runtime.delete(self.config.id))
+        except p.ShimError as e:
+            # E.g. the runtime's state is gone (its --root was wiped): force, as a last try.
+            diag.warning("delete failed (%s); retrying with --force", e.message)
+            self._runtime(self.runtime.delete(self.config.id, force=True))
         proc.exited.wait(DRAIN_TIMEOUT * 2)  # a created init is killed by the delete
         with self._lock:
             proc.status = p.Status.DELETED

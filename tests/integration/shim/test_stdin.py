@@ -79,3 +79,14 @@ def test_a_client_that_does_not_read_never_stalls_the_container(env: ShimEnv) ->
     assert sum(len(e["log"]) for e in entries) == size + 1  # the log has all of it
     assert all(len(e["log"]) <= 16 * 1024 for e in entries)
     client.delete()
+
+
+def test_input_for_a_process_without_stdin_is_dropped_not_blocking(env: ShimEnv) -> None:
+    _, client = env.start(["sh", "-c", "sleep 0.5; echo done"])  # no --stdin: /dev/null
+    with client.attach(stdin=True) as stream:
+        client.start()
+        stream.send(b"z" * (4 * 1024 * 1024))  # more than socket buffers: must be drained
+        stream.close_stdin()
+        assert stream.read_all() == (b"done\n", b"")
+    assert client.wait(timeout=20).exit_code == 0
+    client.delete()
