@@ -115,7 +115,7 @@ def test_start_failure_leaves_nothing(env: ShimEnv) -> None:
     state_dir = env.state_dir(cid)
     with pytest.raises(ShimStartError) as err:
         start_shim(cid, bundle, state_dir, runtime=env.runtime, runtime_root=env.root)
-    assert str(err.value)  # the runtime's message, not an empty one
+    assert str(env.base / "nope") in str(err.value)  # the runtime's own message
     assert not state_dir.exists()
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True,
                          check=True).stdout
@@ -165,3 +165,25 @@ def test_exit_while_nobody_listens_is_found_later(env: ShimEnv) -> None:
     assert [e["log"] for e in read_log(state_dir / "container.log")] == ["bye\n"]
     found.delete()
     assert not state_dir.exists()
+
+
+def test_failed_start_keeps_what_was_in_an_existing_state_dir(env: ShimEnv) -> None:
+    cid = env.new_id()
+    bundle = env.bundle(cid, ["true"])
+    (bundle / "config.json").write_text(
+        (bundle / "config.json").read_text().replace(str(env.rootfs), str(env.base / "nope")))
+    state_dir = env.state_dir(cid)
+    state_dir.mkdir(parents=True)
+    (state_dir / "daemon-owned.json").write_text("{}")
+    with pytest.raises(ShimStartError):
+        start_shim(cid, bundle, state_dir, runtime=env.runtime, runtime_root=env.root)
+    assert sorted(p.name for p in state_dir.iterdir()) == ["daemon-owned.json"]
+
+
+def test_a_second_shim_for_the_same_state_dir_is_refused(env: ShimEnv) -> None:
+    cid, client = env.start(["sleep", "30"])
+    done = subprocess.run([*shim_command(), "start", "--id", cid + "x", "--bundle",
+                           str(env.base / "b" / cid), "--state-dir", str(client.path.parent)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "already serves" in done.stderr
+    assert client.state().status is Status.CREATED  # the first one is untouched
