@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+
+# typing costs start-up time on every call; annotations only need it for mypy.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 VERSION = "0.1.0"
 SPEC_VERSION = "1.0.2"
@@ -40,7 +44,8 @@ COMMANDS: dict[str, tuple[Options, str, str]] = {
                "Create a container from the bundle (default: the current directory). Its init\n"
                "waits until `start`. Options: --bundle/-b DIR, --pid-file FILE,\n"
                "--console-socket PATH (receives the pty master when process.terminal is true),\n"
-               "--no-pivot (MS_MOVE + chroot instead of pivot_root)."),
+               "--no-pivot (MS_MOVE + chroot instead of pivot_root), --preserve-fds N\n"
+               "(pass fds 3..3+N-1 on to the container)."),
     "start": (HELP_ONLY, "<container-id>", "Start the user process of a created container."),
     "run": ({**CREATE_OPTIONS, "detach": ("d", False, False), "keep": ("", False, False)},
             "[options] <container-id>",
@@ -71,6 +76,8 @@ COMMANDS: dict[str, tuple[Options, str, str]] = {
              "--tty/-t with --console-socket PATH, --cwd DIR, --env/-e NAME=VALUE (repeat),\n"
              "--user/-u UID[:GID], --additional-gids/-g GID (repeat), --cap/-c CAP (repeat),\n"
              "--no-new-privs."),
+    "pause": (HELP_ONLY, "<container-id>", "Freeze every process of a container (its cgroup)."),
+    "resume": (HELP_ONLY, "<container-id>", "Thaw a paused container."),
     "list": ({"format": ("f", True, False), "quiet": ("q", False, False),
               "help": ("h", False, False)},
              "[--format table|json] [--quiet]", "List the containers under --root."),
@@ -141,6 +148,12 @@ def command_usage(name: str) -> str:
     return f"usage: pydesk-runc {name} {synopsis}\n\n{text}\n\n{NO_USERNS}\n"
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise UsageError(f"--preserve-fds {text!r}: expected a number")
+    return int(text)
+
+
 def _one_id(name: str, positionals: list[str]) -> str:
     if len(positionals) != 1:
         raise UsageError(f"{name}: expected exactly one container id, got {len(positionals)}")
@@ -160,7 +173,8 @@ def dispatch(command: str, root: str, opts: dict[str, Any], positionals: list[st
         bundle = opts.get("bundle") or os.getcwd()
         kwargs: dict[str, Any] = {"pid_file": opts.get("pid-file"),
                                   "console_socket": opts.get("console-socket"),
-                                  "no_pivot": bool(opts.get("no-pivot"))}
+                                  "no_pivot": bool(opts.get("no-pivot")),
+                                  "preserve_fds": _count(opts.get("preserve-fds", "0"))}
         if command == "create":
             container.create(root, container_id, bundle, **kwargs)
             return 0
@@ -182,6 +196,10 @@ def dispatch(command: str, root: str, opts: dict[str, Any], positionals: list[st
             raise UsageError("kill: expected <container-id> [signal]")
         signal = container.parse_signal(positionals[1] if len(positionals) == 2 else "SIGTERM")
         container.kill(root, positionals[0], signal, bool(opts.get("all")))
+        return 0
+    if command in ("pause", "resume"):
+        action = container.pause if command == "pause" else container.resume
+        action(root, _one_id(command, positionals))
         return 0
     if command == "delete":
         container.delete(root, _one_id(command, positionals), bool(opts.get("force")))

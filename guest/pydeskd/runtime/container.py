@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 from pydeskd.runtime import log
 from pydeskd.runtime import state as st
@@ -26,6 +25,11 @@ from pydeskd.runtime.errors import (
     SetupFailed,
     SpecError,
 )
+
+# typing costs start-up time on every call; annotations only need it for mypy.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SIGNALS = {
     "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7,
@@ -124,7 +128,8 @@ def _new_namespace(spec: Any, kind: str) -> bool:
 
 
 def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = None,
-           console_socket: str | None = None, no_pivot: bool = False) -> dict[str, Any]:
+           console_socket: str | None = None, no_pivot: bool = False,
+           preserve_fds: int = 0) -> dict[str, Any]:
     """Creates the container; returns its saved state. The init is our child (we are its
     subreaper) until we exit. Raises a RuntimeFailure and leaves nothing behind on error."""
     import dataclasses
@@ -168,7 +173,8 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = 
         has_parent_hooks = bool(spec.hooks.prestart or spec.hooks.create_runtime)
         cfg = init_mod.InitConfig(container_id=container_id, bundle=bundle, rootfs=rootfs,
                                   spec=spec, fifo=fifo, no_pivot=no_pivot,
-                                  console_fd=console_fd, parent_hooks=has_parent_hooks)
+                                  console_fd=console_fd, parent_hooks=has_parent_hooks,
+                                  preserve_fds=preserve_fds)
         # The init's first child exits at once: as subreaper we inherit the init and can
         # wait for it (run) or kill it (failure); our own subreaper inherits it when we exit.
         sc.LinuxSyscalls().prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
@@ -379,15 +385,35 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
     _remove_dir(data["_dir"])
 
 
+def pause(root: str, container_id: str) -> None:
+    data = st.load(root, container_id)
+    current = st.status(data)
+    if current not in (st.RUNNING, st.CREATED):
+        raise IllegalState(f"container not running or created: {current}")
+    from pydeskd.runtime.cgroups import restore_cgroup
+
+    restore_cgroup(data["cgroup"]).freeze()
+
+
+def resume(root: str, container_id: str) -> None:
+    data = st.load(root, container_id)
+    if st.status(data) != st.PAUSED:
+        raise IllegalState("container not paused")
+    from pydeskd.runtime.cgroups import restore_cgroup
+
+    restore_cgroup(data["cgroup"]).thaw()
+
+
 # ------------------------------------------------------------------ run
 
 
 def run(root: str, container_id: str, bundle: str, *, pid_file: str | None = None,
-        console_socket: str | None = None, no_pivot: bool = False, detach: bool = False) -> int:
+        console_socket: str | None = None, no_pivot: bool = False, detach: bool = False,
+        preserve_fds: int = 0) -> int:
     """create + start, then (unless detached) wait and delete; returns the exit status
     (128+n when killed by signal n). Signals we receive are passed on to the container."""
     data = create(root, container_id, bundle, pid_file=pid_file,
-                  console_socket=console_socket, no_pivot=no_pivot)
+                  console_socket=console_socket, no_pivot=no_pivot, preserve_fds=preserve_fds)
     pid = int(data["pid"])
     try:
         start(root, container_id)

@@ -70,6 +70,12 @@ def process_from_options(spec: Spec, args: list[str], opts: dict[str, Any]) -> P
     )
 
 
+def parse_count(text: str) -> int:
+    if not text.isdigit():
+        raise SpecError(f"--preserve-fds {text!r}: expected a number")
+    return int(text)
+
+
 def exec_command(root: str, container_id: str, args: list[str], opts: dict[str, Any]) -> int:
     from pydeskd.runtime import syscalls as sc
     from pydeskd.runtime.cgroups import restore_cgroup
@@ -89,6 +95,7 @@ def exec_command(root: str, container_id: str, args: list[str], opts: dict[str, 
         raise SpecError("--console-socket given but no terminal was asked for (--tty)")
     cgroup = restore_cgroup(data["cgroup"])
     pid = int(data["pid"])
+    preserve = parse_count(opts.get("preserve-fds", "0"))
 
     joins: list[tuple[int, int]] = []
     for ns in spec.linux.namespaces:
@@ -113,7 +120,7 @@ def exec_command(root: str, container_id: str, args: list[str], opts: dict[str, 
         os.close(go_write)
         os.close(err_read)
         _child(sys, spec, process, joins, console_fd=console_fd, go_read=go_read,
-               err_write=err_write)
+               err_write=err_write, preserve=preserve)
     os.close(go_read)
     os.close(err_write)
     for fd, _ in joins:
@@ -162,7 +169,7 @@ def _wait(child: int) -> int:
 
 
 def _child(sys: Any, spec: Spec, process: Process, joins: list[tuple[int, int]], *,
-           console_fd: int, go_read: int, err_write: int) -> NoReturn:
+           console_fd: int, go_read: int, err_write: int, preserve: int) -> NoReturn:
     """The exec'd process until execve. Never returns."""
     from pydeskd.runtime import syscalls as sc
 
@@ -192,7 +199,8 @@ def _child(sys: Any, spec: Spec, process: Process, joins: list[tuple[int, int]],
         proc.finalize(sys, process, spec.linux.seccomp)
         env = proc.process_env(process)
         path = proc.find_executable(process.args[0], env)
-        proc.close_fds_from(3, keep=(err_write,))
+        proc.close_fds_from(3 + preserve, keep=(err_write,))
+        proc.preserve_fds(preserve)
         if process.no_new_privileges and spec.linux.seccomp is not None:
             proc.load_seccomp(spec.linux.seccomp)
         os.execve(path, list(process.args), dict(e.split("=", 1) for e in env))

@@ -68,6 +68,7 @@ class InitConfig:
     no_pivot: bool = False
     console_fd: int = -1
     parent_hooks: bool = False  # create runs prestart/createRuntime hooks: sync for them
+    preserve_fds: int = 0  # fds 3.. of the caller passed on to the container
 
 
 def namespace_fds(spec: Spec) -> list[tuple[int, int]]:
@@ -192,6 +193,7 @@ def container_init(cfg: InitConfig, view: Any, sys: Syscalls, chan: Channel) -> 
         if spec.domainname:
             sys.setdomainname(spec.domainname)
         rootfs.set_sysctls(spec)
+        rootfs.protect_paths(sys, spec)
         proc.finalize(sys, process, spec.linux.seccomp)
         env = proc.process_env(process)
         path = proc.find_executable(process.args[0], env)
@@ -205,7 +207,8 @@ def container_init(cfg: InitConfig, view: Any, sys: Syscalls, chan: Channel) -> 
         os.write(fd, b"0")
         os.close(fd)
         os.close(fifo)
-        proc.close_fds_from(3)
+        proc.close_fds_from(3 + cfg.preserve_fds)
+        proc.preserve_fds(cfg.preserve_fds)
         if process.no_new_privileges and spec.linux.seccomp is not None:
             proc.load_seccomp(spec.linux.seccomp)
         if spec.hooks.start_container:

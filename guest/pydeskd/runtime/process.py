@@ -184,6 +184,15 @@ def finalize(sys: Syscalls, process: Process, seccomp: Seccomp | None) -> None:
         change_cwd(sys, process, before_user=False)
 
 
+def preserve_fds(count: int) -> None:
+    """Makes fds 3 .. 3+count-1 (--preserve-fds, e.g. socket activation) survive execve."""
+    for fd in range(3, 3 + count):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError as exc:
+            raise SetupFailed(f"--preserve-fds: fd {fd}: {exc.strerror}") from exc
+
+
 def close_fds_from(first: int, keep: tuple[int, ...] = ()) -> None:
     """Closes every fd >= first except keep: nothing of the runtime leaks into the container."""
     try:

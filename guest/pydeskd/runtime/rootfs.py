@@ -267,19 +267,23 @@ def pivot(sys: Syscalls, rootfs: str, no_pivot: bool) -> None:
 
 
 def finalize(sys: Syscalls, spec: Spec) -> None:
-    """Inside the new root: /dev read-only if asked, propagation, readonly and masked
-    paths, then the read-only root."""
+    """Inside the new root: /dev read-only if asked, propagation, the read-only root (runc's
+    finalizeRootfs). Readonly and masked paths come later (:func:`protect_paths`), after the
+    sysctls have been written through /proc/sys."""
     for step in plan_mounts(spec):
         if step.destination == "/dev" and step.flags & sc.MS_RDONLY and not step.is_bind:
             sys.mount(step.source, "/dev", step.fstype, step.flags | sc.MS_REMOUNT, step.data)
     if spec.linux.rootfs_propagation:
         sys.mount("", "/", "", PROPAGATION_OPTIONS[spec.linux.rootfs_propagation], "")
+    if spec.root.readonly:
+        readonly_root(sys)
+
+
+def protect_paths(sys: Syscalls, spec: Spec) -> None:
     for path in spec.linux.readonly_paths:
         readonly_path(sys, path)
     for path in spec.linux.masked_paths:
         mask_path(sys, path)
-    if spec.root.readonly:
-        readonly_root(sys)
 
 
 def readonly_path(sys: Syscalls, path: str) -> None:

@@ -15,9 +15,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any
 
 from pydeskd.runtime.errors import ContainerNotFound, RuntimeFailure
+
+# typing costs start-up time on every call; annotations only need it for mypy.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_ROOT = "/run/pydesk/runc"
 STATE_FILE = "state.json"

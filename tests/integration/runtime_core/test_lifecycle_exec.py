@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.support.busybox import write_config
 from tests.support.conformance import Box
-from tests.support.runtimes import cgroup_dirs, pid_alive, reap_children
+from tests.support.runtimes import cgroup_dirs, pid_alive, reap_children, run_captured
 
 
 def _cmdline(pid: int) -> str:
@@ -194,4 +194,35 @@ def test_failing_prestart_hook_fails_create_and_cleans_up(box: Box) -> None:
     result = rt.create(bundle.id, bundle.path)
     assert result.returncode == 1 and "prestart hook /bin/false" in result.stderr
     assert not (rt.root / bundle.id).exists()
+    assert not cgroup_dirs(bundle.cgroups_path)
+
+
+def test_preserve_fds_passes_fd_3_on(box: Box) -> None:
+    bundle = box.sh("echo through-fd-3 >&3; ls /proc/self/fd")
+    rt = box.runtime
+    out = box.workdir / "fd3.txt"
+    rt.ids.add(bundle.id)
+    # The shell opens fd 3 on a host file and execs the runtime with it.
+    result = run_captured(["sh", "-c", f'exec "$@" 3>{out}', "sh",
+                           *rt.argv("run", "--preserve-fds", "1", "-b", str(bundle.path),
+                                    bundle.id)])
+    assert result.returncode == 0, result.describe()
+    assert out.read_text() == "through-fd-3\n"
+    # 0, 1, 2, 3 and the fd of ls's own directory listing: nothing else leaked in.
+    assert sorted(int(fd) for fd in result.stdout.split()) == [0, 1, 2, 3, 4]
+
+
+def test_pause_and_resume(box: Box) -> None:
+    bundle = box.bundle(["sleep", "300"])
+    rt = box.runtime
+    rt.ids.add(bundle.id)
+    rt("run", "-d", "-b", str(bundle.path), bundle.id).check()
+    rt("pause", bundle.id).check()
+    assert rt.state(bundle.id)["status"] == "paused"
+    refused = rt("exec", bundle.id, "true")
+    assert refused.returncode == 1 and "paused" in refused.stderr
+    rt("resume", bundle.id).check()
+    assert rt.state(bundle.id)["status"] == "running"
+    rt("pause", bundle.id).check()
+    rt("delete", "--force", bundle.id).check()  # thaws, kills, removes
     assert not cgroup_dirs(bundle.cgroups_path)

@@ -215,17 +215,18 @@ def test_pivot_root_dot_dot_then_detach_old_root(tree: tuple[Path, Path]) -> Non
     ]
 
 
-def test_finalize_order_readonly_masked_then_root() -> None:
+def test_finalize_then_protect_paths() -> None:
     config = base_config()
     config["root"]["readonly"] = True
     config["linux"]["readonlyPaths"] = ["/proc/sys"]
     config["linux"]["maskedPaths"] = ["/proc/kcore"]
     sys = RecordingSyscalls()
     rootfs.finalize(sys, parse_spec(config))
+    rootfs.protect_paths(sys, parse_spec(config))
     targets = [(c[2], c[4]) for c in mounts(sys.calls)]
     assert targets == [
+        ("/", sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY),
         ("/proc/sys", sc.MS_BIND | sc.MS_REC),
         ("/proc/sys", sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC),
         ("/proc/kcore", sc.MS_BIND),
-        ("/", sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY),
     ]
