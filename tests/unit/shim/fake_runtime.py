@@ -1,0 +1,121 @@
+"""A stand-in OCI runtime for the shim's unit tests: runc's command line, no isolation, no root.
+
+It runs ``process.args`` of the bundle as a plain process, which is enough to drive every path
+of the shim (stdio, exits, reaping, exec, errors) where root is not available. It says so: it
+is not a runtime, and only the integration tests (runc, pydesk-runc) show real containers.
+
+    create --bundle B --pid-file P ID   forks the process, which waits on a fifo until start
+    start ID / kill ID SIG / delete [--force] ID / exec --detach --process F --pid-file P ID
+Errors go to ``--log`` as JSON lines (level "error"), like runc with ``--log-format json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+VALUE_OPTIONS = {"--root", "--log", "--log-format", "--bundle", "--pid-file", "--process",
+                 "--console-socket"}
+
+
+def main(argv: list[str]) -> int:
+    opts: dict[str, str] = {}
+    flags: set[str] = set()
+    words: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg in VALUE_OPTIONS:
+            opts[arg] = next(args)
+        elif arg.startswith("--"):
+            flags.add(arg)
+        else:
+            words.append(arg)
+    root = Path(opts.get("--root", "/tmp/fake-runtime"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        command, cid = words[0], words[1]
+        state = root / f"{cid}.json"
+        if command == "create":
+            return create(root, cid, Path(opts["--bundle"]), Path(opts["--pid-file"]), opts)
+        if not state.exists():
+            raise RuntimeError(f"container {cid} does not exist")
+        info: dict[str, Any] = json.loads(state.read_text())
+        if command == "start":
+            fifo = root / f"{cid}.fifo"
+            with fifo.open("wb") as f:  # the waiting process opened it for reading
+                f.write(b"go")
+            fifo.unlink()
+        elif command == "kill":
+            os.kill(info["pid"], int(words[2]) if len(words) > 2 else signal.SIGTERM)
+        elif command == "delete":
+            if alive(info["pid"]) and "--force" not in flags and started(root, cid):
+                raise RuntimeError(f"container {cid} is running")
+            if alive(info["pid"]):
+                os.kill(info["pid"], signal.SIGKILL)
+            state.unlink()
+            (root / f"{cid}.fifo").unlink(missing_ok=True)
+        elif command == "exec":
+            process = json.loads(Path(opts["--process"]).read_text())
+            if process.get("terminal"):
+                raise RuntimeError("the fake runtime has no terminals")
+            pid = os.fork()
+            if pid == 0:
+                exec_args(process["args"])
+            Path(opts["--pid-file"]).write_text(str(pid))
+        else:
+            raise RuntimeError(f"unknown command {command}")
+        return 0
+    except Exception as e:
+        fail(opts.get("--log"), str(e))
+        return 1
+
+
+def create(root: Path, cid: str, bundle: Path, pid_file: Path, opts: dict[str, str]) -> int:
+    config = json.loads((bundle / "config.json").read_text())
+    process = config["process"]
+    if process.get("terminal") or "--console-socket" in opts:
+        raise RuntimeError("the fake runtime has no terminals")
+    fifo = root / f"{cid}.fifo"
+    os.mkfifo(fifo)
+    pid = os.fork()
+    if pid == 0:  # waits for start, then becomes the container's process
+        with fifo.open("rb") as f:
+            f.read()
+        exec_args(process["args"])
+    (root / f"{cid}.json").write_text(json.dumps({"pid": pid}))
+    pid_file.write_text(str(pid))
+    return 0  # our exit orphans the process: the shim (a subreaper) inherits it
+
+
+def exec_args(args: list[str]) -> None:
+    try:
+        os.execvp(args[0], args)
+    except OSError:
+        os._exit(127)
+
+
+def started(root: Path, cid: str) -> bool:
+    return not (root / f"{cid}.fifo").exists()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def fail(log: str | None, message: str) -> None:
+    print(f"fake-runtime: {message}", file=sys.stderr)
+    if log:
+        with open(log, "a") as f:
+            f.write(json.dumps({"level": "error", "msg": message}) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,223 @@
+"""The real shim, as a process, over a stand-in runtime (fake_runtime.py): no root needed.
+
+These cover the shim's own logic (detaching, stdio, the state machine, reaping, exec, errors)
+on any machine; the integration tests run the same paths with runc and pydesk-runc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pydeskd.shim.client import ShimClient, ShimStartError, start_shim
+from pydeskd.shim.protocol import ErrorKind, EventType, ShimError, Status
+
+FAKE = Path(__file__).with_name("fake_runtime.py")
+
+
+class Env:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.runtime = base / "runtime"
+        self.runtime.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
+        self.runtime.chmod(0o755)
+        self.clients: list[ShimClient] = []
+        self.count = 0
+
+    def start(self, args: list[str], stdin: bool = False, **kwargs: Any) -> ShimClient:
+        self.count += 1
+        bundle = self.base / f"b{self.count}"
+        bundle.mkdir()
+        (bundle / "config.json").write_text(json.dumps({"process": {"args": args}}))
+        client = start_shim(f"c{self.count}", bundle, self.base / f"s{self.count}",
+                            runtime=self.runtime, runtime_root=self.base / "root",
+                            stdin=stdin, **kwargs)
+        self.clients.append(client)
+        return client
+
+    def cleanup(self) -> None:
+        for client in self.clients:
+            if not client.path.exists():
+                continue
+            for call in (lambda c=client: c.kill(signal.SIGKILL),
+                         lambda c=client: c.wait(timeout=10), lambda c=client: c.delete()):
+                with contextlib.suppress(OSError, ShimError):
+                    call()
+            # A shim that did not go: kill it and its process by pid.
+            for name, key in (("shim.json", "pid"), ("init.pid", None)):
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    text = (client.path.parent / name).read_text()
+                    os.kill(int(json.loads(text)[key] if key else text), signal.SIGKILL)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture
+def env() -> Iterator[Env]:
+    shim_env = Env(Path(tempfile.mkdtemp(prefix="pds-u-", dir="/tmp")))
+    try:
+        yield shim_env
+    finally:
+        shim_env.cleanup()
+
+
+def _gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_lifecycle_log_and_exit_record(env: Env) -> None:
+    client = env.start(["sh", "-c", "echo one; echo two >&2; exit 5"])
+    assert client.state().status is Status.CREATED
+    client.start()
+    state = client.wait(timeout=20)
+    assert state.exit_code == 5
+    record = json.loads((client.path.parent / "exit.json").read_text())
+    assert record == {"pid": state.pid, "exit_code": 5, "exited_at": state.exited_at}
+    lines = [json.loads(x) for x in (client.path.parent / "container.log").read_text().split()]
+    assert sorted((e["stream"], e["log"]) for e in lines) == [("stderr", "two\n"),
+                                                               ("stdout", "one\n")]
+    assert [e.type for e in client.events()] == [EventType.CREATE, EventType.START,
+                                                 EventType.EXIT]
+    shim_pid = json.loads((client.path.parent / "shim.json").read_text())["pid"]
+    client.delete()
+    assert not client.path.parent.exists()
+    assert _gone(shim_pid)
+
+
+def test_signal_exit_code_and_many_waiters(env: Env) -> None:
+    client = env.start(["sleep", "30"])
+    client.start()
+    results: list[int | None] = []
+    waiters = [threading.Thread(target=lambda: results.append(client.wait(timeout=20).exit_code))
+               for _ in range(5)]
+    for w in waiters:
+        w.start()
+    time.sleep(0.2)
+    client.kill(signal.SIGTERM)
+    for w in waiters:
+        w.join(20)
+    assert results == [143] * 5
+    client.delete()
+
+
+def test_stdin_half_close(env: Env) -> None:
+    client = env.start(["cat"], stdin=True)
+    with client.attach(stdin=True) as stream:
+        client.start()
+        stream.send(b"ping\npong")
+        stream.close_stdin()
+        assert stream.read_all() == (b"ping\npong", b"")
+    assert client.wait(timeout=20).exit_code == 0
+    client.delete()
+
+
+def test_concurrent_execs_get_their_own_exit_codes(env: Env) -> None:
+    """Execs are reparented orphans reaped by waitpid(-1), racing the runtime calls that the
+    shim waits for: no status may be stolen or mixed up."""
+    client = env.start(["sleep", "60"])
+    client.start()
+    codes: dict[str, int | None] = {}
+
+    def run(n: int) -> None:
+        exec_id = f"e{n}"
+        client.exec(exec_id, {"args": ["sh", "-c", f"echo {n}; exit {n}"]})
+        with client.attach(exec_id) as stream:
+            client.start(exec_id)
+            out, _ = stream.read_all()
+        assert out == f"{n}\n".encode()
+        codes[exec_id] = client.wait(exec_id, timeout=30).exit_code
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(1, 13)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert codes == {f"e{n}": n for n in range(1, 13)}
+    assert client.state().status is Status.RUNNING
+
+
+def test_exec_ids_and_states_are_checked(env: Env) -> None:
+    client = env.start(["sleep", "60"])
+    with pytest.raises(ShimError) as err:
+        client.exec("e1", {"args": ["true"]})
+    assert err.value.kind is ErrorKind.CONFLICT  # the container is only created
+    client.start()
+    client.exec("e1", {"args": ["true"]})
+    with pytest.raises(ShimError) as err:
+        client.exec("e1", {"args": ["true"]})
+    assert err.value.kind is ErrorKind.CONFLICT
+    with pytest.raises(ShimError) as err:
+        client.exec("e2", {"args": []})
+    assert err.value.kind is ErrorKind.INVALID
+    with pytest.raises(ShimError) as err:
+        client.kill(signal.SIGTERM, exec_id="e1")  # created, not started: no pid to signal
+    assert err.value.kind is ErrorKind.CONFLICT
+    with pytest.raises(ShimError) as err:
+        client.delete("e1")
+    assert err.value.kind is ErrorKind.CONFLICT
+    client.start("e1")
+    assert client.wait("e1", timeout=20).exit_code == 0
+    client.delete("e1")
+    with pytest.raises(ShimError) as err:
+        client.state("e1")
+    assert err.value.kind is ErrorKind.NOT_FOUND
+
+
+def test_runtime_error_is_reported_and_nothing_is_left(env: Env) -> None:
+    bundle = env.base / "bad"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"process": {"args": ["true"],
+                                                                "terminal": True}}))
+    with pytest.raises(ShimStartError, match="no terminals"):
+        start_shim("bad", bundle, env.base / "s-bad", runtime=env.runtime,
+                   runtime_root=env.base / "root")
+    assert not (env.base / "s-bad").exists()
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True,
+                         check=True).stdout
+    assert str(env.base / "s-bad") not in out
+
+
+def test_shim_outlives_a_killed_parent(env: Env) -> None:
+    bundle = env.base / "bp"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"process": {"args": [
+        "sh", "-c", "while true; do echo tick; sleep 0.1; done"]}}))
+    script = (
+        "import sys, time\nfrom pathlib import Path\nfrom pydeskd.shim.client import start_shim\n"
+        f"c = start_shim('p1', Path('{bundle}'), Path('{env.base / 'sp'}'),"
+        f" runtime=Path('{env.runtime}'), runtime_root=Path('{env.base / 'root'}'))\n"
+        "c.start()\nprint(c.path, flush=True)\ntime.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        path = Path(parent.stdout.readline().strip())
+    finally:
+        parent.kill()
+        parent.wait()
+    client = ShimClient(path)
+    env.clients.append(client)
+    before = (path.parent / "container.log").stat().st_size
+    time.sleep(0.5)
+    assert client.state().status is Status.RUNNING
+    assert (path.parent / "container.log").stat().st_size > before
