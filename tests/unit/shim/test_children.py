@@ -16,7 +16,7 @@ import pytest
 from pydeskd.shim.children import exit_code
 
 PRELUDE = """
-import os, threading, time, subprocess
+import os, sys, threading, time, subprocess
 from pydeskd.shim.children import Children
 from pydeskd.runtime.syscalls import LinuxSyscalls
 LinuxSyscalls().prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
@@ -25,8 +25,22 @@ children.start()
 """
 
 
+# Prints the pid of a child that it leaves behind (never reaps), which exits with CODE after
+# DELAY seconds: an orphan for the subreaper. (A shell may reap its background jobs itself.)
+ORPHAN = """
+import os, sys, time
+pid = os.fork()
+if pid == 0:
+    os.close(1)  # the caller reads our parent's output to EOF: not wait for us
+    time.sleep(float(sys.argv[2]))
+    os._exit(int(sys.argv[1]))
+print(pid)
+"""
+
+
 def _run(body: str) -> str:
-    done = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(body)],
+    script = PRELUDE + f"ORPHAN = {ORPHAN!r}\n" + textwrap.dedent(body)
+    done = subprocess.run([sys.executable, "-c", script],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -73,11 +87,10 @@ def test_reparented_orphans_are_claimed() -> None:
             return on_exit
         since = time.monotonic()
         # Orphans: their parent (sh) exits at once, so they are reparented to us.
-        code, out = children.run(["sh", "-c", "(sleep 0.5; exit 4) >/dev/null & echo $!"])
-        late = int(out)
-        # A grandchild, orphaned at once; dead (and reaped as unclaimed) before the watch.
-        code, out = children.run(["sh", "-c", "(sh -c 'exit 6' >/dev/null & echo $!)"])
-        early = int(out)
+        late = int(children.run([sys.executable, "-c", ORPHAN, "4", "0.5"])[1])
+        assert os.path.exists(f"/proc/{late}")  # watched below while still running
+        # Dead (and reaped as unclaimed) before anyone watches it.
+        early = int(children.run([sys.executable, "-c", ORPHAN, "6", "0"])[1])
         time.sleep(0.3)
         children.watch(late, claim("late"), since)
         children.watch(early, claim("early"), since)
@@ -90,7 +103,7 @@ def test_reparented_orphans_are_claimed() -> None:
 def test_stale_unclaimed_status_is_not_handed_to_a_newer_process() -> None:
     out = _run("""
         before = time.monotonic()
-        pids = [int(children.run(["sh", "-c", "(sh -c 'exit 6' >/dev/null & echo $!)"])[1])
+        pids = [int(children.run([sys.executable, "-c", ORPHAN, "6", "0"])[1])
                 for _ in range(2)]
         time.sleep(0.3)
         got = {0: [], 1: []}
