@@ -203,7 +203,8 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = 
         }
         st.save(state_dir, data)
         if pid_file:
-            st.write_atomic(os.path.abspath(pid_file), str(init_pid).encode())
+            # Atomic (rename) but not fsync'd, as runc: it only matters while we run.
+            st.write_atomic(os.path.abspath(pid_file), str(init_pid).encode(), sync=False)
         data["_dir"] = state_dir
         return data
     except BaseException:

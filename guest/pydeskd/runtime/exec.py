@@ -144,7 +144,7 @@ def exec_command(root: str, container_id: str, args: list[str], opts: dict[str, 
         os.waitpid(child, 0)
         raise SetupFailed(failure.decode(errors="replace"))
     if opts.get("pid-file"):
-        st.write_atomic(os.path.abspath(opts["pid-file"]), str(child).encode())
+        st.write_atomic(os.path.abspath(opts["pid-file"]), str(child).encode(), sync=False)
     if opts.get("detach"):
         return 0
     return _wait(child)
