@@ -59,6 +59,7 @@ def test_twenty_containers_outlive_their_parent(env: ShimEnv) -> None:
     clients = [ShimClient.for_state_dir(Path(s["state"])) for s in specs]
     assert [str(c.path) for c in clients] == [s[1] for s in started]
     states = {c.path: c.state() for c in clients}
+    logged = [len(_log_ticks(c.path.parent)) for c in clients]
     time.sleep(1.0)
     for client in clients:
         state = client.state()
@@ -66,10 +67,11 @@ def test_twenty_containers_outlive_their_parent(env: ShimEnv) -> None:
         shim_pid = json.loads((client.path.parent / "shim.json").read_text())["pid"]
         assert pid_alive(shim_pid)
     tickers = clients
-    for client in tickers:  # still logging after the parent's death
-        assert len(_log_ticks(client.path.parent)) >= 4
+    for client, before in zip(tickers, logged, strict=True):  # still logging, parent dead
+        assert len(_log_ticks(client.path.parent)) > before
 
     # Attach to one: live output, in the multiplexed framing.
+    logged_before = len(_log_ticks(tickers[0].path.parent))
     with tickers[0].attach() as stream:
         seen: list[str] = []
         for kind, data in stream.chunks():
@@ -79,7 +81,7 @@ def test_twenty_containers_outlive_their_parent(env: ShimEnv) -> None:
                 break
     numbers = [int(line.split()[1]) for line in seen]
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
-    assert numbers[0] >= 4  # live output, not a replay of the log's start
+    assert numbers[0] >= logged_before  # live output, not a replay of the log
 
     # Exec in another: its exit code and its own output.
     ticker = tickers[1]
