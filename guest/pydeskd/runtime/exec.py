@@ -201,6 +201,7 @@ def _child(sys: Any, spec: Spec, process: Process, joins: list[tuple[int, int]],
         path = proc.find_executable(process.args[0], env)
         proc.close_fds_from(3 + preserve, keep=(err_write,))
         proc.preserve_fds(preserve)
+        proc.reset_signals()  # before seccomp, which may deny rt_sigaction
         if process.no_new_privileges and spec.linux.seccomp is not None:
             proc.load_seccomp(spec.linux.seccomp)
         os.execve(path, list(process.args), dict(e.split("=", 1) for e in env))

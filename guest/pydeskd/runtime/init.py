@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys as _sys
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -209,13 +208,13 @@ def container_init(cfg: InitConfig, view: Any, sys: Syscalls, chan: Channel) -> 
         os.close(fifo)
         proc.close_fds_from(3 + cfg.preserve_fds)
         proc.preserve_fds(cfg.preserve_fds)
+        proc.reset_signals()  # before seccomp, which may deny rt_sigaction
         if process.no_new_privileges and spec.linux.seccomp is not None:
             proc.load_seccomp(spec.linux.seccomp)
         if spec.hooks.start_container:
             from pydeskd.runtime.hooks import run_hooks
 
             run_hooks(spec.hooks.start_container, "startContainer", _hook_state(cfg, "created"))
-        _sys.stdout.flush()
         os.execve(path, list(process.args), dict(e.split("=", 1) for e in env))
     except BaseException as exc:
         os.write(2, f"pydesk-runc init: {exc}\n".encode(errors="replace"))

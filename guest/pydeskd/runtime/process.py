@@ -102,9 +102,11 @@ def fix_stdio_ownership(uid: int, gid: int) -> None:
 def preload(terminal: bool, hooks: bool, seccomp: bool) -> None:
     """Imports now what is needed later: after pivot_root (or setns into the container's mount
     namespace) the runtime's modules and libseccomp.so are out of reach."""
+    import signal
+
     from pydeskd.runtime import capabilities
 
-    del capabilities
+    del capabilities, signal
     if terminal:
         from pydeskd.runtime import console
 
@@ -182,6 +184,15 @@ def finalize(sys: Syscalls, process: Process, seccomp: Seccomp | None) -> None:
     become_user(sys, process)
     if not done:
         change_cwd(sys, process, before_user=False)
+
+
+def reset_signals() -> None:
+    """Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive execve: give the
+    container's process the default dispositions it would get from runc."""
+    import signal
+
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def preserve_fds(count: int) -> None:

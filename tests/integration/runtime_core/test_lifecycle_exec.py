@@ -226,3 +226,22 @@ def test_pause_and_resume(box: Box) -> None:
     rt("pause", bundle.id).check()
     rt("delete", "--force", bundle.id).check()  # thaws, kills, removes
     assert not cgroup_dirs(bundle.cgroups_path)
+
+
+def test_no_signal_is_left_ignored_by_the_runtime(box: Box) -> None:
+    # Python ignores SIGPIPE and SIGXFSZ; runc's processes start with nothing ignored.
+    bundle = box.bundle(["sh", "-c", "grep SigIgn /proc/self/status; exec sleep 300"])
+    rt = box.runtime
+    rt.ids.add(bundle.id)
+    out = box.workdir / "init.out"
+    result = run_captured(["sh", "-c", f'exec "$@" > {out}', "sh",
+                           *rt.argv("run", "-d", "-b", str(bundle.path), bundle.id)])
+    assert result.returncode == 0, result.describe()
+    deadline = time.monotonic() + 5
+    while "SigIgn" not in out.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert out.read_text().split() == ["SigIgn:", "0000000000000000"]
+    exec_out = rt("exec", bundle.id, "grep", "SigIgn", "/proc/self/status").check().stdout
+    assert exec_out.split() == ["SigIgn:", "0000000000000000"]
+    rt("delete", "--force", bundle.id).check()
