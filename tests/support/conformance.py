@@ -13,6 +13,7 @@ import functools
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,8 @@ class Box:
         """Removes everything; every step runs even if an earlier one failed, then the first
         failure is raised (a leak is a bug worth an error)."""
         errors: list[Exception] = []
-        steps = [self.runtime.cleanup, self._kill_pid_files, reap_children]
+        steps: list[Callable[[], object]] = [self.runtime.cleanup, self._kill_pid_files,
+                                             reap_children]
         steps += [functools.partial(remove_cgroup, b.cgroups_path) for b in self.bundles]
         steps += [functools.partial(unmount_all, [str(self.workdir)]), reap_children,
                   functools.partial(subprocess.run, ["rm", "-rf", "--one-file-system",
