@@ -17,9 +17,13 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydeskd.shim.paths import MAX_SOCKET_PATH, StatePaths, atomic_write
 from pydeskd.shim.runtime import DEFAULT_ROOT, default_runtime
+
+if TYPE_CHECKING:  # the server is imported by `start` only, not by --help
+    from pydeskd.shim.server import ShimConfig
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -145,15 +149,16 @@ class _Cleanup:
     log_made: bool
 
 
-def _daemon(config: object, ready_w: int, cleanup: _Cleanup, debug: bool) -> None:
+def _daemon(config: ShimConfig, ready_w: int, cleanup: _Cleanup, debug: bool) -> None:
     """The shim process. Never returns: exits when deleted, or when creation failed."""
     from pydeskd.shim import control, diag
     from pydeskd.shim.children import Children
-    from pydeskd.shim.server import CreateFailed, Shim, ShimConfig
+    from pydeskd.shim.server import CreateFailed, Shim
 
-    assert isinstance(config, ShimConfig)
     paths = StatePaths(config.state_dir)
     code = 1
+    shim: Shim | None = None
+    ready = False
     try:
         os.chdir("/")
         os.umask(0o022)
@@ -180,15 +185,19 @@ def _daemon(config: object, ready_w: int, cleanup: _Cleanup, debug: bool) -> Non
             "socket": str(paths.socket)}, durable=False)
         control.serve(shim, listener)
         _report(ready_w, {"ok": True, "socket": str(paths.socket)})
+        ready = True
         shim.done.wait()
         listener.close()
         code = 0
-    except BaseException:
+    except BaseException as e:
         import traceback
 
         traceback.print_exc()
-        with contextlib.suppress(OSError):
-            _report(ready_w, {"ok": False, "error": "the shim failed (see its log)"})
+        if not ready:  # a bug, not the runtime's refusal: still, leave nothing behind
+            _report(ready_w, {"ok": False, "error": f"the shim failed: {e!r}"})
+            if shim is not None:
+                shim.abandon()
+            _remove_state(paths, cleanup, config.log_path)
     finally:
         sys.stderr.flush()
         os._exit(code)

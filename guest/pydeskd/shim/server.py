@@ -154,6 +154,10 @@ class Shim:
             raise p.ShimError(p.ErrorKind.FAILED,
                               error_message(_read_from(self.paths.runtime_log, offset), out))
 
+    def abandon(self) -> None:
+        """The shim cannot go on before it served: the container (if any) is removed."""
+        self._runtime_cleanup()
+
     def _runtime_cleanup(self) -> None:
         with contextlib.suppress(Exception):
             self.children.run(self.runtime.delete(self.config.id, force=True), timeout=30)
