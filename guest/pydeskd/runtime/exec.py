@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from pydeskd.runtime import state as st
 from pydeskd.runtime.errors import IllegalState, SetupFailed, SpecError
-from pydeskd.runtime.spec import Capabilities, Process, Spec, User, parse_spec
+from pydeskd.runtime.spec import Capabilities, Process, Spec, parse_spec
 
 
 def load_process_file(path: str) -> Process:
@@ -30,13 +30,6 @@ def load_process_file(path: str) -> Process:
     return spec.process
 
 
-def parse_user(text: str) -> tuple[int, int | None]:
-    uid, _, gid = text.partition(":")
-    if not uid.isdigit() or (gid and not gid.isdigit()):
-        raise SpecError(f"--user {text!r}: expected UID[:GID] (numbers)")
-    return int(uid), int(gid) if gid else None
-
-
 def process_from_options(spec: Spec, args: list[str], opts: dict[str, Any]) -> Process:
     """The container's process with runc exec's overrides (args, cwd, env, user, caps, tty)."""
     if opts.get("process"):
@@ -45,13 +38,11 @@ def process_from_options(spec: Spec, args: list[str], opts: dict[str, Any]) -> P
         raise SpecError("exec: a command or --process FILE is required")
     base = spec.process
     assert base is not None
+    # --user names are resolved in the container's /etc/passwd, once inside it (_child).
     user = base.user
-    if opts.get("user"):
-        uid, gid = parse_user(opts["user"])
-        user = User(uid=uid, gid=gid if gid is not None else 0, umask=user.umask)
-    if opts.get("additional-gids"):
-        gids = tuple(int(g) for g in opts["additional-gids"])
-        user = User(uid=user.uid, gid=user.gid, umask=user.umask, additional_gids=gids)
+    for gid in opts.get("additional-gids", []):
+        if not gid.isdigit():
+            raise SpecError(f"--additional-gids {gid!r}: expected a number")
     caps = base.capabilities
     if opts.get("cap"):
         extra = tuple(opts["cap"])
@@ -96,6 +87,8 @@ def exec_command(root: str, container_id: str, args: list[str], opts: dict[str, 
     cgroup = restore_cgroup(data["cgroup"])
     pid = int(data["pid"])
     preserve = parse_count(opts.get("preserve-fds", "0"))
+    user_text = "" if opts.get("process") else opts.get("user", "")
+    extra_gids = tuple(int(g) for g in opts.get("additional-gids", []))
 
     joins: list[tuple[int, int]] = []
     for ns in spec.linux.namespaces:
@@ -120,7 +113,8 @@ def exec_command(root: str, container_id: str, args: list[str], opts: dict[str, 
         os.close(go_write)
         os.close(err_read)
         _child(sys, spec, process, joins, console_fd=console_fd, go_read=go_read,
-               err_write=err_write, preserve=preserve)
+               err_write=err_write, preserve=preserve, user_text=user_text,
+               extra_gids=extra_gids)
     os.close(go_read)
     os.close(err_write)
     for fd, _ in joins:
@@ -169,7 +163,8 @@ def _wait(child: int) -> int:
 
 
 def _child(sys: Any, spec: Spec, process: Process, joins: list[tuple[int, int]], *,
-           console_fd: int, go_read: int, err_write: int, preserve: int) -> NoReturn:
+           console_fd: int, go_read: int, err_write: int, preserve: int, user_text: str,
+           extra_gids: tuple[int, ...]) -> NoReturn:
     """The exec'd process until execve. Never returns."""
     from pydeskd.runtime import syscalls as sc
 
@@ -187,6 +182,15 @@ def _child(sys: Any, spec: Spec, process: Process, joins: list[tuple[int, int]],
                 sys.setns(fd, flag)
             os.close(fd)
         os.setsid()
+        if user_text or extra_gids:
+            import dataclasses
+
+            user = (proc.lookup_user(user_text, process.user.umask) if user_text
+                    else process.user)
+            if extra_gids:
+                user = dataclasses.replace(user, additional_gids=(*user.additional_gids,
+                                                                  *extra_gids))
+            process = dataclasses.replace(process, user=user)
         proc.apply_rlimits(process)
         proc.apply_oom_score_adj(process)
         if process.terminal:

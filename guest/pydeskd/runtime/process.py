@@ -17,7 +17,7 @@ import stat
 
 from pydeskd.runtime import syscalls as sc
 from pydeskd.runtime.errors import SetupFailed, SpecError
-from pydeskd.runtime.spec import Process, Seccomp
+from pydeskd.runtime.spec import Process, Seccomp, User
 from pydeskd.runtime.syscalls import Syscalls
 
 
@@ -50,6 +50,42 @@ def user_home(uid: int, passwd: str = "/etc/passwd") -> str:
     except OSError:
         pass
     return "/"
+
+
+def _entries(path: str) -> list[list[str]]:
+    try:
+        with open(path, errors="replace") as f:
+            return [line.rstrip("\n").split(":") for line in f if line.strip()]
+    except OSError:
+        return []
+
+
+def lookup_user(text: str, umask: int | None = None, passwd: str = "/etc/passwd",
+                group: str = "/etc/group") -> User:
+    """``exec -u``: USER[:GROUP] by name or number, read from the container's files as runc
+    does: a number need not exist; without GROUP the gid is the user's and the groups that
+    list the user by name are added."""
+    name, _, group_text = text.partition(":")
+    users = [e for e in _entries(passwd) if len(e) >= 4]
+    entry = next((e for e in users if e[0] == name), None)
+    if entry is None and name.isdigit():
+        entry = next((e for e in users if e[2] == name), None)
+    if entry is None and not name.isdigit():
+        raise SetupFailed(f"unable to find user {name}: no matching entries in passwd file")
+    uid = int(entry[2]) if entry else int(name)
+    gid = int(entry[3]) if entry else 0
+    extra: list[int] = []
+    groups = [e for e in _entries(group) if len(e) >= 3]
+    if group_text:
+        found = next((g for g in groups if g[0] == group_text), None)
+        if found is None and not group_text.isdigit():
+            raise SetupFailed(f"unable to find group {group_text}: no matching entries in "
+                              "group file")
+        gid = int(found[2]) if found else int(group_text)
+    elif entry is not None:
+        extra = [int(g[2]) for g in groups if len(g) >= 4 and entry[0] in g[3].split(",")
+                 and g[2].isdigit() and int(g[2]) != gid]
+    return User(uid=uid, gid=gid, umask=umask, additional_gids=tuple(extra))
 
 
 def process_env(process: Process, extra: tuple[str, ...] = ()) -> list[str]:

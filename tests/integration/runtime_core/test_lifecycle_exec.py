@@ -78,6 +78,9 @@ def test_exec_options_exit_status_and_detach(box: Box) -> None:
     assert init_pid in pids and exec_pid in pids
     table = rt("ps", bundle.id).check().stdout.splitlines()
     assert "PID" in table[0] and len(table) == 3
+    # A user name is looked up in the container's /etc/passwd.
+    assert rt("exec", "-u", "nobody", bundle.id, "id").check().stdout == \
+        "uid=65534(nobody) gid=65534(nogroup)\n"
     missing = rt("exec", bundle.id, "no-such-command")
     assert missing.returncode != 0 and "not found" in missing.stderr
     rt("kill", "--all", bundle.id, "KILL").check()

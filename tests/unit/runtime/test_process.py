@@ -96,3 +96,23 @@ def test_close_fds_from_keeps_what_is_asked() -> None:
     _, status = os.waitpid(pid, 0)
     assert os.read(r2, 1) == b"1" and status == 0
     os.close(r2)
+
+
+def test_lookup_user_by_name_number_and_group(tmp_path: Path) -> None:
+    passwd = tmp_path / "passwd"
+    group = tmp_path / "group"
+    passwd.write_text("root:x:0:0:root:/root:/bin/sh\nweb:x:33:34::/var/www:/bin/false\n")
+    group.write_text("root:x:0:\nwww:x:34:\nlogs:x:4:web,other\nstaff:x:50:\n")
+
+    def look(text: str) -> User:
+        return proc.lookup_user(text, None, str(passwd), str(group))
+
+    assert look("web") == User(uid=33, gid=34, additional_gids=(4,))
+    assert look("33") == User(uid=33, gid=34, additional_gids=(4,))
+    assert look("web:staff") == User(uid=33, gid=50)
+    assert look("1234") == User(uid=1234, gid=0)  # unknown numbers are fine, as in runc
+    assert look("1234:77") == User(uid=1234, gid=77)
+    with pytest.raises(SetupFailed, match="unable to find user ghost"):
+        look("ghost")
+    with pytest.raises(SetupFailed, match="unable to find group nogroup"):
+        look("web:nogroup")
