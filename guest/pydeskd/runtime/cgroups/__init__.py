@@ -13,18 +13,17 @@ directory it did not create. Only the standard library: it runs for every contai
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Protocol
 
-from pydeskd.runtime.cgroups.layout import (
-    Layout,
-    MountEntry,
-    detect_layout,
-    own_cgroups,
-    read_text,
-)
 from pydeskd.runtime.errors import SetupFailed, SpecError
-from pydeskd.runtime.spec import Resources
+
+# typing, re and dataclasses cost start-up time that `delete`, `kill` and `state` (which only
+# restore a saved cgroup) should not pay; annotations only need them for mypy.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pydeskd.runtime.cgroups.interface import Cgroup
+    from pydeskd.runtime.cgroups.layout import Hierarchy, MountEntry
 
 __all__ = ["Cgroup", "Hierarchy", "Layout", "MountEntry", "detect_layout", "host_hierarchies",
            "open_cgroup", "restore_cgroup"]
@@ -32,54 +31,25 @@ __all__ = ["Cgroup", "Hierarchy", "Layout", "MountEntry", "detect_layout", "host
 DEFAULT_PARENT = "/pydesk"
 
 
-class Cgroup(Protocol):
-    """One container's cgroup (one directory per v1 hierarchy, or one v2 directory)."""
+def __getattr__(name: str) -> Any:
+    # The mount-table reader and the interface are imported when first used (see above).
+    if name in ("Hierarchy", "Layout", "MountEntry", "detect_layout"):
+        from pydeskd.runtime.cgroups import layout
 
-    version: int
+        return getattr(layout, name)
+    if name == "Cgroup":
+        from pydeskd.runtime.cgroups.interface import Cgroup
 
-    def create(self, resources: Resources) -> None:
-        """Makes the directories and writes the limits; SetupFailed, leaving nothing, on error."""
-
-    def add_process(self, pid: int) -> None:
-        """Moves ``pid`` into the cgroup (every hierarchy on v1)."""
-
-    def pids(self) -> list[int]:
-        """The processes in the cgroup; empty if it does not exist (any more)."""
-
-    def freeze(self) -> None:
-        """Freezes every process, returning once the kernel reports the cgroup frozen."""
-
-    def thaw(self) -> None:
-        """Thaws the cgroup."""
-
-    def is_frozen(self) -> bool:
-        """True when the cgroup is frozen."""
-
-    def destroy(self) -> None:
-        """Removes the directories create() made (leaf first); idempotent."""
-
-    def to_state(self) -> dict[str, object]:
-        """JSON-able description for :func:`restore_cgroup`."""
-
-
-@dataclass(frozen=True)
-class Hierarchy:
-    """A host hierarchy, as the container's "cgroup" mount should present it.
-
-    ``name`` is the directory under the container's /sys/fs/cgroup ("" for v2, which is mounted
-    on /sys/fs/cgroup itself); ``options`` is the mount data (e.g. ("cpu", "cpuacct")).
-    """
-
-    name: str
-    mountpoint: str
-    version: int
-    options: tuple[str, ...]
+        return Cgroup
+    raise AttributeError(name)
 
 
 def host_hierarchies(root: str = "/sys/fs/cgroup", mountinfo: str | None = None) -> list[Hierarchy]:
     """What runc mounts in a container: the v1 hierarchies (hybrid: the v1 ones only, as runc),
     or the single v2 hierarchy. Raises :class:`SetupFailed` if no cgroup is mounted at ``root``.
     """
+    from pydeskd.runtime.cgroups.layout import Hierarchy, detect_layout
+
     layout = detect_layout(root, mountinfo)
     if layout.version == 2:
         entry = layout.mounts[0]
@@ -97,6 +67,8 @@ def open_cgroup(cgroups_path: str, container_id: str, root: str = "/sys/fs/cgrou
     /proc/self/mountinfo and /proc/self/cgroup (for tests). Raises :class:`SpecError` for a
     systemd or malformed path, :class:`SetupFailed` if no cgroup hierarchy is mounted.
     """
+    from pydeskd.runtime.cgroups.layout import detect_layout, own_cgroups, read_text
+
     path, default_parents = _container_path(cgroups_path, container_id)
     layout = detect_layout(root, mountinfo)
     own = own_cgroups(read_text("/proc/self/cgroup") if self_cgroup is None else self_cgroup)

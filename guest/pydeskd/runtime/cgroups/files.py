@@ -8,9 +8,12 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Callable
 
 from pydeskd.runtime.errors import RuntimeFailure, SetupFailed
+
+TYPE_CHECKING = False  # collections.abc is for mypy only: start-up time
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 REMOVE_TIMEOUT = 2.0  # seconds destroy() waits for exiting processes to leave a cgroup
 

@@ -102,3 +102,17 @@ def own_cgroups(text: str) -> dict[str, str]:
 
 def _unescape(field: str) -> str:
     return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """A host hierarchy, as the container's "cgroup" mount should present it.
+
+    ``name`` is the directory under the container's /sys/fs/cgroup ("" for v2, which is mounted
+    on /sys/fs/cgroup itself); ``options`` is the mount data (e.g. ("cpu", "cpuacct")).
+    """
+
+    name: str
+    mountpoint: str
+    version: int
+    options: tuple[str, ...]

@@ -12,12 +12,15 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
 
 from pydeskd.runtime.cgroups import files
-from pydeskd.runtime.cgroups.devices import device_policy
 from pydeskd.runtime.errors import RuntimeFailure, SetupFailed, SpecError
-from pydeskd.runtime.spec import CpuResources, MemoryResources, Resources
+
+TYPE_CHECKING = False  # spec, typing and collections.abc are for mypy only: start-up time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pydeskd.runtime.spec import CpuResources, MemoryResources, Resources
 
 FREEZE_TIMEOUT = 5.0
 
@@ -227,6 +230,8 @@ def _set_cpu(directory: str, c: CpuResources) -> None:
 
 
 def _set_devices(directory: str, r: Resources) -> None:
+    from pydeskd.runtime.cgroups.devices import device_policy
+
     policy = device_policy(r.devices)
     if policy.default_allow:
         # Writing "a" to devices.allow needs the parent to allow all; skip it when already so.

@@ -11,11 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
 
 from pydeskd.runtime.cgroups import files
 from pydeskd.runtime.errors import RuntimeFailure, SetupFailed, SpecError
-from pydeskd.runtime.spec import Resources
+
+TYPE_CHECKING = False  # spec, typing and collections.abc are for mypy only: start-up time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pydeskd.runtime.spec import Resources
 
 FREEZE_TIMEOUT = 5.0
 # Enabled for children when available: the ones limits and `docker stats` use. Others (hugetlb,
