@@ -413,6 +413,9 @@ def run(root: str, container_id: str, bundle: str, *, pid_file: str | None = Non
         preserve_fds: int = 0) -> int:
     """create + start, then (unless detached) wait and delete; returns the exit status
     (128+n when killed by signal n). Signals we receive are passed on to the container."""
+    if not detach and not console_socket and _wants_terminal(bundle):
+        return _run_with_terminal(root, container_id, bundle, pid_file=pid_file,
+                                  no_pivot=no_pivot, preserve_fds=preserve_fds)
     data = create(root, container_id, bundle, pid_file=pid_file,
                   console_socket=console_socket, no_pivot=no_pivot, preserve_fds=preserve_fds)
     pid = int(data["pid"])
@@ -423,6 +426,57 @@ def run(root: str, container_id: str, bundle: str, *, pid_file: str | None = Non
         raise
     if detach:
         return 0
+    return _wait_and_delete(root, container_id, pid)
+
+
+def _wants_terminal(bundle: str) -> bool:
+    import json
+
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            return json.loads(f.read()).get("process", {}).get("terminal") is True
+    except (OSError, ValueError, AttributeError):
+        return False  # create reports what is wrong with the bundle
+
+
+def _run_with_terminal(root: str, container_id: str, bundle: str, *, pid_file: str | None,
+                       no_pivot: bool, preserve_fds: int) -> int:
+    """Foreground run of a terminal container: we receive the pty and relay it (as runc)."""
+    from pydeskd.runtime import relay
+
+    os.makedirs(root, mode=0o711, exist_ok=True)
+    with relay.console_listener(root) as (path, server):
+        data = create(root, container_id, bundle, pid_file=pid_file, console_socket=path,
+                      no_pivot=no_pivot, preserve_fds=preserve_fds)
+        try:
+            master = relay.receive_master(server)
+        except BaseException:
+            delete(root, container_id, force=True)
+            raise
+    pid = int(data["pid"])
+    try:
+        start(root, container_id)
+    except BaseException:
+        os.close(master)
+        delete(root, container_id, force=True)
+        raise
+
+    def exited() -> int | None:
+        waited, status = os.waitpid(pid, os.WNOHANG)
+        return None if waited == 0 else _exit_code(status)
+
+    code = relay.relay(master, exited)
+    delete(root, container_id, force=True)
+    return code
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _wait_and_delete(root: str, container_id: str, pid: int) -> int:
     import signal
 
     def forward(signum: int, _frame: object) -> None:
@@ -439,6 +493,4 @@ def run(root: str, container_id: str, bundle: str, *, pid_file: str | None = Non
         if waited == pid:
             break
     delete(root, container_id, force=True)
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
+    return _exit_code(status)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.support.busybox import write_config
 from tests.support.conformance import Box
+from tests.support.runtimes import run_captured
 
 
 def read_until(fd: int, needle: bytes, timeout: float = 10.0) -> bytes:
@@ -96,3 +97,22 @@ def test_terminal_without_console_socket_is_refused(box: Box) -> None:
     result = box.runtime.create(bundle.id, bundle.path)
     assert result.returncode == 1 and "--console-socket" in result.stderr
     assert not (box.runtime.root / bundle.id).exists()
+
+
+def test_foreground_run_of_a_terminal_container_relays_the_pty(box: Box) -> None:
+    # No --console-socket: `run` receives the pty itself and relays our stdin and stdout.
+    bundle = box.bundle(["sh"])
+    bundle.config["process"]["terminal"] = True
+    write_config(bundle.path, bundle.config)
+    rt = box.runtime
+    rt.ids.add(bundle.id)
+    script = box.workdir / "input"
+    script.write_text("tty; echo sum-$((40+2)); exit 3\n")
+    with script.open("rb") as stdin:
+        result = run_captured(rt.argv("run", "-b", str(bundle.path), bundle.id),
+                              stdin=stdin.fileno())
+    assert result.returncode == 3, result.describe()
+    lines = result.stdout.replace("\r", "").splitlines()
+    assert "sum-42" in lines and any(line.startswith("/dev/pts/") for line in lines)
+    assert not (rt.root / bundle.id).exists()
+    assert not list(rt.root.glob("console-*.sock"))
