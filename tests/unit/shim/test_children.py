@@ -31,7 +31,8 @@ ORPHAN = """
 import os, sys, time
 pid = os.fork()
 if pid == 0:
-    os.close(1)  # the caller reads our parent's output to EOF: not wait for us
+    os.close(1)  # the caller reads our parent's output to EOF, not ours
+    os.close(2)
     time.sleep(float(sys.argv[2]))
     os._exit(int(sys.argv[1]))
 print(pid)
