@@ -188,6 +188,13 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = 
         os.close(to_parent[1])
         os.close(to_child[0])
         chan = init_mod.Channel(to_parent[0], to_child[1])
+        try:
+            cgroup.add_process(first)  # the first child must be in it before it unshares
+        except BaseException:
+            os.kill(first, 9)
+            _reap(first)
+            raise
+        chan.send({"type": "joined"})
         init_pid = _handshake(chan, first, spec, container_id, bundle)
         if console_fd >= 0:
             os.close(console_fd)

@@ -131,9 +131,23 @@ def _fail(chan: Channel, exc: BaseException) -> NoReturn:
 
 
 def first_child(cfg: InitConfig, cgroup: Any, chan: Channel) -> NoReturn:
-    """Runs in the first fork: cgroup, namespaces, then the pid-1 fork. Never returns."""
+    """Runs in the first fork: namespaces and the pid-1 fork, once ``create`` has moved us
+    into the cgroup ("joined"). Never returns."""
     try:
-        cgroup.add_process(os.getpid())
+        # The first write to a v1 cgroup.procs waits for an RCU grace period (~15 ms): the
+        # imports the init needs are done meanwhile, here, and the init inherits them.
+        from pydeskd.runtime import process as proc
+        from pydeskd.runtime import rootfs
+
+        del rootfs
+        spec = cfg.spec
+        assert spec.process is not None
+        proc.preload(spec.process.terminal,
+                     bool(spec.hooks.create_container or spec.hooks.start_container),
+                     spec.linux.seccomp is not None)
+        joined = chan.recv()
+        if joined is None or joined.get("type") != "joined":
+            os._exit(1)
         view = cgroup_view(cfg.spec, cgroup.version)
         sys = sc.LinuxSyscalls()
         for fd, flag in namespace_fds(cfg.spec):
@@ -161,12 +175,9 @@ def container_init(cfg: InitConfig, view: Any, sys: Syscalls, chan: Channel) -> 
     process = spec.process
     assert process is not None
     try:
+        # Imported (and preloaded) by first_child already: these are cache hits.
         from pydeskd.runtime import process as proc
         from pydeskd.runtime import rootfs
-
-        proc.preload(process.terminal,
-                     bool(spec.hooks.create_container or spec.hooks.start_container),
-                     spec.linux.seccomp is not None)
         os.setsid()
         proc.apply_rlimits(process)
         proc.apply_oom_score_adj(process)
