@@ -50,7 +50,8 @@ COMMANDS: dict[str, tuple[Options, str, str]] = {
     "run": ({**CREATE_OPTIONS, "detach": ("d", False, False), "keep": ("", False, False)},
             "[options] <container-id>",
             "Create and start a container, wait for it, delete it, and exit with its status\n"
-            "(128+n when killed by signal n). --detach/-d returns once it runs.\n"
+            "(128+n when killed by signal n). --detach/-d returns once it runs. A terminal\n"
+            "container without --console-socket gets its pty relayed to our stdin/stdout.\n"
             "Options as for create, plus --detach/-d."),
     "state": (HELP_ONLY, "<container-id>", "Print the runtime-spec state of a container (JSON)."),
     "kill": ({"all": ("a", False, False), "help": ("h", False, False)},
