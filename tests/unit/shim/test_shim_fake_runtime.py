@@ -221,3 +221,14 @@ def test_shim_outlives_a_killed_parent(env: Env) -> None:
     time.sleep(0.5)
     assert client.state().status is Status.RUNNING
     assert (path.parent / "container.log").stat().st_size > before
+
+
+def test_log_outside_the_state_dir_outlives_delete(env: Env) -> None:
+    log = env.base / "logs" / "c-json.log"
+    log.parent.mkdir()
+    client = env.start(["sh", "-c", "echo kept"], log_path=log)
+    client.start()
+    client.wait(timeout=20)
+    client.delete()
+    assert not client.path.parent.exists()
+    assert [json.loads(x)["log"] for x in log.read_text().splitlines()] == ["kept\n"]
