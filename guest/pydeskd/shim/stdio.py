@@ -14,6 +14,7 @@ import errno
 import os
 import socket
 import threading
+import time
 
 from pydeskd.shim import diag
 from pydeskd.shim.jsonlog import JsonFileLog
@@ -174,6 +175,7 @@ class OutputPump:
 
     def wait(self, timeout: float) -> bool:
         """Waits for every reader to reach EOF; False if some did not within ``timeout``."""
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
