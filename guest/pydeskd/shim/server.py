@@ -84,22 +84,25 @@ class Shim:
         self._log = JsonFileLog(cfg.log_path or self.paths.default_log, cfg.log_max_size,
                                 cfg.log_max_files)
         init = self._new_process(0, None, tty, self._log)
-        spawned = False
+        # Cleaned up after a failure: only a container this shim made. A runtime that fails
+        # cleans up after itself, and its failure may be "that id exists": not ours to delete.
+        made = False
         try:
             with console_socket(self.paths.console_socket(0) if tty else None) as console:
                 self._child_stdio(init, cfg.stdin)
                 argv = self.runtime.create(cfg.id, cfg.bundle, self.paths.init_pid,
                                            self.paths.console_socket(0) if tty else None)
-                spawned = True
+                made = True  # until the runtime says otherwise (a timeout leaves it unsure)
                 code, out, since = self._run_runtime(init, argv)
                 if code != 0:
+                    made = False
                     raise CreateFailed(out)
                 if console is not None:
                     init.master_fd = receive_master(console)
                     init.pump.add(init.master_fd, p.Stream.STDOUT, close=False)
             init.pid = _read_pid(self.paths.init_pid)
         except BaseException as e:
-            if spawned:  # whatever the runtime left (a half-made container) goes
+            if made:
                 self._runtime_cleanup()
             init.close_fds()
             if isinstance(e, ConsoleError | OSError):
@@ -155,8 +158,11 @@ class Shim:
                               error_message(_read_from(self.paths.runtime_log, offset), out))
 
     def abandon(self) -> None:
-        """The shim cannot go on before it served: the container (if any) is removed."""
-        self._runtime_cleanup()
+        """The shim cannot go on before it served: the container it made (if any) goes."""
+        with self._lock:
+            made = None in self._procs
+        if made:
+            self._runtime_cleanup()
 
     def _runtime_cleanup(self) -> None:
         with contextlib.suppress(Exception):

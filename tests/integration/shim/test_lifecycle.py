@@ -187,3 +187,15 @@ def test_a_second_shim_for_the_same_state_dir_is_refused(env: ShimEnv) -> None:
                           capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "already serves" in done.stderr
     assert client.state().status is Status.CREATED  # the first one is untouched
+
+
+def test_a_duplicate_id_fails_without_touching_the_existing_container(env: ShimEnv) -> None:
+    cid, first = env.start(["sleep", "30"])
+    first.start()
+    state_dir = env.state_dir(cid + "-dup")
+    with pytest.raises(ShimStartError):
+        start_shim(cid, env.base / "b" / cid, state_dir, runtime=env.runtime,
+                   runtime_root=env.root)
+    assert not state_dir.exists()
+    state = first.state()
+    assert state.status is Status.RUNNING and pid_alive(state.pid)

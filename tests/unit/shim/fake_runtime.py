@@ -1,7 +1,8 @@
 """A stand-in OCI runtime for the shim's unit tests: runc's command line, no isolation, no root.
 
-It runs ``process.args`` of the bundle as a plain process, which is enough to drive every path
-of the shim (stdio, exits, reaping, exec, errors) where root is not available. It says so: it
+It runs ``process.args`` of the bundle as a plain process (on a pty it sends over the console
+socket when ``process.terminal`` is true), which is enough to drive every path of the shim
+(stdio, terminals, exits, reaping, exec, errors) where root is not available. It says so: it
 is not a runtime, and only the integration tests (runc, pydesk-runc) show real containers.
 
     create --bundle B --pid-file P ID   forks the process, which waits on a fifo until start
@@ -60,11 +61,16 @@ def main(argv: list[str]) -> int:
             (root / f"{cid}.fifo").unlink(missing_ok=True)
         elif command == "exec":
             process = json.loads(Path(opts["--process"]).read_text())
-            if process.get("terminal"):
-                raise RuntimeError("the fake runtime has no terminals")
+            if bool(process.get("terminal")) != ("--console-socket" in opts):
+                raise RuntimeError("terminal and --console-socket go together")
+            slave = send_pty(opts["--console-socket"]) if process.get("terminal") else -1
             pid = os.fork()
             if pid == 0:
+                if slave >= 0:
+                    use_terminal(slave)
                 exec_args(process["args"])
+            if slave >= 0:
+                os.close(slave)
             Path(opts["--pid-file"]).write_text(str(pid))
         else:
             raise RuntimeError(f"unknown command {command}")
@@ -75,20 +81,50 @@ def main(argv: list[str]) -> int:
 
 
 def create(root: Path, cid: str, bundle: Path, pid_file: Path, opts: dict[str, str]) -> int:
+    if (root / f"{cid}.json").exists():
+        raise RuntimeError(f"container with id exists: {cid}")
     config = json.loads((bundle / "config.json").read_text())
     process = config["process"]
-    if process.get("terminal") or "--console-socket" in opts:
-        raise RuntimeError("the fake runtime has no terminals")
+    if bool(process.get("terminal")) != ("--console-socket" in opts):
+        raise RuntimeError("terminal and --console-socket go together")
+    slave = send_pty(opts["--console-socket"]) if process.get("terminal") else -1
     fifo = root / f"{cid}.fifo"
     os.mkfifo(fifo)
     pid = os.fork()
     if pid == 0:  # waits for start, then becomes the container's process
+        if slave >= 0:
+            use_terminal(slave)
         with fifo.open("rb") as f:
             f.read()
         exec_args(process["args"])
+    if slave >= 0:
+        os.close(slave)
     (root / f"{cid}.json").write_text(json.dumps({"pid": pid}))
     pid_file.write_text(str(pid))
     return 0  # our exit orphans the process: the shim (a subreaper) inherits it
+
+
+def send_pty(console_socket: str) -> int:
+    """Opens a pty, sends its master over the console socket (SCM_RIGHTS); returns the slave."""
+    import socket
+
+    master, slave = os.openpty()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(console_socket)
+        socket.send_fds(sock, [b"/dev/ptmx"], [master])
+    os.close(master)
+    return slave
+
+
+def use_terminal(slave: int) -> None:
+    import fcntl
+    import termios
+
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    os.close(slave)
 
 
 def exec_args(args: list[str]) -> None:

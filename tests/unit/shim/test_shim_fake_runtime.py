@@ -37,11 +37,13 @@ class Env:
         self.clients: list[ShimClient] = []
         self.count = 0
 
-    def start(self, args: list[str], stdin: bool = False, **kwargs: Any) -> ShimClient:
+    def start(self, args: list[str], stdin: bool = False, tty: bool = False,
+              **kwargs: Any) -> ShimClient:
         self.count += 1
         bundle = self.base / f"b{self.count}"
         bundle.mkdir()
-        (bundle / "config.json").write_text(json.dumps({"process": {"args": args}}))
+        process = {"args": args, "terminal": tty}
+        (bundle / "config.json").write_text(json.dumps({"process": process}))
         client = start_shim(f"c{self.count}", bundle, self.base / f"s{self.count}",
                             runtime=self.runtime, runtime_root=self.base / "root",
                             stdin=stdin, **kwargs)
@@ -185,17 +187,19 @@ def test_exec_ids_and_states_are_checked(env: Env) -> None:
 
 
 def test_runtime_error_is_reported_and_nothing_is_left(env: Env) -> None:
-    bundle = env.base / "bad"
-    bundle.mkdir()
-    (bundle / "config.json").write_text(json.dumps({"process": {"args": ["true"],
-                                                                "terminal": True}}))
-    with pytest.raises(ShimStartError, match="no terminals"):
-        start_shim("bad", bundle, env.base / "s-bad", runtime=env.runtime,
+    first = env.start(["sleep", "60"])  # container "c1"
+    first.start()
+    bundle = env.base / "b1"
+    with pytest.raises(ShimStartError, match="container with id exists: c1"):
+        start_shim("c1", bundle, env.base / "s-dup", runtime=env.runtime,
                    runtime_root=env.base / "root")
-    assert not (env.base / "s-bad").exists()
+    assert not (env.base / "s-dup").exists()
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True,
                          check=True).stdout
-    assert str(env.base / "s-bad") not in out
+    assert str(env.base / "s-dup") not in out
+    # The failed shim did not clean up what was not its own: c1 still runs.
+    assert first.state().status is Status.RUNNING
+    assert Path(f"/proc/{first.state().pid}").exists()
 
 
 def test_shim_outlives_a_killed_parent(env: Env) -> None:
@@ -232,3 +236,39 @@ def test_log_outside_the_state_dir_outlives_delete(env: Env) -> None:
     client.delete()
     assert not client.path.parent.exists()
     assert [json.loads(x)["log"] for x in log.read_text().splitlines()] == ["kept\n"]
+
+
+def test_terminal_resize_and_raw_stream(env: Env) -> None:
+    script = "stty size; read line; stty size; echo got $line"
+    client = env.start(["sh", "-c", script], tty=True)
+    with client.attach(stdin=True) as stream:
+        assert stream.tty
+        client.resize(width=90, height=20)  # the pty exists from create on
+        client.start()
+        chunks = stream.chunks()
+        buffer = b""
+        while b"20 90" not in buffer:
+            buffer += next(chunks)[1]
+        client.resize(width=132, height=50)
+        stream.send(b"hi\n")
+        for _, data in chunks:
+            buffer += data
+    assert b"50 132" in buffer and b"got hi" in buffer
+    assert client.wait(timeout=20).exit_code == 0
+    logged = "".join(json.loads(x)["log"]
+                     for x in (client.path.parent / "container.log").read_text().splitlines())
+    assert "20 90\r\n" in logged and "got hi\r\n" in logged
+    client.delete()
+
+
+def test_terminal_exec(env: Env) -> None:
+    client = env.start(["sleep", "60"])
+    client.start()
+    client.exec("t", {"args": ["sh", "-c", "read x; stty size; exit 3"]}, tty=True)
+    with client.attach("t", stdin=True) as stream:
+        client.start("t")
+        client.resize(width=70, height=10, exec_id="t")
+        stream.send(b"\n")
+        out, err = stream.read_all()
+    assert b"10 70\r\n" in out and err == b""
+    assert client.wait("t", timeout=20).exit_code == 3
