@@ -199,3 +199,11 @@ def test_a_duplicate_id_fails_without_touching_the_existing_container(env: ShimE
     assert not state_dir.exists()
     state = first.state()
     assert state.status is Status.RUNNING and pid_alive(state.pid)
+
+
+def test_kill_all(env: ShimEnv) -> None:
+    _, client = env.start(["sh", "-c", "sleep 30 & sleep 30 & wait"])
+    client.start()
+    client.kill(signal.SIGKILL, all=True)
+    assert client.wait(timeout=20).exit_code == 137
+    client.delete()
