@@ -55,6 +55,7 @@ class Children:
 
     def spawn(self, argv: Sequence[str], **popen: Any) -> subprocess.Popen[bytes]:
         """Starts a child (``subprocess.Popen`` arguments); never call ``wait`` on the result."""
+        diag.debug("spawn %s", " ".join(argv))
         with self._lock:
             proc: subprocess.Popen[bytes] = subprocess.Popen(list(argv), **popen)
             self._popens[proc.pid] = proc

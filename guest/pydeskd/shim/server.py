@@ -143,8 +143,10 @@ class Shim:
         child = self.children.spawn(argv, cwd=str(self.config.bundle), **proc.child_fds)
         proc.close_child_fds()
         code = self.children.wait(child, RUNTIME_TIMEOUT)
-        return code, (error_message(_read_from(self.paths.runtime_log, offset))
-                      if code else ""), since
+        message = error_message(_read_from(self.paths.runtime_log, offset)) if code else ""
+        if code:
+            diag.warning("%s exited %d: %s", " ".join(argv), code, message)
+        return code, message, since
 
     def _runtime(self, argv: list[str]) -> None:
         """Runs a runtime command to completion. Raises ShimError(FAILED) with its error."""
@@ -154,8 +156,9 @@ class Shim:
         except TimeoutError as e:
             raise p.ShimError(p.ErrorKind.FAILED, str(e)) from None
         if code != 0:
-            raise p.ShimError(p.ErrorKind.FAILED,
-                              error_message(_read_from(self.paths.runtime_log, offset), out))
+            message = error_message(_read_from(self.paths.runtime_log, offset), out)
+            diag.warning("%s exited %d: %s", " ".join(argv), code, message)
+            raise p.ShimError(p.ErrorKind.FAILED, message)
 
     def abandon(self) -> None:
         """The shim cannot go on before it served: the container it made (if any) goes."""
