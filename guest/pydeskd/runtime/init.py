@@ -178,6 +178,8 @@ def container_init(cfg: InitConfig, view: Any, sys: Syscalls, chan: Channel) -> 
         # Imported (and preloaded) by first_child already: these are cache hits.
         from pydeskd.runtime import process as proc
         from pydeskd.runtime import rootfs
+
+        _exit_on_signals()
         os.setsid()
         proc.apply_rlimits(process)
         proc.apply_oom_score_adj(process)
@@ -230,6 +232,21 @@ def container_init(cfg: InitConfig, view: Any, sys: Syscalls, chan: Channel) -> 
     except BaseException as exc:
         os.write(2, f"pydesk-runc init: {exc}\n".encode(errors="replace"))
     os._exit(127)
+
+
+def _exit_on_signals() -> None:
+    """As PID 1 of its namespace the init would ignore every signal it has no handler for, so
+    `kill` of a created container would do nothing. runc's init (Go) exits with status 2 on
+    SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGABRT and SIGSYS and ignores the rest: so does ours.
+    execve resets these handlers: the user's process starts with the default dispositions."""
+    import signal
+
+    def die(_signum: int, _frame: object) -> None:
+        os._exit(2)
+
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT,
+                   signal.SIGABRT, signal.SIGSYS):
+        signal.signal(signum, die)
 
 
 def _terminal(sys: Syscalls, cfg: InitConfig) -> None:

@@ -248,3 +248,20 @@ def test_no_signal_is_left_ignored_by_the_runtime(box: Box) -> None:
     exec_out = rt("exec", bundle.id, "grep", "SigIgn", "/proc/self/status").check().stdout
     assert exec_out.split() == ["SigIgn:", "0000000000000000"]
     rt("delete", "--force", bundle.id).check()
+
+
+def test_created_init_dies_on_sigterm_and_ignores_sigusr1_like_runc(box: Box) -> None:
+    bundle = box.bundle(["sleep", "300"])
+    rt = box.runtime
+    pid_file = box.workdir / "init.pid"
+    rt.create(bundle.id, bundle.path, pid_file).check()
+    pid = int(pid_file.read_text())
+    rt("kill", bundle.id, "USR1").check()
+    time.sleep(0.2)
+    assert rt.state(bundle.id)["status"] == "created"
+    rt("kill", bundle.id, "TERM").check()
+    # We are the init's subreaper (the runtime has exited): its status is ours to collect.
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 2  # what runc's Go init exits with
+    assert rt.state(bundle.id)["status"] == "stopped"
+    rt("delete", bundle.id).check()
