@@ -40,7 +40,11 @@ class Process:
     # /dev/null); the shim closes its copies once the runtime is spawned.
     child_fds: dict[str, int] = field(default_factory=dict)
     exited: threading.Event = field(default_factory=threading.Event)
-    stdin_lock: threading.Lock = field(default_factory=threading.Lock)
+    # fd_lock guards the fds' lifetime and is held only briefly (a close never waits for a
+    # write); write_lock keeps concurrent stdin writers in order and may be held while the
+    # process does not read.
+    fd_lock: threading.Lock = field(default_factory=threading.Lock)
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
     # Held while it is being started: its exit is recorded only after its start (event order).
     start_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -50,27 +54,32 @@ class Process:
 
     def write_stdin(self, data: bytes) -> bool:
         """Writes to the process's stdin; False once it is closed or the reader is gone."""
-        with self.stdin_lock:
-            fd = self.stdin_fd if not self.tty else self.master_fd
-            if fd is None:
-                return False
+        with self.write_lock:
+            with self.fd_lock:
+                fd = self.master_fd if self.tty else self.stdin_fd
+                if fd is None:
+                    return False
+                # A private copy: a concurrent close cannot free (and reuse) it mid-write.
+                fd = os.dup(fd)
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
             except OSError:
                 return False
+            finally:
+                os.close(fd)
             return True
 
     def close_stdin(self) -> None:
         """Closes the stdin pipe (EOF for the process). With a tty there is no separate stdin."""
-        with self.stdin_lock:
+        with self.fd_lock:
             if self.stdin_fd is not None and not self.tty:
                 os.close(self.stdin_fd)
                 self.stdin_fd = None
 
     def resize(self, width: int, height: int) -> None:
-        with self.stdin_lock:
+        with self.fd_lock:
             if not self.tty or self.master_fd is None:
                 raise ShimError(ErrorKind.CONFLICT, "the process has no terminal to resize")
             fcntl.ioctl(self.master_fd, termios.TIOCSWINSZ,
@@ -84,7 +93,7 @@ class Process:
 
     def close_fds(self) -> None:
         """After exit and drain: releases every fd the shim still holds for this process."""
-        with self.stdin_lock:
+        with self.fd_lock:
             for fd in (self.stdin_fd, self.master_fd):
                 if fd is not None:
                     with contextlib.suppress(OSError):

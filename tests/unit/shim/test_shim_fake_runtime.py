@@ -272,3 +272,19 @@ def test_terminal_exec(env: Env) -> None:
         out, err = stream.read_all()
     assert b"10 70\r\n" in out and err == b""
     assert client.wait("t", timeout=20).exit_code == 3
+
+
+def test_resize_is_not_held_up_by_a_blocked_stdin_writer(env: Env) -> None:
+    client = env.start(["sleep", "60"], tty=True)  # never reads its terminal
+    client.start()
+    stream = client.attach(stdin=True)
+    sender = threading.Thread(target=lambda: stream.send(b"x" * (1 << 20)), daemon=True)
+    sender.start()  # fills the pty's input queue: the shim's write blocks
+    time.sleep(0.5)
+    began = time.monotonic()
+    client.resize(width=100, height=40)
+    assert time.monotonic() - began < 2.0
+    client.kill(signal.SIGKILL)
+    assert client.wait(timeout=20).exit_code == 137
+    stream.close()
+    client.delete()
