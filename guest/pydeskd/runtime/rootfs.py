@@ -186,6 +186,10 @@ def mount_one(sys: Syscalls, rootfs: str, step: MountStep) -> None:
             sys.mount(step.source, target, step.fstype or "bind",
                       step.flags | sc.MS_REMOUNT, "")
         return
+    try:
+        existing_mode: int | None = os.stat(target).st_mode & 0o7777
+    except FileNotFoundError:
+        existing_mode = None
     make_target(target, False)
     flags = step.flags
     if step.fstype == "tmpfs":
@@ -194,6 +198,10 @@ def mount_one(sys: Syscalls, rootfs: str, step: MountStep) -> None:
     sys.mount(step.source, target, step.fstype, flags, step.data)
     for flag in step.propagation:
         sys.mount("", target, "", flag, "")
+    if step.fstype == "tmpfs" and existing_mode is not None:
+        # runc gives a tmpfs the mode of the directory it covers (an image's 1777 /tmp stays
+        # 1777), whatever mode= says; only a new mount point keeps mode=.
+        os.chmod(target, existing_mode)
     if step.fstype == "tmpfs" and step.flags & sc.MS_RDONLY and step.destination != "/dev":
         sys.mount(step.source, target, step.fstype, step.flags | sc.MS_REMOUNT, step.data)
 
@@ -221,7 +229,9 @@ def mount_cgroup(sys: Syscalls, rootfs: str, step: MountStep, view: CgroupView |
         make_target(sub, False)
         flags = CGROUP_FLAGS | (step.flags & sc.MS_RDONLY)
         if view.namespaced:
-            sys.mount("cgroup", sub, "cgroup", flags, options)
+            # A named hierarchy (name=systemd) is mounted with its name as source, as runc.
+            source = options.split("=", 1)[1] if options.startswith("name=") else "cgroup"
+            sys.mount(source, sub, "cgroup", flags, options)
         else:
             sys.mount(host_path, sub, "bind", flags | sc.MS_BIND | sc.MS_REC, "")
             sys.mount(host_path, sub, "bind", flags | sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT, "")

@@ -230,3 +230,24 @@ def test_finalize_then_protect_paths() -> None:
         ("/proc/sys", sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC),
         ("/proc/kcore", sc.MS_BIND),
     ]
+
+
+def test_tmpfs_over_an_existing_directory_keeps_its_mode(tree: tuple[Path, Path]) -> None:
+    root, _ = tree
+    (root / "tmp").mkdir(mode=0o755)
+    (root / "tmp").chmod(0o1777)
+    config = base_config()
+    config["mounts"] = [{"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                         "options": ["mode=755"]}]
+    prepare(root, config)  # the mount is only recorded: the chmod lands on the directory
+    assert (root / "tmp").stat().st_mode & 0o7777 == 0o1777
+
+
+def test_named_v1_hierarchy_in_a_cgroup_namespace_uses_its_name(tree: tuple[Path, Path]) -> None:
+    root, _ = tree
+    config = base_config()
+    config["mounts"] = [{"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}]
+    view = CgroupView(1, True, (("systemd", "name=systemd", "/h/systemd/c1"),))
+    calls = mounts(prepare(root, config, view))[2:]
+    assert calls[1] == ("mount", "systemd", str(root / "sys/fs/cgroup/systemd"), "cgroup",
+                        rootfs.CGROUP_FLAGS, "name=systemd")
