@@ -68,10 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _start(args)
+        code = _start(args)
     except _UsageError as e:
         print(f"pydesk-shim: {e}", file=sys.stderr)
-        return 2
+        code = 2
+    if argv is None:
+        # As a command: skip the interpreter's teardown (~8 ms measured here), which every
+        # container start would wait for. Nothing is left to clean up: the shim is detached.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 class _UsageError(Exception):
