@@ -10,26 +10,30 @@ Transport
 Methods (``"method"`` in the request; ``exec_id`` null or absent means the container's init)
     state   {exec_id}                   -> ProcessState
     start   {exec_id}                   -> ProcessState (init: ``runtime start``;
-                                           exec: ``runtime exec --detach``)
+                                           exec: ``runtime exec --detach``; an exec the runtime
+                                           refuses fails, and ends stopped with code 126)
     wait    {exec_id}                   -> ProcessState once the process has exited (and its output
                                            is drained to the log); any number of waiters
     kill    {exec_id, signal, all}      -> {} (init: ``runtime kill``; exec: kill(2) of its pid)
     resize  {exec_id, width, height}    -> {} (TIOCSWINSZ on the pty master; tty processes only)
-    attach  {exec_id, stdin}            -> {} and then the connection carries the stream:
+    attach  {exec_id, stdin}            -> {"tty": bool}, then the connection carries the stream:
                                            shim -> client: the process's output from now on;
                                            without a tty in Docker's multiplexed framing (8-byte
                                            header: stream id 1 stdout / 2 stderr, three zero
                                            bytes, big-endian uint32 length), with a tty raw bytes.
                                            The shim closes the connection when the output ends.
                                            client -> shim: bytes for the process's stdin (if
-                                           ``stdin`` is true and the process has one); when the
-                                           client half-closes (SHUT_WR) the process's stdin is
-                                           closed, as Docker does for stdin-once. A client that
-                                           cannot keep up is dropped, never waited for.
+                                           ``stdin`` is true and the process has one, else read
+                                           and dropped); when the client half-closes (SHUT_WR)
+                                           the process's stdin pipe is closed, as Docker does for
+                                           stdin-once (a tty has no separate stdin to close).
+                                           A client that cannot keep up is dropped, never waited
+                                           for.
     exec    {exec_id, process, tty, stdin} -> ProcessState (status created; ``process`` is an OCI
                                            process object; attach, then start it)
-    delete  {exec_id}                   -> ProcessState (init: after exit, ``runtime delete``,
-                                           the state dir is removed and the shim exits;
+    delete  {exec_id}                   -> ProcessState (init: once stopped, or still created
+                                           (the runtime kills it), ``runtime delete``; the state
+                                           dir is removed, then the reply, then the shim exits;
                                            exec: forgets an exited exec)
     events  {}                          -> {"events": [Event...]} (what happened so far, in order)
 
