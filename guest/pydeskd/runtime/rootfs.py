@@ -46,8 +46,8 @@ PROPAGATION_OPTIONS = {
     "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
     "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
 }
-# OCI extensions that are not mount(2) data; runc drops them too.
-IGNORED_OPTIONS = frozenset({"tmpcopyup"})
+# runc's extension (not mount(2) data): fill a tmpfs with what it covers (copyup.py).
+COPY_UP = "tmpcopyup"
 # runc mounts the per-hierarchy cgroup directories with these whatever the spec says.
 CGROUP_FLAGS = sc.MS_NOEXEC | sc.MS_NOSUID | sc.MS_NODEV
 # statvfs f_flag bits -> MS_* flags a remount must keep (they differ above 64).
@@ -67,6 +67,7 @@ class MountStep:
     flags: int  # MS_* flags, propagation excluded
     data: str
     propagation: tuple[int, ...] = ()
+    copy_up: bool = False
 
     @property
     def is_bind(self) -> bool:
@@ -97,7 +98,7 @@ def parse_options(options: tuple[str, ...]) -> tuple[int, tuple[int, ...], str]:
             flags = flags & ~flag if clear else flags | flag
         elif option in PROPAGATION_OPTIONS:
             propagation.append(PROPAGATION_OPTIONS[option])
-        elif option not in IGNORED_OPTIONS:
+        elif option != COPY_UP:
             data.append(option)
     return flags, tuple(propagation), ",".join(data)
 
@@ -107,7 +108,8 @@ def plan_mount(mount: Mount) -> MountStep:
     if mount.type == "bind":
         flags |= sc.MS_BIND
     return MountStep(destination=os.path.normpath(mount.destination), source=mount.source,
-                     fstype=mount.type, flags=flags, data=data, propagation=propagation)
+                     fstype=mount.type, flags=flags, data=data, propagation=propagation,
+                     copy_up=COPY_UP in mount.options and mount.type == "tmpfs")
 
 
 def plan_mounts(spec: Spec) -> tuple[MountStep, ...]:
@@ -195,7 +197,12 @@ def mount_one(sys: Syscalls, rootfs: str, step: MountStep) -> None:
     if step.fstype == "tmpfs":
         # Mounted writable first so that later mounts and nodes beneath it can be made.
         flags &= ~sc.MS_RDONLY
-    sys.mount(step.source, target, step.fstype, flags, step.data)
+    if step.copy_up and existing_mode is not None:
+        from pydeskd.runtime.copyup import mount_with_copy_up
+
+        mount_with_copy_up(sys, step.source, target, flags, step.data)
+    else:
+        sys.mount(step.source, target, step.fstype, flags, step.data)
     for flag in step.propagation:
         sys.mount("", target, "", flag, "")
     if step.fstype == "tmpfs" and existing_mode is not None:

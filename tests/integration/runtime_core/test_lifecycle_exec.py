@@ -265,3 +265,12 @@ def test_created_init_dies_on_sigterm_and_ignores_sigusr1_like_runc(box: Box) ->
     assert os.waitstatus_to_exitcode(status) == 2  # what runc's Go init exits with
     assert rt.state(bundle.id)["status"] == "stopped"
     rt("delete", bundle.id).check()
+
+
+def test_tmpcopyup_fills_the_tmpfs_and_leaves_the_image_alone(box: Box) -> None:
+    bundle = box.sh("grep ' /etc ' /proc/self/mountinfo | cut -d' ' -f9; cat /etc/group; "
+                    "echo new > /etc/new")
+    bundle.add_mount("/etc", "tmpfs", "tmpfs", ["tmpcopyup", "size=1m"])
+    out = box.run_ok(bundle).splitlines()
+    assert out[0] == "tmpfs" and "root:x:0:" in out
+    assert not (bundle.rootfs / "etc" / "new").exists()
