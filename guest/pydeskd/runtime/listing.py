@@ -20,20 +20,23 @@ def list_command(root: str, fmt: str, quiet: bool) -> str:
             data = st.load(root, container_id)
         except RuntimeFailure:
             continue
-        rows.append(st.oci_state(data, st.status(data)))
+        row = st.oci_state(data, st.status(data))
+        row["owner"] = _owner(root, container_id)  # runc's list names it; state does not
+        rows.append(row)
     if quiet:
         return "".join(f"{r['id']}\n" for r in rows)
     if fmt == "json":
         # runc prints null, not [], when there is no container.
-        return json.dumps(rows or None) + "\n"
+        return json.dumps(rows or None, separators=(",", ":")) + "\n"
     if fmt != "table":
         raise RuntimeFailure(f"invalid format option {fmt!r}: use table or json")
     table = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
-    table += [(r["id"], str(r["pid"]), r["status"], r["bundle"], r["created"],
-               _owner(root, r["id"])) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return "".join("   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                   .rstrip() + "\n" for row in table)
+    table += [(r["id"], str(r["pid"]), r["status"], r["bundle"], r["created"], r["owner"])
+              for r in rows]
+    # runc's tabwriter: each column as wide as its widest cell plus 3, and at least 12.
+    widths = [max(12, max(len(row[i]) for row in table) + 3) for i in range(len(table[0]))]
+    return "".join("".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=False))
+                   + row[-1] + "\n" for row in table)
 
 
 def _owner(root: str, container_id: str) -> str:
