@@ -8,6 +8,7 @@ import json
 import os
 import select
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -191,3 +192,33 @@ def test_terminal_over_console_socket(box: Box) -> None:
     finally:
         os.close(master)
     assert out == "31 101\n/dev/pts/0\nall-ttys\n"
+
+
+def test_create_hands_its_stdio_to_the_container(box: Box) -> None:
+    # What a shim relies on: without a terminal, the init's stdio is the stdio `create` got.
+    bundle = box.sh("cat; echo to-stderr >&2")
+    bundle.write()
+    out_path = box.workdir / "out"
+    err_path = box.workdir / "err"
+    read_end, write_end = os.pipe()
+    try:
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            box.runtime.ids.add(bundle.id)
+            created = subprocess.run(box.runtime.argv("create", "--bundle", str(bundle.path),
+                                                      bundle.id),
+                                     stdin=read_end, stdout=out, stderr=err, timeout=30,
+                                     check=False)
+        os.close(read_end)
+        read_end = -1
+        assert created.returncode == 0, err_path.read_text()
+        box.runtime("start", bundle.id).check()
+        os.write(write_end, b"through the pipe\n")
+        os.close(write_end)
+        write_end = -1
+        box.runtime.wait_status(bundle.id, "stopped")
+    finally:
+        for fd in (read_end, write_end):
+            if fd >= 0:
+                os.close(fd)
+    assert out_path.read_text() == "through the pipe\n"
+    assert err_path.read_text().splitlines()[-1:] == ["to-stderr"]
