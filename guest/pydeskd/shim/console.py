@@ -24,12 +24,8 @@ class ConsoleError(Exception):
     """No pty master came over the console socket."""
 
 
-@contextlib.contextmanager
-def console_socket(path: Path | None) -> Iterator[socket.socket | None]:
-    """A listener on ``path`` (None: no terminal, no listener), removed on exit."""
-    if path is None:
-        yield None
-        return
+def listen(path: Path) -> socket.socket:
+    """A listener for the runtime to connect to; pair with :func:`close`."""
     if len(str(path)) > MAX_SOCKET_PATH:
         raise ConsoleError(f"console socket path is too long for AF_UNIX: {path}")
     with contextlib.suppress(FileNotFoundError):
@@ -39,11 +35,29 @@ def console_socket(path: Path | None) -> Iterator[socket.socket | None]:
         sock.bind(str(path))
         os.chmod(path, 0o600)
         sock.listen(1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def close(listener: socket.socket, path: Path) -> None:
+    listener.close()
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+@contextlib.contextmanager
+def console_socket(path: Path | None) -> Iterator[socket.socket | None]:
+    """A listener on ``path`` (None: no terminal, no listener), removed on exit."""
+    if path is None:
+        yield None
+        return
+    sock = listen(path)
+    try:
         yield sock
     finally:
-        sock.close()
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        close(sock, path)
 
 
 def receive_master(listener: socket.socket) -> int:

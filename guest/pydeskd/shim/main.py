@@ -17,13 +17,13 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from pydeskd.shim.paths import MAX_SOCKET_PATH, StatePaths, atomic_write
 from pydeskd.shim.runtime import DEFAULT_ROOT, default_runtime
 
-if TYPE_CHECKING:  # the server is imported by `start` only, not by --help
-    from pydeskd.shim.server import ShimConfig
+if TYPE_CHECKING:  # imported by `start` only, not by --help
+    from pydeskd.shim.launch import ShimConfig
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -86,7 +86,7 @@ class _UsageError(Exception):
 
 
 def _start(args: argparse.Namespace) -> int:
-    from pydeskd.shim.server import ShimConfig
+    from pydeskd.shim.launch import ShimConfig
 
     bundle, state_dir = args.bundle.absolute(), args.state_dir.absolute()
     if not (bundle / "config.json").is_file():
@@ -158,13 +158,14 @@ class _Cleanup:
 
 def _daemon(config: ShimConfig, ready_w: int, cleanup: _Cleanup, debug: bool) -> None:
     """The shim process. Never returns: exits when deleted, or when creation failed."""
-    from pydeskd.shim import control, diag
+    from pydeskd.shim import diag
     from pydeskd.shim.children import Children
-    from pydeskd.shim.server import CreateFailed, Shim
+    from pydeskd.shim.launch import CreateFailed, Launch, abandon, spawn_create
 
     paths = StatePaths(config.state_dir)
     code = 1
-    shim: Shim | None = None
+    launch: Launch | None = None
+    shim = None
     ready = False
     try:
         os.chdir("/")
@@ -176,14 +177,24 @@ def _daemon(config: ShimConfig, ready_w: int, cleanup: _Cleanup, debug: bool) ->
         _set_subreaper()
         children = Children()
         children.start()
+        try:
+            launch = spawn_create(config, children)
+        except (CreateFailed, OSError) as e:
+            _fail(ready_w, str(e), paths, cleanup, config.log_path)
+        # The rest of the shim is imported while the runtime works (see launch.py).
+        from pydeskd.shim import control
+        from pydeskd.shim.server import Shim
+
         shim = Shim(config, children)
         try:
+            shim.create(launch)
+        except CreateFailed as e:  # the Shim removed what it made
+            _fail(ready_w, str(e), paths, cleanup, config.log_path)
+        try:
             listener = control.listen(paths.socket)
-            shim.create()
-        except (CreateFailed, OSError, ValueError) as e:
-            _report(ready_w, {"ok": False, "error": str(e)})
-            _remove_state(paths, cleanup, config.log_path)
-            os._exit(1)
+        except (OSError, ValueError) as e:
+            shim.abandon()
+            _fail(ready_w, str(e), paths, cleanup, config.log_path)
         # shim.json first (a caller may read it as soon as start returns), without fsync: it
         # describes a live process, which a crash ends anyway; fsync costs ~15 ms here.
         atomic_write(paths.shim_json, {
@@ -201,13 +212,24 @@ def _daemon(config: ShimConfig, ready_w: int, cleanup: _Cleanup, debug: bool) ->
 
         traceback.print_exc()
         if not ready:  # a bug, not the runtime's refusal: still, leave nothing behind
-            _report(ready_w, {"ok": False, "error": f"the shim failed: {e!r}"})
             if shim is not None:
                 shim.abandon()
+            elif launch is not None:
+                abandon(launch, config, children)
             _remove_state(paths, cleanup, config.log_path)
+            _report(ready_w, {"ok": False, "error": f"the shim failed: {e!r}"})
     finally:
         sys.stderr.flush()
         os._exit(code)
+
+
+def _fail(ready_w: int, message: str, paths: StatePaths, cleanup: _Cleanup,
+          log_path: Path | None) -> NoReturn:
+    """Creation failed (nothing of the container is left): report, remove our files, exit."""
+    _remove_state(paths, cleanup, log_path)  # before the report: the caller finds it gone
+    _report(ready_w, {"ok": False, "error": message})
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _redirect_stdio(paths: StatePaths) -> None:

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydeskd.shim.protocol import SOCKET_NAME
-
 # AF_UNIX paths are limited to 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
+SOCKET_NAME = "shim.sock"
 
 
 def socket_path(state_dir: Path) -> Path:

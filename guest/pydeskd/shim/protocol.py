@@ -56,7 +56,6 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import IntEnum, StrEnum
 from typing import Any
 
-SOCKET_NAME = "shim.sock"
 MAX_MESSAGE = 1 << 20  # one request or reply line; exec process specs are small
 _EXEC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 

@@ -1,7 +1,8 @@
 """The shim's core: one container's processes, their state machine, and the runtime calls.
 
-``Shim.create()`` runs ``runtime create`` with the container's stdio (pipes, or a pty received
-on the console socket); the public methods are the protocol's (:mod:`pydeskd.shim.control`
+``Shim.create()`` finishes the ``runtime create`` that :mod:`pydeskd.shim.launch` started (the
+container's stdio: pipes, or a pty received on the console socket); the public methods are the
+protocol's (:mod:`pydeskd.shim.control`
 maps requests onto them). Exits arrive as :mod:`pydeskd.shim.children` callbacks: drain the
 output into the log, then record the status (on disk, atomically, for the init), then wake the
 waiters. A process's status only moves forward; an illegal step raises ShimError(CONFLICT).
@@ -15,7 +16,6 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,12 @@ from pydeskd.shim import diag
 from pydeskd.shim import protocol as p
 from pydeskd.shim.children import Children
 from pydeskd.shim.console import ConsoleError, console_socket, receive_master
+from pydeskd.shim.console import close as close_console
 from pydeskd.shim.jsonlog import JsonFileLog, rfc3339nano
+from pydeskd.shim.launch import CreateFailed, Launch, ShimConfig, runtime_for
 from pydeskd.shim.paths import StatePaths, atomic_write
 from pydeskd.shim.process import Process
-from pydeskd.shim.runtime import Runtime, error_message
+from pydeskd.shim.runtime import error_message
 from pydeskd.shim.stdio import Fanout, OutputPump
 
 RUNTIME_TIMEOUT = 60.0
@@ -34,39 +36,12 @@ DRAIN_TIMEOUT = 5.0  # after an exit, how long output may keep flowing before it
 EXEC_FAILED = 126    # Docker's code for an exec the runtime could not start
 
 
-@dataclass(frozen=True)
-class ShimConfig:
-    id: str
-    bundle: Path
-    state_dir: Path
-    runtime: Path
-    runtime_root: Path
-    stdin: bool = False
-    log_path: Path | None = None
-    log_max_size: int = 0
-    log_max_files: int = 1
-
-
-class CreateFailed(Exception):
-    """The container could not be created; the message is the runtime's error."""
-
-
-def terminal_requested(bundle: Path) -> bool:
-    """Whether config.json asks for a terminal (then the runtime sends us a pty master)."""
-    try:
-        config = json.loads((bundle / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        raise CreateFailed(f"cannot read {bundle / 'config.json'}: {e}") from None
-    process = config.get("process") if isinstance(config, dict) else None
-    return bool(isinstance(process, dict) and process.get("terminal"))
-
-
 class Shim:
     def __init__(self, config: ShimConfig, children: Children) -> None:
         self.config = config
         self.paths = StatePaths(config.state_dir)
         self.children = children
-        self.runtime = Runtime(config.runtime, config.runtime_root, self.paths.runtime_log)
+        self.runtime = runtime_for(config)
         self._lock = threading.Lock()
         self._procs: dict[str | None, Process] = {}
         self._events: list[p.Event] = []
@@ -77,41 +52,52 @@ class Shim:
 
     # --- creation -----------------------------------------------------------------------------
 
-    def create(self) -> None:
-        """``runtime create``; on failure nothing is left running. Raises CreateFailed."""
+    def create(self, launch: Launch) -> None:
+        """Finishes the ``runtime create`` that :func:`~pydeskd.shim.launch.spawn_create`
+        started: takes over its stdio, waits for it, learns the init's pid. On failure nothing
+        this shim made is left. Raises CreateFailed."""
         cfg = self.config
-        tty = terminal_requested(cfg.bundle)
-        self._log = JsonFileLog(cfg.log_path or self.paths.default_log, cfg.log_max_size,
-                                cfg.log_max_files)
-        init = self._new_process(0, None, tty, self._log)
+        console_path = self.paths.console_socket(0)
         # Cleaned up after a failure: only a container this shim made. A runtime that fails
         # cleans up after itself, and its failure may be "that id exists": not ours to delete.
-        made = False
+        made = True  # until the runtime says otherwise (a timeout leaves it unsure)
+        init = self._new_process(0, None, launch.tty, None)
         try:
-            with console_socket(self.paths.console_socket(0) if tty else None) as console:
-                self._child_stdio(init, cfg.stdin)
-                argv = self.runtime.create(cfg.id, cfg.bundle, self.paths.init_pid,
-                                           self.paths.console_socket(0) if tty else None)
-                made = True  # until the runtime says otherwise (a timeout leaves it unsure)
-                code, out, since = self._run_runtime(init, argv)
-                if code != 0:
-                    made = False
-                    raise CreateFailed(out)
-                if console is not None:
-                    init.master_fd = receive_master(console)
-                    init.pump.add(init.master_fd, p.Stream.STDOUT, close=False)
+            self._log = JsonFileLog(cfg.log_path or self.paths.default_log, cfg.log_max_size,
+                                    cfg.log_max_files)
+            init.pump = OutputPump(init.fanout, self._log)
+            init.stdin_fd, launch.stdin_fd = launch.stdin_fd, None
+            for stream, fd in ((p.Stream.STDOUT, launch.stdout_fd),
+                               (p.Stream.STDERR, launch.stderr_fd)):
+                if fd is not None:
+                    init.pump.add(fd, stream)
+            launch.stdout_fd = launch.stderr_fd = None
+            code = self.children.wait(launch.child, RUNTIME_TIMEOUT)
+            if code != 0:
+                made = False
+                message = error_message(_read_from(self.paths.runtime_log, launch.log_offset))
+                diag.warning("runtime create exited %d: %s", code, message)
+                raise CreateFailed(message)
+            if launch.console is not None:
+                init.master_fd = receive_master(launch.console)
+                init.pump.add(init.master_fd, p.Stream.STDOUT, close=False)
             init.pid = _read_pid(self.paths.init_pid)
         except BaseException as e:
+            launch.close()
             if made:
                 self._runtime_cleanup()
             init.close_fds()
             if isinstance(e, ConsoleError | OSError):
                 raise CreateFailed(str(e)) from e
             raise
+        finally:
+            if launch.console is not None:
+                close_console(launch.console, console_path)
+                launch.console = None
         with self._lock:
             self._procs[None] = init
             self._event(p.EventType.CREATE)
-        self.children.watch(init.pid, lambda c: self._on_exit(init, c), since)
+        self.children.watch(init.pid, lambda c: self._on_exit(init, c), launch.since)
 
     def _new_process(self, n: int, exec_id: str | None, tty: bool,
                      logfile: JsonFileLog | None) -> Process:

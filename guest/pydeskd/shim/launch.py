@@ -1,0 +1,145 @@
+"""The shim's first step: start ``runtime create`` as early as it can.
+
+Every container start waits for the shim, and ``runtime create`` takes ~35 ms (runc here) while
+the rest of the shim (protocol, server, control socket: ~20 ms of imports) is not needed until
+it returns. So this module imports only what spawning needs: the shim's process calls
+:func:`spawn_create` first and imports the rest while the runtime works
+(:meth:`pydeskd.shim.server.Shim.create` then takes over the :class:`Launch`).
+
+The container's stdio is made here: pipes (or, when config.json asks for a terminal, a console
+socket the runtime sends the pty master to). This module must never import the protocol or
+the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydeskd.shim.children import Children
+from pydeskd.shim.paths import StatePaths
+from pydeskd.shim.runtime import Runtime
+
+if TYPE_CHECKING:
+    import socket
+
+RUNTIME_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class ShimConfig:
+    id: str
+    bundle: Path
+    state_dir: Path
+    runtime: Path
+    runtime_root: Path
+    stdin: bool = False
+    log_path: Path | None = None
+    log_max_size: int = 0
+    log_max_files: int = 1
+
+
+class CreateFailed(Exception):
+    """The container could not be created; the message is the runtime's error."""
+
+
+@dataclass
+class Launch:
+    """A ``runtime create`` under way, and the shim's ends of the container's stdio."""
+
+    child: subprocess.Popen[bytes]
+    since: float                    # monotonic time before the spawn (for Children.watch)
+    tty: bool
+    stdin_fd: int | None = None     # our end of the stdin pipe (--stdin)
+    stdout_fd: int | None = None    # read ends of the output pipes (no tty)
+    stderr_fd: int | None = None
+    console: socket.socket | None = None  # the console socket's listener (tty)
+    log_offset: int = 0             # where this call's messages start in the runtime's --log
+
+    def close(self) -> None:
+        """Releases what was not handed over (after a failure)."""
+        for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.stdin_fd = self.stdout_fd = self.stderr_fd = None
+
+
+def terminal_requested(bundle: Path) -> bool:
+    """Whether config.json asks for a terminal (then the runtime sends us a pty master)."""
+    try:
+        config = json.loads((bundle / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CreateFailed(f"cannot read {bundle / 'config.json'}: {e}") from None
+    process = config.get("process") if isinstance(config, dict) else None
+    return bool(isinstance(process, dict) and process.get("terminal"))
+
+
+def runtime_for(config: ShimConfig) -> Runtime:
+    return Runtime(config.runtime, config.runtime_root, StatePaths(config.state_dir).runtime_log)
+
+
+def spawn_create(config: ShimConfig, children: Children) -> Launch:
+    """Starts ``runtime create`` with the container's stdio. Raises CreateFailed (nothing
+    started then) or OSError."""
+    paths = StatePaths(config.state_dir)
+    tty = terminal_requested(config.bundle)
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    theirs = {"stdin": null, "stdout": null, "stderr": null}
+    ours: dict[str, int] = {}
+    console = None
+    try:
+        if tty:
+            from pydeskd.shim import console as console_mod
+
+            try:
+                console = console_mod.listen(paths.console_socket(0))
+            except console_mod.ConsoleError as e:
+                raise CreateFailed(str(e)) from None
+        else:
+            if config.stdin:
+                theirs["stdin"], ours["stdin"] = os.pipe()
+            ours["stdout"], theirs["stdout"] = os.pipe()
+            ours["stderr"], theirs["stderr"] = os.pipe()
+        offset = _size(paths.runtime_log)
+        since = time.monotonic()
+        argv = runtime_for(config).create(config.id, config.bundle, paths.init_pid,
+                                          paths.console_socket(0) if tty else None)
+        child = children.spawn(argv, cwd=str(config.bundle), **theirs)
+    except BaseException:
+        for fd in ours.values():
+            os.close(fd)
+        if console is not None:
+            from pydeskd.shim import console as console_mod
+
+            console_mod.close(console, paths.console_socket(0))
+        raise
+    finally:
+        for fd in set(theirs.values()):
+            os.close(fd)
+    return Launch(child=child, since=since, tty=tty, stdin_fd=ours.get("stdin"),
+                  stdout_fd=ours.get("stdout"), stderr_fd=ours.get("stderr"),
+                  console=console, log_offset=offset)
+
+
+def abandon(launch: Launch, config: ShimConfig, children: Children) -> None:
+    """The shim cannot go on: waits for the runtime and deletes what it made (if it did)."""
+    launch.close()
+    if launch.console is not None:
+        launch.console.close()
+    with contextlib.suppress(Exception):
+        if children.wait(launch.child, RUNTIME_TIMEOUT) == 0:
+            children.run(runtime_for(config).delete(config.id, force=True), timeout=30)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
