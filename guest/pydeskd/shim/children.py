@@ -19,6 +19,7 @@ This module must never wait for a child anywhere but in :meth:`Children._reap_lo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -74,15 +75,37 @@ class Children:
                 self._changed.wait(left)
             return self._codes.pop(proc.pid)
 
-    def run(self, argv: Sequence[str], timeout: float | None = 60.0,
+    def finish(self, proc: subprocess.Popen[bytes], timeout: float) -> int:
+        """The exit code of a spawned child; one that overstays ``timeout`` is killed (and
+        reaped) and TimeoutError raised: a hung runtime must not outlive the shim's patience."""
+        try:
+            return self.wait(proc, timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(TimeoutError):
+                self.wait(proc, 10.0)
+            raise
+
+    def run(self, argv: Sequence[str], timeout: float = 60.0,
             **popen: Any) -> tuple[int, bytes]:
-        """Runs a child to completion: (exit code, its stdout+stderr)."""
+        """Runs a child to completion: (exit code, its stdout+stderr). Raises TimeoutError
+        (the child killed) if it takes longer than ``timeout``."""
         proc = self.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, **popen)
-        assert proc.stdout is not None
-        with proc.stdout:
-            out = proc.stdout.read()
-        return self.wait(proc, timeout), out
+        stdout = proc.stdout
+        assert stdout is not None
+        chunks: list[bytes] = []
+
+        def read() -> None:  # in a thread, so that a hung child is still timed out
+            with stdout:
+                chunks.append(stdout.read())
+
+        reader = threading.Thread(target=read, name="run-output", daemon=True)
+        reader.start()
+        code = self.finish(proc, timeout)
+        reader.join(5.0)  # a grandchild may hold the pipe open: not waited for longer
+        return code, b"".join(chunks)
 
     def watch(self, pid: int, on_exit: Callable[[int], None], since: float) -> None:
         """Calls ``on_exit(code)`` (in a new thread) when reparented ``pid`` dies.

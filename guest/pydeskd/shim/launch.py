@@ -134,7 +134,7 @@ def abandon(launch: Launch, config: ShimConfig, children: Children) -> None:
     if launch.console is not None:
         launch.console.close()
     with contextlib.suppress(Exception):
-        if children.wait(launch.child, RUNTIME_TIMEOUT) == 0:
+        if children.finish(launch.child, RUNTIME_TIMEOUT) == 0:
             children.run(runtime_for(config).delete(config.id, force=True), timeout=30)
 
 

@@ -72,7 +72,7 @@ class Shim:
                 if fd is not None:
                     init.pump.add(fd, stream)
             launch.stdout_fd = launch.stderr_fd = None
-            code = self.children.wait(launch.child, RUNTIME_TIMEOUT)
+            code = self.children.finish(launch.child, RUNTIME_TIMEOUT)
             if code != 0:
                 made = False
                 message = error_message(_read_from(self.paths.runtime_log, launch.log_offset))
@@ -128,7 +128,7 @@ class Shim:
         since = time.monotonic()
         child = self.children.spawn(argv, cwd=str(self.config.bundle), **proc.child_fds)
         proc.close_child_fds()
-        code = self.children.wait(child, RUNTIME_TIMEOUT)
+        code = self.children.finish(child, RUNTIME_TIMEOUT)
         message = error_message(_read_from(self.paths.runtime_log, offset)) if code else ""
         if code:
             diag.warning("%s exited %d: %s", " ".join(argv), code, message)

@@ -111,12 +111,27 @@ class ShimEnv:
             with contextlib.suppress(OSError, ValueError):
                 pid = json.loads(info.read_text())["pid"]
                 os.kill(pid, signal.SIGKILL)
+        kill_processes_mentioning(str(self.base))  # e.g. a runtime that hung
         for cid in self.ids:
             subprocess.run([str(self.runtime), "--root", str(self.root), "delete", "--force",
                             cid],
                            capture_output=True, check=False)
         remove_cgroups(self.cgroup_parent)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def kill_processes_mentioning(text: str) -> None:
+    """SIGKILLs every process (but us) whose command line contains ``text``."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            with contextlib.suppress(OSError):
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 def remove_cgroups(parent: str) -> None:

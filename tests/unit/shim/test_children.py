@@ -120,3 +120,22 @@ def test_stale_unclaimed_status_is_not_handed_to_a_newer_process() -> None:
 @pytest.mark.parametrize("status, code", [(0, 0), (1 << 8, 1), (2, 130)])
 def test_exit_codes(status: int, code: int) -> None:
     assert exit_code(status) == code
+
+
+def test_a_child_that_overstays_is_killed() -> None:
+    out = _run("""
+        p = children.spawn(["sleep", "30"])
+        try:
+            children.finish(p, 0.3)
+        except TimeoutError:
+            print("timeout")
+        assert p.returncode == 137 and not os.path.exists(f"/proc/{p.pid}"), p.returncode
+        began = time.monotonic()
+        try:
+            children.run(["sh", "-c", "echo out; exec sleep 30"], timeout=0.3)
+        except TimeoutError:
+            print("timeout")
+        assert time.monotonic() - began < 5
+        print(*children.run(["sh", "-c", "echo still fine"]))
+    """)
+    assert out.split() == ["timeout", "timeout", "0", "b'still", "fine\\n'"]

@@ -63,6 +63,11 @@ class Env:
                 with contextlib.suppress(OSError, ValueError, KeyError):
                     text = (client.path.parent / name).read_text()
                     os.kill(int(json.loads(text)[key] if key else text), signal.SIGKILL)
+        for proc in Path("/proc").iterdir():  # anything still running from this test
+            with contextlib.suppress(OSError, ValueError):
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+                if str(self.base) in cmdline and int(proc.name) != os.getpid():
+                    os.kill(int(proc.name), signal.SIGKILL)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
