@@ -132,8 +132,6 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = 
            preserve_fds: int = 0) -> dict[str, Any]:
     """Creates the container; returns its saved state. The init is our child (we are its
     subreaper) until we exit. Raises a RuntimeFailure and leaves nothing behind on error."""
-    import dataclasses
-
     from pydeskd.runtime import init as init_mod
     from pydeskd.runtime import syscalls as sc
     from pydeskd.runtime.cgroups import open_cgroup
@@ -147,7 +145,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = 
     if console_socket and not spec.process.terminal:
         raise SpecError("--console-socket given but process.terminal is false")
     cgroup = open_cgroup(spec.linux.cgroups_path, container_id)
-    resources = dataclasses.replace(spec.linux.resources, devices=cgroup_rules(spec))
+    resources = spec.linux.resources._replace(devices=cgroup_rules(spec))
 
     os.makedirs(root, mode=0o711, exist_ok=True)
     state_dir = st.container_dir(root, container_id)

@@ -183,20 +183,17 @@ def _child(sys: Any, spec: Spec, process: Process, joins: list[tuple[int, int]],
             os.close(fd)
         os.setsid()
         if user_text or extra_gids:
-            import dataclasses
-
             user = (proc.lookup_user(user_text, process.user.umask) if user_text
                     else process.user)
             if extra_gids:
-                user = dataclasses.replace(user, additional_gids=(*user.additional_gids,
-                                                                  *extra_gids))
-            process = dataclasses.replace(process, user=user)
+                user = user._replace(additional_gids=(*user.additional_gids, *extra_gids))
+            process = process._replace(user=user)
         proc.apply_rlimits(process)
         proc.apply_oom_score_adj(process)
         if process.terminal:
             size = process.console_size
-            slave = console.send_new_pty(console_fd, size.height if size else None,
-                                         size.width if size else None)
+            slave = console.send_new_pty(console_fd, size.height if size is not None else None,
+                                         size.width if size is not None else None)
             os.close(console_fd)
             console.attach_slave(slave)
         os.umask(process.user.umask if process.user.umask is not None else 0o022)

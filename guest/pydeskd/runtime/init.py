@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from pydeskd.runtime import syscalls as sc
 from pydeskd.runtime.errors import SetupFailed
@@ -55,8 +54,7 @@ class Channel:
                 continue
 
 
-@dataclass(frozen=True)
-class InitConfig:
+class InitConfig(NamedTuple):
     """What the init needs, fixed before the fork."""
 
     container_id: str
@@ -257,8 +255,8 @@ def _terminal(sys: Syscalls, cfg: InitConfig) -> None:
     process = cfg.spec.process
     assert process is not None
     size = process.console_size
-    slave = console.send_new_pty(cfg.console_fd, size.height if size else None,
-                                 size.width if size else None)
+    slave = console.send_new_pty(cfg.console_fd, size.height if size is not None else None,
+                                 size.width if size is not None else None)
     os.close(cfg.console_fd)
     make_target("/dev/console", as_file=True)
     sys.mount(slave, "/dev/console", "bind", sc.MS_BIND, "")

@@ -10,7 +10,6 @@ possible, seccomp when no_new_privs is on, and execve. Must never run in the run
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import resource
 import stat
@@ -194,7 +193,7 @@ def become_user(sys: Syscalls, process: Process) -> None:
         # The kernel raises an ambient capability only if it is permitted and inheritable;
         # runc skips the others with a warning rather than failing, and so do we.
         ambient = tuple(c for c in caps.ambient if c in caps.permitted and c in caps.inheritable)
-        apply_sets(sys, dataclasses.replace(caps, ambient=ambient))
+        apply_sets(sys, caps._replace(ambient=ambient))
 
 
 def change_cwd(sys: Syscalls, process: Process, before_user: bool) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pydeskd.runtime import syscalls as sc
 from pydeskd.runtime.errors import SetupFailed
@@ -57,8 +57,7 @@ _STATVFS_KEEP = ((os.ST_RDONLY, sc.MS_RDONLY), (os.ST_NOSUID, sc.MS_NOSUID),
                  (os.ST_RELATIME, sc.MS_RELATIME))
 
 
-@dataclass(frozen=True)
-class MountStep:
+class MountStep(NamedTuple):
     """One spec mount, decoded: what to pass to mount(2) and what to do after."""
 
     destination: str  # container path, resolved inside the rootfs when applied
@@ -74,8 +73,7 @@ class MountStep:
         return bool(self.flags & sc.MS_BIND)
 
 
-@dataclass(frozen=True)
-class CgroupView:
+class CgroupView(NamedTuple):
     """What the in-container "cgroup" mount needs, computed in the init after it joined its
     cgroup: the layout version, whether it has its own cgroup namespace, and per v1 hierarchy
     (directory name such as "cpu,cpuacct", mount data such as "cpu,cpuacct", host directory

@@ -14,7 +14,7 @@ import ctypes
 import errno
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pydeskd.runtime.errors import SetupFailed, SpecError
 from pydeskd.runtime.spec import Seccomp, SeccompArg
@@ -48,8 +48,7 @@ MAX_ARGS = 6
 _NR_SCMP_ERROR = -1
 
 
-@dataclass(frozen=True)
-class Condition:
+class Condition(NamedTuple):
     """``struct scmp_arg_cmp``: for MASKED_EQ, ``datum_a`` is the mask and ``datum_b`` the value."""
 
     arg: int
@@ -58,15 +57,13 @@ class Condition:
     datum_b: int
 
 
-@dataclass(frozen=True)
-class PlannedRule:
+class PlannedRule(NamedTuple):
     syscall: str
     action: int
     conditions: tuple[Condition, ...]  # ANDed; an empty tuple matches every call
 
 
-@dataclass(frozen=True)
-class SeccompPlan:
+class SeccompPlan(NamedTuple):
     default_action: int
     architectures: tuple[str, ...]  # libseccomp's names: "x86_64", "x86", "aarch64", ...
     attributes: tuple[tuple[int, int], ...]  # (scmp_filter_attr, value), in order

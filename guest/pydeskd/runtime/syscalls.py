@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 # <sched.h> / <linux/sched.h>
 CLONE_NEWNS = 0x00020000
@@ -82,11 +81,13 @@ class _CapData(ctypes.Structure):
                 ("inheritable", ctypes.c_uint32)]
 
 
-@dataclass(frozen=True)
-class CapSets:
+class CapSets(NamedTuple):
     effective: int
     permitted: int
     inheritable: int
+
+
+NO_CAPS = CapSets(0, 0, 0)
 
 
 class Syscalls(Protocol):
@@ -179,12 +180,12 @@ class LinuxSyscalls:
                   f"capset({sets})")
 
 
-@dataclass
 class RecordingSyscalls:
     """Records every call instead of making it; for unit tests of plans. Fails nothing."""
 
-    calls: list[tuple[object, ...]] = field(default_factory=list)
-    caps: CapSets = field(default_factory=lambda: CapSets(0, 0, 0))
+    def __init__(self, caps: CapSets = NO_CAPS) -> None:
+        self.calls: list[tuple[object, ...]] = []
+        self.caps = caps
 
     def unshare(self, flags: int) -> None:
         self.calls.append(("unshare", flags))

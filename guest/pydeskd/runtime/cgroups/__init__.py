@@ -16,7 +16,7 @@ import os
 
 from pydeskd.runtime.errors import SetupFailed, SpecError
 
-# typing, re and dataclasses cost start-up time that `delete`, `kill` and `state` (which only
+# typing and re cost start-up time that `delete`, `kill` and `state` (which only
 # restore a saved cgroup) should not pay; annotations only need them for mypy.
 TYPE_CHECKING = False
 if TYPE_CHECKING:

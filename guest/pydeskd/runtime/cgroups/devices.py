@@ -11,15 +11,14 @@ Pure functions only.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pydeskd.runtime.spec import DeviceRule
 
 ALL_ACCESS = frozenset("rwm")
 
 
-@dataclass(frozen=True)
-class DeviceException:
+class DeviceException(NamedTuple):
     type: str  # "c" or "b"
     major: int | None  # None: any
     minor: int | None
@@ -32,8 +31,7 @@ class DeviceException:
         return f"{self.type} {major}:{minor} {''.join(a for a in 'rwm' if a in self.access)}"
 
 
-@dataclass(frozen=True)
-class DevicePolicy:
+class DevicePolicy(NamedTuple):
     default_allow: bool
     exceptions: tuple[DeviceException, ...]  # allowed when the default denies, and vice versa
 

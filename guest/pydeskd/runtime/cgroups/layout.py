@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pydeskd.runtime.errors import SetupFailed
 
@@ -21,8 +21,7 @@ V1_CONTROLLERS = frozenset({
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
 
-@dataclass(frozen=True)
-class MountEntry:
+class MountEntry(NamedTuple):
     """One cgroup mount from mountinfo."""
 
     mountpoint: str
@@ -35,8 +34,7 @@ class MountEntry:
         return tuple(o for o in self.super_options if o in V1_CONTROLLERS)
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     version: int  # 1 (v1 or hybrid) or 2 (unified)
     mounts: tuple[MountEntry, ...]  # v2: the one unified mount; v1: one per hierarchy
     hybrid: MountEntry | None = None  # v1 only: the cgroup2 at root/unified, if mounted
@@ -104,8 +102,7 @@ def _unescape(field: str) -> str:
     return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
-@dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(NamedTuple):
     """A host hierarchy, as the container's "cgroup" mount should present it.
 
     ``name`` is the directory under the container's /sys/fs/cgroup ("" for v2, which is mounted
