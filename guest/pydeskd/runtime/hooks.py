@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Sequence
-from typing import Any
 
 from pydeskd.runtime.errors import SetupFailed
-from pydeskd.runtime.spec import Hook
+
+TYPE_CHECKING = False  # typing costs start-up time: mypy only
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from pydeskd.runtime.spec import Hook
 
 
 def run_hook(hook: Hook, state: dict[str, Any]) -> None:

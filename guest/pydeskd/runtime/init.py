@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, NamedTuple, NoReturn
 
 from pydeskd.runtime import syscalls as sc
 from pydeskd.runtime.errors import SetupFailed
 from pydeskd.runtime.spec import Spec
-from pydeskd.runtime.syscalls import Syscalls
+
+TYPE_CHECKING = False  # typing costs start-up time: mypy only (see record.py)
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple, NoReturn
+
+    from pydeskd.runtime.syscalls import Syscalls
+else:
+    from pydeskd.runtime.record import NamedTuple
 
 
 class Channel:

@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import NamedTuple
 
 from pydeskd.runtime import syscalls as sc
 from pydeskd.runtime.errors import SetupFailed
 from pydeskd.runtime.securejoin import secure_join
 from pydeskd.runtime.spec import Mount, Spec
-from pydeskd.runtime.syscalls import Syscalls
+
+TYPE_CHECKING = False  # typing costs start-up time: mypy only (see record.py)
+if TYPE_CHECKING:
+    from typing import NamedTuple
+
+    from pydeskd.runtime.syscalls import Syscalls
+else:
+    from pydeskd.runtime.record import NamedTuple
 
 # option -> (clear?, flag), as mount(8) and runc read them.
 FLAG_OPTIONS: dict[str, tuple[bool, int]] = {

@@ -13,11 +13,16 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from collections.abc import Iterable
-from typing import NamedTuple
 
 from pydeskd.runtime.errors import SetupFailed, SpecError
 from pydeskd.runtime.spec import Seccomp, SeccompArg
+
+TYPE_CHECKING = False  # typing costs start-up time: mypy only (see record.py)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import NamedTuple
+else:
+    from pydeskd.runtime.record import NamedTuple
 
 # <seccomp.h> action values.
 SCMP_ACT_KILL_PROCESS = 0x80000000

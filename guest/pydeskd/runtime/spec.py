@@ -12,9 +12,13 @@ that. Being tuples, records must never be iterated, unpacked or compared with pl
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 from pydeskd.runtime.errors import SpecError
+
+TYPE_CHECKING = False  # typing costs start-up time: mypy only (see record.py)
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from pydeskd.runtime.record import NamedTuple
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 SUPPORTED_NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "cgroup")

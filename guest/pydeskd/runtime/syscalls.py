@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import NamedTuple, Protocol
+
+TYPE_CHECKING = False  # typing costs start-up time: mypy only (see record.py)
+if TYPE_CHECKING:
+    from typing import NamedTuple, Protocol
+else:
+    from pydeskd.runtime.record import NamedTuple
+
+    Protocol = object  # Syscalls is an interface for mypy; at run time a plain class
 
 # <sched.h> / <linux/sched.h>
 CLONE_NEWNS = 0x00020000

@@ -10,10 +10,14 @@ Pure functions only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import NamedTuple
+TYPE_CHECKING = False  # typing costs start-up time: mypy only (see record.py)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import NamedTuple
 
-from pydeskd.runtime.spec import DeviceRule
+    from pydeskd.runtime.spec import DeviceRule
+else:
+    from pydeskd.runtime.record import NamedTuple
 
 ALL_ACCESS = frozenset("rwm")
 

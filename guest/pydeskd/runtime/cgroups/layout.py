@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import NamedTuple
 
 from pydeskd.runtime.errors import SetupFailed
+
+TYPE_CHECKING = False  # typing costs start-up time: mypy only (see record.py)
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from pydeskd.runtime.record import NamedTuple
 
 # The v1 controllers runc puts a container in, and the one named hierarchy it joins.
 V1_CONTROLLERS = frozenset({
