@@ -13,9 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support.busybox import make_bundle, write_config
-
 from pydeskd.shim.client import ShimStartError, start_shim
+from tests.support.busybox import make_bundle, write_config
 
 SCRIPT = (
     "echo \"hello from $(hostname), pid $$ in its own pid namespace\"; "
