@@ -23,6 +23,8 @@ def _subreaper() -> Iterator[None]:
     set_child_subreaper()
     yield
     reap_children()
+    # Later tests in this pytest process (shims that must end up under init) expect the default.
+    set_child_subreaper(False)
 
 
 @pytest.fixture(scope="package")
