@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -74,12 +75,28 @@ def run_captured(argv: Sequence[str], *, timeout: float = TIMEOUT,
                  stdin: int | None = subprocess.DEVNULL) -> Result:
     """Runs argv to completion with stdout/stderr in temporary files; raises TimeoutExpired."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.run(list(argv), stdin=stdin, stdout=out, stderr=err,
-                              timeout=timeout, check=False)
+        proc = subprocess.Popen(list(argv), stdin=stdin, stdout=out, stderr=err)
+        returncode = wait_exact(proc, timeout)
         out.seek(0)
         err.seek(0)
-        return Result(tuple(argv), proc.returncode,
+        return Result(tuple(argv), returncode,
                       out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+
+
+def wait_exact(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """Waits for proc and returns its exit status; kills it and raises TimeoutExpired after
+    timeout. A pidfd notices the exit at once, where Popen.wait(timeout) polls with sleeps of
+    1, 2, 4 ... 50 ms and adds that to every runtime call."""
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    if not ready:
+        proc.kill()
+        proc.wait()
+        raise subprocess.TimeoutExpired(proc.args, timeout)
+    return proc.wait()
 
 
 @dataclass
