@@ -114,7 +114,9 @@ class JsonFileLog:
             self._size += len(line)
 
     def _rotate(self) -> None:
-        os.close(self._fd)
+        # The old descriptor stays open until the new file is: if the open fails (EMFILE, a
+        # removed directory), writes go on into the rotated file rather than into a closed
+        # descriptor number that another thread may have been given meanwhile.
         if self._max_files > 1:
             for n in range(self._max_files - 1, 0, -1):
                 src = self.path if n == 1 else self.path.with_name(f"{self.path.name}.{n - 1}")
@@ -123,5 +125,7 @@ class JsonFileLog:
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
         else:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
-        self._fd = os.open(self.path, flags, 0o640)
+        fd = os.open(self.path, flags, 0o640)
+        os.close(self._fd)
+        self._fd = fd
         self._size = 0

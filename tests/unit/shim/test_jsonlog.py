@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
+from pydeskd.shim import jsonlog
 from pydeskd.shim.jsonlog import MAX_LINE, JsonFileLog, LineSplitter, encode_entry, rfc3339nano
 
 T0 = 1_700_000_000 * 10**9  # 2023-11-14T22:13:20Z
@@ -106,3 +108,25 @@ def test_bad_limits_are_refused(tmp_path: Path) -> None:
         JsonFileLog(tmp_path / "x.log", max_size=-1)
     with pytest.raises(ValueError):
         JsonFileLog(tmp_path / "x.log", max_files=0)
+
+
+def test_a_failed_rotation_keeps_writing_to_the_old_file(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "container.log"
+    entry = len(encode_entry("stdout", b"line 00\n", T0))
+    log = JsonFileLog(path, max_size=entry * 2, max_files=2)
+    log.write("stdout", b"line 00\nline 01\n", T0)
+    real_open = os.open
+
+    def failing_open(*args: object, **kwargs: object) -> int:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(jsonlog.os, "open", failing_open)
+    with pytest.raises(OSError):
+        log.write("stdout", b"line 02\n", T0)  # rotation due: the new file cannot be opened
+    monkeypatch.setattr(jsonlog.os, "open", real_open)
+    log.write("stdout", b"line 03\n", T0)  # rotates now, and writes: no EBADF
+    log.close()
+    assert [e["log"] for e in _entries(path)] == ["line 03\n"]
+    assert [e["log"] for e in _entries(path.with_name("container.log.1"))] == [
+        "line 00\n", "line 01\n"]
