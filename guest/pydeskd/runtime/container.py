@@ -375,20 +375,38 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
         if current == st.PAUSED:
             cgroup.thaw()
         _kill_and_reap(int(data["pid"]))
-    # Processes left in the cgroup (a shared pid namespace) die with the container.
+    if not _own_pid_namespace(data.get("config")):
+        # Sharing a pid namespace, the container's processes outlive its init: as runc, they
+        # die with it. With its own, the kernel has killed them with the init; anything else
+        # in the cgroup was not started by the container and is left alone.
+        _kill_cgroup(cgroup)
+    try:
+        cgroup.destroy()
+    except RuntimeFailure as exc:
+        log.warning(f"container's cgroup is not empty: {exc}")
+    _hooks_warn(data, "poststop", st.STOPPED)
+    _remove_dir(data["_dir"])
+
+
+def _own_pid_namespace(config: Any) -> bool:
+    try:
+        namespaces = config["linux"]["namespaces"]
+        return any(ns.get("type") == "pid" and not ns.get("path") for ns in namespaces)
+    except (KeyError, TypeError, AttributeError):
+        return False  # unknown: assume shared, which kills more of the container's own
+
+
+def _kill_cgroup(cgroup: Any) -> None:
     for _ in range(100):
         pids = cgroup.pids()
         if not pids:
-            break
+            return
         for pid in pids:
             try:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 continue
         time.sleep(0.01)
-    cgroup.destroy()
-    _hooks_warn(data, "poststop", st.STOPPED)
-    _remove_dir(data["_dir"])
 
 
 def pause(root: str, container_id: str) -> None:

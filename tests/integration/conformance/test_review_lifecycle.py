@@ -15,9 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.conformance import Box
-from tests.support.runtimes import (
-    token,
-)
+from tests.support.runtimes import cgroup_dirs, cgroup_hierarchies, cgroup_pids, token
 
 
 def _mountinfo_under(path: Path) -> list[str]:
@@ -63,3 +61,32 @@ def test_no_mount_of_the_container_reaches_the_host(box: Box, propagation: str) 
             assert result.returncode == 0, result.describe()
         finally:
             box.runtime("delete", "--force", bundle.id)
+
+
+def _make_host_cgroup(rel: str, pid: int) -> None:
+    """A cgroup that exists before the container, with a host process in every hierarchy."""
+    for hierarchy in cgroup_hierarchies():
+        current = hierarchy
+        for part in rel.strip("/").split("/"):
+            parent, current = current, current / part
+            current.mkdir(exist_ok=True)
+            for name in ("cpuset.cpus", "cpuset.mems"):  # v1 cpuset: empty until inherited
+                if (current / name).exists() and not (current / name).read_text().strip():
+                    (current / name).write_text((parent / name).read_text())
+        (current / "cgroup.procs").write_text(str(pid))
+
+
+def test_delete_spares_host_processes_and_cgroups_it_did_not_create(box: Box) -> None:
+    bundle = box.bundle(["true"])
+    host = subprocess.Popen(["sleep", "300"])
+    try:
+        _make_host_cgroup(bundle.cgroups_path, host.pid)
+        result = box.run(bundle)
+        assert result.returncode == 0, result.describe()
+        assert host.poll() is None, f"the host process was killed:\n{result.describe()}"
+        assert host.pid in cgroup_pids(bundle.cgroups_path)
+        assert len(cgroup_dirs(bundle.cgroups_path)) == len(cgroup_hierarchies())
+        assert not (box.runtime.root / bundle.id).exists()
+    finally:
+        host.kill()
+        host.wait()

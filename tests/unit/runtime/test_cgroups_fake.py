@@ -380,3 +380,25 @@ def test_v2_freeze_waits_for_events(v2root: tuple[str, str],
     cg.thaw()
     assert not cg.is_frozen()
     cg.destroy()
+
+
+def test_v1_destroy_keeps_a_leaf_that_existed_before(v1root: tuple[str, str]) -> None:
+    root, _ = v1root
+    fake_mkdir(os.path.join(root, "pids", "theirs"))  # someone else's cgroup, in one hierarchy
+    cg = v1(v1root, "/theirs")
+    cg.create(Resources())
+    restored = restore_cgroup(cg.to_state())
+    assert isinstance(restored, V1Cgroup)
+    restored.rmdir = fake_rmdir  # type: ignore[method-assign]
+    restored.destroy()
+    assert os.path.isdir(os.path.join(root, "pids", "theirs"))
+    assert not os.path.exists(os.path.join(root, "memory", "theirs"))
+
+
+def test_v2_destroy_keeps_a_leaf_that_existed_before(v2root: tuple[str, str]) -> None:
+    root, _ = v2root
+    fake_mkdir(os.path.join(root, "theirs"))
+    cg = v2(v2root, "/theirs")
+    cg.create(Resources())
+    cg.destroy()
+    assert os.path.isdir(os.path.join(root, "theirs"))

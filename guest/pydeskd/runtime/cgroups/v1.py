@@ -103,6 +103,8 @@ class V1Cgroup:
         deadline = time.monotonic() + files.REMOVE_TIMEOUT
         busy: list[str] = []
         for leaf in self.leaves():
+            if leaf not in self.created:
+                continue  # it existed before the container: not ours to remove
             busy += files.remove_dirs([leaf], strict=True, rmdir=self.rmdir,
                                       timeout=max(0.0, deadline - time.monotonic()))
         parents = {d for d in self.created if d not in self.dirs.values()}

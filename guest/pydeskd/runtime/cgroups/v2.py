@@ -114,7 +114,9 @@ class V2Cgroup:
         return self._events().get("frozen") == "1"
 
     def destroy(self) -> None:
-        busy = files.remove_dirs([self.leaf], strict=True, rmdir=self.rmdir)
+        # A leaf that existed before the container (someone else's cgroup) is never removed.
+        busy = (files.remove_dirs([self.leaf], strict=True, rmdir=self.rmdir)
+                if self.leaf in self.created else [])
         parents = {d for d in self.created if d != self.leaf} | set(self.owned_parents)
         files.remove_dirs(sorted(parents, key=lambda d: d.count("/"), reverse=True),
                           strict=False, rmdir=self.rmdir)
