@@ -20,6 +20,7 @@ from pydeskd.runtime import log
 from pydeskd.runtime import state as st
 from pydeskd.runtime.errors import (
     ContainerExists,
+    ContainerNotFound,
     IllegalState,
     RuntimeFailure,
     SetupFailed,
@@ -155,6 +156,21 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = 
         raise ContainerExists(f"container with id exists: {container_id}") from None
 
     fifo = os.path.join(state_dir, st.EXEC_FIFO)
+    me = st.proc_stat(os.getpid())
+    # Provisional until the init is ready: what a `delete` needs if we are killed half-way.
+    data: dict[str, Any] = {
+        "ociVersion": spec.oci_version, "id": container_id, "pid": 0, "start_time": 0,
+        "bundle": bundle, "rootfs": rootfs, "created": _created_now(),
+        "annotations": dict(spec.annotations), "cgroup": None, "config": config,
+        "provisional": True, "runtime": [os.getpid(), me[1] if me else None], "pids": [],
+    }
+
+    def track(pid: int) -> None:
+        stat = st.proc_stat(pid)
+        if stat is not None:
+            data["pids"].append([pid, stat[1]])
+            st.save(state_dir, data, sync=False)  # survives our death, not a power loss
+
     cgroup_made = False
     console_fd = -1
     init_pid = 0
@@ -164,6 +180,8 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = 
         os.chmod(fifo, 0o622)  # mkfifo applies the umask; the init may write as another user
         cgroup.create(resources)
         cgroup_made = True
+        data["cgroup"] = cgroup.to_state()
+        st.save(state_dir, data, sync=False)
         if console_socket:
             from pydeskd.runtime import console
 
@@ -186,6 +204,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = 
         os.close(to_parent[1])
         os.close(to_child[0])
         chan = init_mod.Channel(to_parent[0], to_child[1])
+        track(first)
         try:
             cgroup.add_process(first)  # the first child must be in it before it unshares
         except BaseException:
@@ -193,19 +212,16 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = 
             _reap(first)
             raise
         chan.send({"type": "joined"})
-        init_pid = _handshake(chan, first, spec, container_id, bundle)
+        init_pid = _handshake(chan, first, spec, container_id, bundle, track=track)
         if console_fd >= 0:
             os.close(console_fd)
             console_fd = -1
         stat = st.proc_stat(init_pid)
         if stat is None or stat[0] in ("Z", "X"):
             raise SetupFailed("container init exited during create")
-        data: dict[str, Any] = {
-            "ociVersion": spec.oci_version, "id": container_id, "pid": init_pid,
-            "start_time": stat[1], "bundle": bundle, "rootfs": rootfs,
-            "created": _created_now(), "annotations": dict(spec.annotations),
-            "cgroup": cgroup.to_state(), "config": config,
-        }
+        for key in ("provisional", "runtime", "pids"):
+            del data[key]
+        data.update(pid=init_pid, start_time=stat[1], created=_created_now())
         st.save(state_dir, data)
         if pid_file:
             # Atomic (rename) but not fsync'd, as runc: it only matters while we run.
@@ -228,7 +244,8 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = 
         raise
 
 
-def _handshake(chan: Any, first: int, spec: Any, container_id: str, bundle: str) -> int:
+def _handshake(chan: Any, first: int, spec: Any, container_id: str, bundle: str, *,
+               track: Any) -> int:
     """Follows the sync pipe until the init is ready; returns its pid (in our namespace)."""
     init_pid = 0
     try:
@@ -239,6 +256,7 @@ def _handshake(chan: Any, first: int, spec: Any, container_id: str, bundle: str)
             kind = message.get("type")
             if kind == "pid":
                 init_pid = int(message["pid"])
+                track(init_pid)
                 _reap(first)
             elif kind == "hooks":
                 if not init_pid:
@@ -248,8 +266,8 @@ def _handshake(chan: Any, first: int, spec: Any, container_id: str, bundle: str)
                 hook_state = {"ociVersion": spec.oci_version, "id": container_id,
                               "status": "creating", "pid": init_pid, "bundle": bundle,
                               "annotations": dict(spec.annotations)}
-                run_hooks(spec.hooks.prestart, "prestart", hook_state)
-                run_hooks(spec.hooks.create_runtime, "createRuntime", hook_state)
+                run_hooks(spec.hooks.prestart, "prestart", hook_state, track)
+                run_hooks(spec.hooks.create_runtime, "createRuntime", hook_state, track)
                 chan.send({"type": "resume"})
             elif kind == "ready":
                 chan.close()
@@ -297,6 +315,8 @@ def start(root: str, container_id: str) -> dict[str, Any]:
     current = st.status(data)
     if current == st.STOPPED:
         raise IllegalState("cannot start a container that has stopped")
+    if current == st.CREATING:
+        raise IllegalState("cannot start a container that is still being created")
     if current != st.CREATED:
         raise IllegalState("cannot start an already running container")
     fifo = os.path.join(data["_dir"], st.EXEC_FIFO)
@@ -335,7 +355,7 @@ def _hooks_warn(data: dict[str, Any], kind: str, status: str) -> None:
 
 def kill(root: str, container_id: str, signal: int, all_processes: bool = False) -> None:
     data = st.load(root, container_id)
-    if st.status(data) == st.STOPPED:
+    if st.status(data) in (st.STOPPED, st.CREATING) or int(data.get("pid", 0)) <= 0:
         raise IllegalState("container not running")
     if all_processes:
         from pydeskd.runtime.cgroups import restore_cgroup
@@ -354,16 +374,29 @@ def kill(root: str, container_id: str, signal: int, all_processes: bool = False)
 
 def delete(root: str, container_id: str, force: bool = False) -> None:
     """Removes a stopped (or created) container; --force kills a running one first."""
+    path = st.container_dir(root, container_id)
     try:
         data = st.load(root, container_id)
-    except RuntimeFailure:
-        # An aborted create may leave a directory without state.json: remove it, as runc.
-        path = st.container_dir(root, container_id)
-        existed = os.path.isdir(path)
-        _remove_dir(path)
-        if force or existed:
+    except ContainerNotFound:
+        # A create killed before its first state: nothing but the directory and the fifo.
+        if os.path.isdir(path):
+            _remove_dir(path)
+            return
+        if force:
             return
         raise
+    except RuntimeFailure as exc:
+        # Neither its processes nor its cgroup can be found from garbage: removing the
+        # directory would hide them. Only --force does, and says so.
+        if not force:
+            raise RuntimeFailure(f"{exc} (delete --force removes the state directory, "
+                                 "but not the container's processes or cgroup)") from None
+        log.warning(f"{exc}: removing the state directory only")
+        _remove_dir(path)
+        return
+    if st.is_provisional(data):
+        _delete_provisional(data, force)
+        return
     current = st.status(data)
     if current in (st.RUNNING, st.PAUSED) and not force:
         raise IllegalState(f"cannot delete container {container_id} that is not stopped: "
@@ -386,6 +419,37 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
         log.warning(f"container's cgroup is not empty: {exc}")
     _hooks_warn(data, "poststop", st.STOPPED)
     _remove_dir(data["_dir"])
+
+
+def _delete_provisional(data: dict[str, Any], force: bool) -> None:
+    """Cleans up after a create that did not finish: the processes it recorded, everything
+    in a cgroup it made, the cgroup, the state directory."""
+    if st.status(data) == st.CREATING:
+        if not force:
+            raise IllegalState(f"cannot delete container {data['id']} that is being created")
+        runtime = data.get("runtime") or [0, None]
+        _kill_recorded([runtime])
+    _kill_recorded(data.get("pids") or [])
+    if data.get("cgroup"):
+        from pydeskd.runtime.cgroups import restore_cgroup
+
+        cgroup = restore_cgroup(data["cgroup"])
+        if cgroup.owns_leaf():
+            _kill_cgroup(cgroup)
+        try:
+            cgroup.destroy()
+        except RuntimeFailure as exc:
+            log.warning(f"container's cgroup is not empty: {exc}")
+    _remove_dir(data["_dir"])
+
+
+def _kill_recorded(pids: list[Any]) -> None:
+    for pid, start_time in pids:
+        if st.same_process(int(pid), start_time):
+            try:
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                continue
 
 
 def _own_pid_namespace(config: Any) -> bool:

@@ -22,29 +22,42 @@ if TYPE_CHECKING:
     from pydeskd.runtime.spec import Hook
 
 
-def run_hook(hook: Hook, state: dict[str, Any]) -> None:
-    """Runs one hook; raises SetupFailed with its exit status and output on failure."""
+def run_hook(hook: Hook, state: dict[str, Any],
+             started: Callable[[int], None] | None = None) -> None:
+    """Runs one hook; raises SetupFailed with its exit status and output on failure.
+    ``started`` gets the hook's pid as soon as it runs (``create`` records it, so that a
+    ``delete`` after a killed ``create`` can end the hook too)."""
     argv = list(hook.args) or [hook.path]
     env = dict(e.split("=", 1) for e in hook.env)
     try:
-        proc = subprocess.run(argv, executable=hook.path, env=env, input=json.dumps(state).encode(),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              timeout=hook.timeout, check=False, close_fds=True)
-    except subprocess.TimeoutExpired:
-        raise SetupFailed(f"hook {hook.path}: timed out after {hook.timeout}s") from None
+        proc = subprocess.Popen(argv, executable=hook.path, env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, close_fds=True)
     except OSError as exc:
         raise SetupFailed(f"hook {hook.path}: {exc.strerror or exc}") from None
+    with proc:
+        try:
+            if started is not None:
+                started(proc.pid)
+            output_bytes, _ = proc.communicate(json.dumps(state).encode(), timeout=hook.timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise SetupFailed(f"hook {hook.path}: timed out after {hook.timeout}s") from None
+        except BaseException:
+            proc.kill()
+            raise
     if proc.returncode != 0:
-        output = proc.stdout.decode(errors="replace").strip()
+        output = output_bytes.decode(errors="replace").strip()
         how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
                else f"exit status {proc.returncode}")
         raise SetupFailed(f"hook {hook.path}: {how}" + (f": {output}" if output else ""))
 
 
-def run_hooks(hooks: Sequence[Hook], kind: str, state: dict[str, Any]) -> None:
+def run_hooks(hooks: Sequence[Hook], kind: str, state: dict[str, Any],
+              started: Callable[[int], None] | None = None) -> None:
     for hook in hooks:
         try:
-            run_hook(hook, state)
+            run_hook(hook, state, started)
         except SetupFailed as exc:
             raise SetupFailed(f"{kind} {exc}") from None
 

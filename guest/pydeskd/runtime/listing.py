@@ -48,6 +48,8 @@ def container_pids(root: str, container_id: str) -> list[int]:
     from pydeskd.runtime.cgroups import restore_cgroup
 
     data = st.load(root, container_id)
+    if not data.get("cgroup"):
+        return []  # a create that had not made it yet
     return sorted(restore_cgroup(data["cgroup"]).pids())
 
 

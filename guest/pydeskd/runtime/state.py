@@ -1,9 +1,11 @@
 """A container's on-disk state under ``--root`` and the status derived from it.
 
-``<root>/<id>/state.json`` is written once by ``create`` (atomically) and never updated: the
-status is *derived* each time, as runc does: init alive and the exec fifo present -> created;
-alive and no fifo -> running; its cgroup frozen -> paused; gone, a zombie, or its pid reused by
-another process (the start time differs) -> stopped.
+``<root>/<id>/state.json`` is written by ``create`` (atomically): first *provisional* (the cgroup
+and the pids known so far, so that ``delete`` can clean up after a ``create`` killed half-way),
+then final once the init is ready, never updated after that. The status is *derived* each time,
+as runc does: provisional -> creating while the creating runtime lives, else stopped; init alive
+and the exec fifo present -> created; alive and no fifo -> running; its cgroup frozen -> paused;
+gone, a zombie, or its pid reused by another process (the start time differs) -> stopped.
 
 Imports ``json`` and ``os`` only: ``start``, ``state``, ``kill`` and ``delete`` load nothing else,
 so they cost little more than the interpreter's start-up. Must never write anything but the
@@ -28,6 +30,7 @@ STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
 OCI_VERSION = "1.0.2"
 
+CREATING = "creating"
 CREATED = "created"
 RUNNING = "running"
 PAUSED = "paused"
@@ -79,9 +82,9 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644, sync: bool = True) -
         raise
 
 
-def save(state_dir: str, data: dict[str, Any]) -> None:
+def save(state_dir: str, data: dict[str, Any], sync: bool = True) -> None:
     clean = {k: v for k, v in data.items() if not k.startswith("_")}
-    write_atomic(os.path.join(state_dir, STATE_FILE), json.dumps(clean).encode(), 0o600)
+    write_atomic(os.path.join(state_dir, STATE_FILE), json.dumps(clean).encode(), 0o600, sync)
 
 
 def proc_stat(pid: int) -> tuple[str, int] | None:
@@ -105,7 +108,20 @@ def init_alive(data: dict[str, Any]) -> bool:
     return stat is not None and stat[0] not in ("Z", "X") and stat[1] == data.get("start_time")
 
 
+def same_process(pid: int, start_time: object) -> bool:
+    """True if pid runs (not a zombie) and is the process that started at start_time."""
+    stat = proc_stat(pid) if pid > 0 else None
+    return stat is not None and stat[0] not in ("Z", "X") and stat[1] == start_time
+
+
+def is_provisional(data: dict[str, Any]) -> bool:
+    return bool(data.get("provisional"))
+
+
 def status(data: dict[str, Any]) -> str:
+    if is_provisional(data):
+        runtime = data.get("runtime") or [0, None]
+        return CREATING if same_process(int(runtime[0]), runtime[1]) else STOPPED
     if not init_alive(data):
         return STOPPED
     if os.path.exists(os.path.join(data["_dir"], EXEC_FIFO)):

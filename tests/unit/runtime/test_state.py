@@ -79,3 +79,14 @@ def test_list_ids_only_lists_dirs_with_state(tmp_path: Path) -> None:
     (tmp_path / "half-made").mkdir()
     assert st.list_ids(str(tmp_path)) == ["c1"]
     assert st.list_ids(str(tmp_path / "missing")) == []
+
+
+def test_provisional_state_is_creating_only_while_its_runtime_lives(tmp_path: Path) -> None:
+    me = st.proc_stat(os.getpid())
+    assert me is not None
+    data = {"_dir": str(tmp_path), "pid": 0, "provisional": True, "runtime": [os.getpid(), me[1]]}
+    assert st.status(data) == st.CREATING
+    data["runtime"] = [os.getpid(), me[1] + 1]  # a reused pid: the creating runtime is gone
+    assert st.status(data) == st.STOPPED
+    data["runtime"] = [0, None]
+    assert st.status(data) == st.STOPPED

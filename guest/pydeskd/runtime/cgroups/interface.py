@@ -34,5 +34,9 @@ class Cgroup(Protocol):
     def destroy(self) -> None:
         """Removes the directories create() made (leaf first); idempotent."""
 
+    def owns_leaf(self) -> bool:
+        """True if create() made the container's directory in every hierarchy (then every
+        process in it belongs to the container)."""
+
     def to_state(self) -> dict[str, object]:
         """JSON-able description for :func:`restore_cgroup`."""

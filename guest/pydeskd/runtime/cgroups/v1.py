@@ -80,6 +80,9 @@ class V1Cgroup:
                 raise
             raise SetupFailed(str(err)) from err
 
+    def owns_leaf(self) -> bool:
+        return bool(self.dirs) and all(leaf in self.created for leaf in self.leaves())
+
     def add_process(self, pid: int) -> None:
         for leaf in self.leaves():
             files.write(leaf, "cgroup.procs", str(pid))

@@ -98,6 +98,9 @@ class V2Cgroup:
                 raise
             raise SetupFailed(str(err)) from err
 
+    def owns_leaf(self) -> bool:
+        return self.leaf in self.created
+
     def add_process(self, pid: int) -> None:
         files.write(self.leaf, "cgroup.procs", str(pid))
 
