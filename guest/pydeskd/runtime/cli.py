@@ -250,7 +250,10 @@ def _main(args: list[str]) -> int:
         log_format = global_opts.get("log-format", "text")
         if log_format not in ("text", "json"):
             raise UsageError(f"--log-format: {log_format!r} is not text or json")
-        log.configure(global_opts.get("log"), log_format, debug)
+        try:
+            log.configure(global_opts.get("log"), log_format, debug)
+        except OSError as exc:
+            raise UsageError(f"--log {global_opts.get('log')}: {exc.strerror or exc}") from exc
         if global_opts.get("version"):
             _print(f"pydesk-runc version {VERSION}\nspec: {SPEC_VERSION}\n"
                    f"python: {sys.version.split()[0]}\n")

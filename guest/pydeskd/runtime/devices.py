@@ -3,8 +3,9 @@
 Every container gets runc's default nodes (null, zero, full, random, urandom, tty) unless its
 ``/dev`` is a bind mount, plus the spec's ``linux.devices``; the cgroup rules are the spec's
 ``linux.resources.devices`` followed by runc's default allow-list. Nodes are made with mknod
-inside the rootfs (resolved with :func:`secure_join`); this module never creates a node outside
-the rootfs.
+inside the rootfs (directories resolved with :func:`secure_join`, the last component never
+followed); this module never creates a node outside the rootfs and never replaces or follows
+a file an image already has at a device path.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import stat
 
+from pydeskd.runtime.errors import SetupFailed
 from pydeskd.runtime.securejoin import secure_join
 from pydeskd.runtime.spec import Device, DeviceRule, Spec
 
@@ -70,16 +72,29 @@ def node_mode(device: Device) -> int:
     return kind[device.type] | (mode & 0o7777)
 
 
+def node_path(rootfs: str, path: str) -> str:
+    """The host path for container path ``path``: its directories resolved inside rootfs
+    (:func:`secure_join`), its last component NOT followed, so that a symlink an image put
+    at a device path (say /dev/null -> /etc/passwd) is never the file acted on."""
+    clean = os.path.normpath("/" + path)
+    name = os.path.basename(clean)
+    if not name:
+        raise SetupFailed(f"device {path!r}: the root is not a device path")
+    return os.path.join(secure_join(rootfs, os.path.dirname(clean)), name)
+
+
 def create_device(rootfs: str, device: Device) -> None:
-    """mknod the device inside rootfs (replacing any file there), then chown and chmod it."""
-    path = secure_join(rootfs, device.path)
+    """mknod the device inside rootfs, then chown and chmod it. As runc, anything already at
+    the path (a node, a file, a symlink) is left as it is: never replaced, never followed."""
+    path = node_path(rootfs, device.path)
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    if os.path.lexists(path):
-        os.unlink(path)
-    os.mknod(path, node_mode(device), os.makedev(device.major, device.minor))
+    try:
+        os.mknod(path, node_mode(device), os.makedev(device.major, device.minor))
+    except FileExistsError:
+        return
     # mknod applies the umask; chmod makes the mode exactly what the spec says.
     os.chmod(path, node_mode(device) & 0o7777)
-    os.chown(path, device.uid or 0, device.gid or 0)
+    os.chown(path, device.uid or 0, device.gid or 0, follow_symlinks=False)
 
 
 def create_dev_symlinks(rootfs: str) -> None:
@@ -95,7 +110,7 @@ def create_dev_symlinks(rootfs: str) -> None:
 
 def setup_ptmx(rootfs: str) -> None:
     """/dev/ptmx -> pts/ptmx, so that the container's devpts instance serves new ptys."""
-    path = secure_join(rootfs, "/dev/ptmx")
+    path = node_path(rootfs, "/dev/ptmx")
     if os.path.lexists(path):
         os.unlink(path)
     os.symlink("pts/ptmx", path)

@@ -4,8 +4,9 @@
 ``path``, unshares the new ones, and forks again so that the grandchild (:func:`container_init`)
 is PID 1 of the new pid namespace; the first child reports the grandchild's pid and exits.
 The init then builds the root filesystem, asks ``create`` to run prestart/createRuntime hooks,
-runs createContainer hooks, switches root, becomes the process of the spec, reports "ready"
-and blocks opening the exec fifo until ``start``; then it runs startContainer hooks and execs.
+runs createContainer hooks, switches root, becomes the process of the spec, builds (does not
+load) a late seccomp filter, reports "ready" and blocks opening the exec fifo until ``start``;
+then it loads that filter, runs startContainer hooks (filtered, as in runc) and execs.
 
 Every message on the sync pipe is one JSON line: {"type": "pid"|"hooks"|"ready"|"error"} from
 the children, {"type": "resume"} from ``create``. These functions never return: they end in
@@ -18,7 +19,7 @@ import json
 import os
 
 from pydeskd.runtime import syscalls as sc
-from pydeskd.runtime.errors import SetupFailed
+from pydeskd.runtime.errors import RuntimeFailure, SetupFailed
 from pydeskd.runtime.spec import Spec
 
 TYPE_CHECKING = False  # typing costs start-up time: mypy only (see record.py)
@@ -122,7 +123,8 @@ def cgroup_view(spec: Spec, version: int) -> Any:
 
 
 def _fail(chan: Channel, exc: BaseException) -> NoReturn:
-    message = str(exc) if isinstance(exc, SetupFailed | OSError) else f"{type(exc).__name__}: {exc}"
+    message = (str(exc) if isinstance(exc, RuntimeFailure | OSError)
+               else f"{type(exc).__name__}: {exc}")
     if os.environ.get("PYDESK_RUNC_DEBUG"):
         import traceback
 
@@ -213,6 +215,9 @@ def container_init(cfg: InitConfig, view: Any, sys: Syscalls, chan: Channel) -> 
         proc.finalize(sys, process, spec.linux.seccomp)
         env = proc.process_env(process)
         path = proc.find_executable(process.args[0], env)
+        # Built now so that a profile libseccomp refuses fails `create`; loaded after start.
+        late_filter = (proc.build_seccomp(spec.linux.seccomp)
+                       if process.no_new_privileges and spec.linux.seccomp is not None else None)
         chan.send({"type": "ready"})
         chan.close()
     except BaseException as exc:
@@ -226,8 +231,9 @@ def container_init(cfg: InitConfig, view: Any, sys: Syscalls, chan: Channel) -> 
         proc.close_fds_from(3 + cfg.preserve_fds)
         proc.preserve_fds(cfg.preserve_fds)
         proc.reset_signals()  # before seccomp, which may deny rt_sigaction
-        if process.no_new_privileges and spec.linux.seccomp is not None:
-            proc.load_seccomp(spec.linux.seccomp)
+        # As runc 1.1 (which loads it before "ready"): startContainer hooks run under the filter.
+        if late_filter is not None:
+            late_filter.load()
         if spec.hooks.start_container:
             from pydeskd.runtime.hooks import run_hooks
 

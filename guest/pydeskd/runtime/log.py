@@ -1,8 +1,9 @@
 """The runtime's log: ``--log FILE`` in runc's text or JSON format, for the shim to read.
 
 containerd-style callers read the last "error" entry of this file to explain a failure, so
-errors go here as well as to stderr. Appends only; never raises (a broken log must not turn a
-success into a failure).
+errors go here as well as to stderr. Appends only. Only :func:`configure` raises (a log path
+that cannot be opened at all); writing never does: a broken log must not turn a success into
+a failure.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ _debug = False
 
 
 def configure(path: str | None, fmt: str, debug: bool) -> None:
+    """Sets the log up; raises OSError if ``path`` cannot be opened for appending (as runc, a
+    log that cannot be written is a usage error, reported before the command runs)."""
     global _path, _format, _debug
+    if path is not None:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644))
     _path, _format, _debug = path, fmt, debug
 
 

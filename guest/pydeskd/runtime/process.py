@@ -19,6 +19,10 @@ from pydeskd.runtime.errors import SetupFailed, SpecError
 from pydeskd.runtime.spec import Process, Seccomp, User
 from pydeskd.runtime.syscalls import Syscalls
 
+TYPE_CHECKING = False  # typing costs start-up time: mypy only (see record.py)
+if TYPE_CHECKING:
+    from pydeskd.runtime.seccomp import Filter
+
 
 def apply_rlimits(process: Process) -> None:
     for rl in process.rlimits:
@@ -162,6 +166,13 @@ def preload(terminal: bool, hooks: bool, seccomp: bool) -> None:
 
 
 _PRELOADED: list[object] = []
+
+
+def build_seccomp(profile: Seccomp) -> Filter:
+    """The built, not yet loaded, filter: its ``load()`` comes later (see init.py)."""
+    from pydeskd.runtime.seccomp import build_seccomp as build
+
+    return build(profile)
 
 
 def load_seccomp(profile: Seccomp) -> None:

@@ -1,11 +1,13 @@
 """The container's seccomp filter, built and loaded with libseccomp (libseccomp.so.2, ctypes).
 
 :func:`plan_seccomp` turns the OCI profile into plain data (actions encoded, rules split the
-way runc splits them) and is unit-tested; :func:`load_seccomp` hands that plan to libseccomp
-in the calling process. As runc: syscall names this libseccomp does not know are skipped, rules
-whose action equals the default are dropped, and libseccomp is told not to set no_new_privs
-itself (the runtime decides). Not done (runc's "patchbpf"): returning ENOSYS instead of the
-default action for syscalls newer than the profile. This module never loads anything on import.
+way runc splits them) and is unit-tested; :func:`build_seccomp` hands that plan to libseccomp
+and returns a :class:`Filter` to load later (the init builds it before "ready", so a refused
+profile fails ``create``); :func:`load_seccomp` builds and loads at once. As runc: syscall
+names this libseccomp does not know are skipped, rules whose action equals the default are
+dropped, and libseccomp is told not to set no_new_privs itself (the runtime decides). Not done
+(runc's "patchbpf"): returning ENOSYS instead of the default action for syscalls newer than
+the profile. This module never loads anything on import.
 """
 
 from __future__ import annotations
@@ -173,17 +175,39 @@ def _check(result: int, what: str) -> None:
         raise SetupFailed(f"seccomp: {what}: {os.strerror(-result)} (errno {-result})")
 
 
-def load_seccomp(profile: Seccomp) -> None:
-    """Builds the filter and loads it into the calling process.
+class Filter:
+    """A filter built in libseccomp but not loaded yet: :meth:`load` it, or :meth:`release` it."""
+
+    def __init__(self, lib: ctypes.CDLL, ctx: int) -> None:
+        self._lib = lib
+        self._ctx = ctx
+
+    def load(self) -> None:
+        """Loads the filter into the calling process, then releases it."""
+        try:
+            _check(self._lib.seccomp_load(self._ctx), "loading the filter")
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        if self._ctx:
+            self._lib.seccomp_release(self._ctx)
+            self._ctx = 0
+
+
+def build_seccomp(profile: Seccomp) -> Filter:
+    """Builds the filter without loading it, so that a profile libseccomp refuses fails
+    ``create`` rather than the container's start.
 
     Raises :class:`SpecError` for an unusable profile (before touching libseccomp),
-    :class:`SetupFailed` with libseccomp's errno when building or loading fails.
+    :class:`SetupFailed` with libseccomp's errno when building fails.
     """
     plan = plan_seccomp(profile)
     lib = _library()
     ctx = lib.seccomp_init(plan.default_action)
     if not ctx:
         raise SetupFailed("seccomp: seccomp_init failed")
+    built = Filter(lib, ctx)
     try:
         lib.seccomp_attr_set(ctx, SCMP_FLTATR_API_SYSRAWRC, 1)  # best effort: older ones lack it
         for arch in plan.architectures:
@@ -196,9 +220,15 @@ def load_seccomp(profile: Seccomp) -> None:
         for attr, value in plan.attributes:
             _check(lib.seccomp_attr_set(ctx, attr, value), f"setting filter attribute {attr}")
         _add_rules(lib, ctx, plan.rules)
-        _check(lib.seccomp_load(ctx), "loading the filter")
-    finally:
-        lib.seccomp_release(ctx)
+    except BaseException:
+        built.release()
+        raise
+    return built
+
+
+def load_seccomp(profile: Seccomp) -> None:
+    """Builds the filter and loads it into the calling process (see :func:`build_seccomp`)."""
+    build_seccomp(profile).load()
 
 
 def _add_rules(lib: ctypes.CDLL, ctx: int, rules: Iterable[PlannedRule]) -> None:

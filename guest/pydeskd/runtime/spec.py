@@ -13,6 +13,8 @@ typing). Being tuples, records must never be iterated, unpacked or compared with
 
 from __future__ import annotations
 
+import os
+
 from pydeskd.runtime.errors import SpecError
 
 TYPE_CHECKING = False  # typing costs start-up time: mypy only (see record.py)
@@ -35,6 +37,11 @@ SECCOMP_OPERATORS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ",
 SECCOMP_ACTIONS = ("SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
                    "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW",
                    "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY")
+# libseccomp's architectures, as runc accepts them.
+SECCOMP_ARCHES = frozenset(f"SCMP_ARCH_{a}" for a in (
+    "X86", "X86_64", "X32", "ARM", "AARCH64", "MIPS", "MIPS64", "MIPS64N32", "MIPSEL",
+    "MIPSEL64", "MIPSEL64N32", "PPC", "PPC64", "PPC64LE", "RISCV64", "S390", "S390X"))
+MAX_ERRNO = 4095  # the kernel's MAX_ERRNO: larger values are not errors to the caller
 HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
               "poststop")
 
@@ -328,7 +335,7 @@ def parse_spec(data: Any) -> Spec:
     mounts = tuple(_parse_mount(m) for m in top.objects("mounts"))
     hooks_r = top.sub("hooks")
     linux_r = top.sub("linux")
-    return Spec(
+    spec = Spec(
         oci_version=version,
         root=root,
         process=_parse_process(proc_r) if proc_r else None,
@@ -339,6 +346,10 @@ def parse_spec(data: Any) -> Spec:
         annotations=top.str_map("annotations"),
         linux=_parse_linux(linux_r) if linux_r else Linux(),
     )
+    from pydeskd.runtime.validate import validate
+
+    validate(spec)
+    return spec
 
 
 def _parse_process(r: _Reader) -> Process:
@@ -353,6 +364,8 @@ def _parse_process(r: _Reader) -> Process:
     user = User()
     if user_r:
         umask = user_r.integer("umask")
+        if umask is not None and not 0 <= umask <= 0o777:
+            raise SpecError(f"{user_r.path('umask')}: {umask} is not a umask (0 to 0o777)")
         user = User(uid=user_r.integer("uid") or 0, gid=user_r.integer("gid") or 0, umask=umask,
                     additional_gids=user_r.ints("additionalGids"))
     caps_r = r.sub("capabilities")
@@ -366,12 +379,15 @@ def _parse_process(r: _Reader) -> Process:
         if kind not in RLIMIT_TYPES:
             raise SpecError(f"{rl.path('type')}: unknown rlimit {kind!r}")
         rlimits.append(Rlimit(type=kind, hard=rl.req_int("hard"), soft=rl.req_int("soft")))
+    oom = r.integer("oomScoreAdj")
+    if oom is not None and not -1000 <= oom <= 1000:
+        raise SpecError(f"{r.path('oomScoreAdj')}: {oom} is out of range (-1000 to 1000)")
     size_r = r.sub("consoleSize")
     size = ConsoleSize(size_r.req_int("height"), size_r.req_int("width")) if size_r else None
     return Process(
         args=args, cwd=cwd, env=r.strs("env"), terminal=r.flag("terminal"), console_size=size,
         user=user, capabilities=caps, rlimits=tuple(rlimits),
-        no_new_privileges=r.flag("noNewPrivileges"), oom_score_adj=r.integer("oomScoreAdj"),
+        no_new_privileges=r.flag("noNewPrivileges"), oom_score_adj=oom,
         apparmor_profile=r.text("apparmorProfile"), selinux_label=r.text("selinuxLabel"),
     )
 
@@ -430,9 +446,14 @@ def _parse_linux(r: _Reader) -> Linux:
         kind = d.text("type", required=True)
         if kind not in ("c", "b", "u", "p"):
             raise SpecError(f"{d.path('type')}: unknown device type {kind!r}")
+        path = _absolute(d.text("path", required=True), d.path("path"))
+        if os.path.normpath(path) in ("/", "//"):
+            raise SpecError(f"{d.path('path')}: {path!r} is the root, not a device path")
+        # The spec requires major and minor for every type but p (a fifo has neither).
+        major = d.integer("major", required=kind != "p")
+        minor = d.integer("minor", required=kind != "p")
         devices.append(Device(
-            type=kind, path=_absolute(d.text("path", required=True), d.path("path")),
-            major=d.integer("major") or 0, minor=d.integer("minor") or 0,
+            type=kind, path=path, major=major or 0, minor=minor or 0,
             file_mode=d.integer("fileMode"),
             uid=d.integer("uid"), gid=d.integer("gid")))
     propagation = r.text("rootfsPropagation")
@@ -502,7 +523,19 @@ def _parse_seccomp(r: _Reader) -> Seccomp:
             args.append(SeccompArg(index=a.req_int("index"), value=a.req_int("value"), op=op,
                                    value_two=a.integer("valueTwo") or 0))
         rules.append(SeccompRule(names=s.strs("names"), action=action,
-                                 errno_ret=s.integer("errnoRet"), args=tuple(args)))
-    return Seccomp(default_action=default, default_errno_ret=r.integer("defaultErrnoRet"),
-                   architectures=r.strs("architectures"), flags=r.strs("flags"),
+                                 errno_ret=_errno(s, "errnoRet"), args=tuple(args)))
+    arches = r.strs("architectures")
+    for i, arch in enumerate(arches):
+        if arch not in SECCOMP_ARCHES:
+            raise SpecError(f"{r.path('architectures')}[{i}]: {arch!r} is not a valid "
+                            "seccomp architecture")
+    return Seccomp(default_action=default, default_errno_ret=_errno(r, "defaultErrnoRet"),
+                   architectures=arches, flags=r.strs("flags"),
                    syscalls=tuple(rules))
+
+
+def _errno(r: _Reader, key: str) -> int | None:
+    value = r.integer(key)
+    if value is not None and not 0 <= value <= MAX_ERRNO:
+        raise SpecError(f"{r.path(key)}: {value} is not an errno (0 to {MAX_ERRNO})")
+    return value
