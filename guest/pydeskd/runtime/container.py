@@ -49,8 +49,9 @@ def parse_signal(text: str) -> int:
         number = int(text)
     elif name in SIGNALS:
         number = SIGNALS[name]
-    elif name.startswith("RTMIN") or name.startswith("RTMAX"):
-        offset = int(name[6:]) if len(name) > 6 and name[5] in "+-" else 0
+    elif name in ("RTMIN", "RTMAX") or (name[:6] in ("RTMIN+", "RTMAX-") and name[6:].isdigit()):
+        # runc 1.1 knows no real-time names; we take kill(1)'s RTMIN+n and RTMAX-n.
+        offset = int(name[6:] or 0)
         number = 34 + offset if name.startswith("RTMIN") else 64 - offset
     else:
         raise RuntimeFailure(f"unknown signal {text!r}")
@@ -155,7 +156,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = 
     except FileExistsError:
         raise ContainerExists(f"container with id exists: {container_id}") from None
 
-    fifo = os.path.join(state_dir, st.EXEC_FIFO)
+    fifo = os.path.abspath(os.path.join(state_dir, st.EXEC_FIFO))  # the init chdirs
     me = st.proc_stat(os.getpid())
     # Provisional until the init is ready: what a `delete` needs if we are killed half-way.
     data: dict[str, Any] = {
@@ -200,6 +201,12 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = 
         if first == 0:
             os.close(to_parent[0])
             os.close(to_child[1])
+            # As runc: relative paths of the spec (bind sources) are the bundle's. A failure
+            # must not unwind into the parent's code: the parent reports the early exit.
+            try:
+                os.chdir(bundle)
+            except OSError:
+                os._exit(1)
             init_mod.first_child(cfg, cgroup, init_mod.Channel(to_child[0], to_parent[1]))
         os.close(to_parent[1])
         os.close(to_child[0])

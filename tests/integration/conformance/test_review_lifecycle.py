@@ -180,3 +180,19 @@ def test_delete_refuses_an_unreadable_state(box: Box) -> None:
     assert result.returncode != 0, result.describe()
     assert pid_alive(init), "delete killed nothing it could name, but the init is gone"
     assert (box.runtime.root / bundle.id).is_dir(), "the only record of the init was removed"
+
+
+def test_a_relative_bind_source_is_the_bundles(box: Box) -> None:
+    bundle = box.bundle(["cat", "/mnt/data/hello"])
+    (bundle.path / "data").mkdir()
+    (bundle.path / "data" / "hello").write_text("from the bundle\n")
+    bundle.add_mount("/mnt/data", "bind", "data", ["rbind", "ro"])
+    assert box.run_ok(bundle) == "from the bundle\n"
+
+
+@pytest.mark.parametrize("name", ["BOGUS", "RTMIN+x", "RTMAX+2", "RTMIN+31", "65"])
+def test_kill_with_a_bad_signal_fails_clearly(box: Box, name: str) -> None:
+    bundle = box.bundle(["sleep", "30"])
+    box.runtime.create(bundle.id, bundle.path).check()
+    box.runtime("kill", bundle.id, name).check_failed_clearly()
+    assert box.runtime.state(bundle.id)["status"] == "created"
