@@ -60,7 +60,7 @@ class Result:
             raise AssertionError(f"command succeeded, expected a failure:\n{self.describe()}")
         if not self.stderr.strip():
             raise AssertionError(f"failed without a message:\n{self.describe()}")
-        if "Traceback (most recent call last)" in self.stderr:
+        if "Traceback (most recent call last)" in self.stderr or "internal error" in self.stderr:
             raise AssertionError(f"failed with a traceback, not a message:\n{self.describe()}")
         return self
 

@@ -75,6 +75,8 @@ def exec_command(root: str, container_id: str, args: list[str], opts: dict[str, 
     current = st.status(data)
     if current == st.STOPPED:
         raise IllegalState("cannot exec in a stopped container")
+    if current == st.CREATING:  # a provisional state: no init pid, maybe no cgroup yet
+        raise IllegalState("cannot exec in a container that is still being created")
     if current == st.PAUSED and not opts.get("ignore-paused"):
         raise IllegalState("cannot exec in a paused container (thaw it or --ignore-paused)")
     spec = parse_spec(data["config"])

@@ -198,8 +198,8 @@ def _make_devices(spec: Spec, rootfs: str) -> None:
     from pydeskd.runtime import devices
 
     if devices.dev_is_bind_mounted(spec):
-        for device in spec.linux.devices:
-            devices.create_device(rootfs, device)
+        # /dev is then someone else's directory (the host's /dev, say): as runc, create
+        # nothing in it, or linux.devices would make device nodes on the host.
         return
     old = os.umask(0)
     try:

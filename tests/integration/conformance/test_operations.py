@@ -61,7 +61,12 @@ def test_exec_detach_writes_a_pid_file(box: Box) -> None:
     box.runtime("exec", "--detach", "--pid-file", str(pid_file), bundle.id,
                 "sleep", "200").check()
     pid = int(pid_file.read_text())
-    assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", b"200"]
+    # runc's detached exec may return while its init is still about to execve: give it a moment.
+    deadline = time.monotonic() + 5
+    while (cmdline := Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]) != [
+            b"sleep", b"200"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cmdline == [b"sleep", b"200"]
     assert os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(
         f"/proc/{box.runtime.state(bundle.id)['pid']}/ns/pid")
 

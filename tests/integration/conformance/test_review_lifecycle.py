@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -197,3 +198,48 @@ def test_kill_with_a_bad_signal_fails_clearly(box: Box, name: str) -> None:
     result = box.runtime("kill", bundle.id, name).check_failed_clearly()
     assert "internal error" not in result.stderr, result.describe()
     assert box.runtime.state(bundle.id)["status"] == "created"
+
+
+def test_exec_in_a_container_still_being_created_fails_clearly(box: Box) -> None:
+    bundle = box.bundle(["true"])
+    sleep = shutil.which("sleep")
+    assert sleep
+    bundle.config["hooks"] = {"createRuntime": [{"path": sleep, "args": ["sleep", "30"]}]}
+    bundle.write()
+    box.runtime.ids.add(bundle.id)
+    create = subprocess.Popen(box.runtime.argv("create", "--bundle", str(bundle.path), bundle.id),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hook: list[int] = []
+    try:
+        deadline = time.monotonic() + 10
+        while not hook and time.monotonic() < deadline:
+            hook = [p for p in _children(create.pid) if _comm(p) == "sleep"]
+            time.sleep(0.02)
+        assert hook, "the createRuntime hook never started"
+        result = box.runtime("exec", bundle.id, "true").check_failed_clearly()
+        if box.runtime.name != "runc":
+            assert "being created" in result.stderr, result.describe()
+    finally:
+        create.kill()
+        create.wait()
+        for pid in hook:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        box.runtime("delete", "--force", bundle.id)
+
+
+def test_no_device_node_is_made_in_a_bind_mounted_dev(box: Box, tmp_path: Path) -> None:
+    host_dev = tmp_path / "host-dev"
+    host_dev.mkdir()
+    # runc needs a /dev/null to set the process up; the test's "host /dev" has just that.
+    os.mknod(host_dev / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    bundle = box.bundle(["true"])
+    bundle.config["mounts"] = [m for m in bundle.config["mounts"]
+                               if not m["destination"].startswith("/dev")]
+    bundle.config["mounts"].append({"destination": "/dev", "type": "bind",
+                                    "source": str(host_dev), "options": ["rbind", "rw"]})
+    bundle.config["linux"]["devices"] = [{"type": "c", "path": "/dev/pydesk-null", "major": 1,
+                                          "minor": 3, "fileMode": 0o666}]
+    bundle.write()
+    box.run(bundle).check()
+    assert [p.name for p in host_dev.iterdir()] == ["null"], "files made in a bind-mounted /dev"
