@@ -4,7 +4,7 @@
 then makes the state directory, the exec fifo and the cgroup, forks the init
 (:mod:`pydeskd.runtime.init`) and waits on the sync pipe until the init is ready; on any
 failure it undoes all of it. ``start`` opens the fifo, which releases the init into execve.
-``start``, ``kill`` and ``delete`` import nothing heavy: state.json and /proc are enough,
+``start``, ``kill`` and ``delete`` import nothing heavy: the state file and /proc are enough,
 except where the cgroup or hooks are involved.
 
 Must never act on a process that is not the container's: the init's pid is always checked

@@ -8,7 +8,6 @@ a failure.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -38,6 +37,8 @@ def _timestamp() -> str:
 def write(level: str, message: str) -> None:
     if _path is None or (level == "debug" and not _debug):
         return
+    import json  # here, not at the top: ~8 ms that start/kill/delete pay only when they log
+
     if _format == "json":
         line = json.dumps({"level": level, "msg": message, "time": _timestamp()})
     else:

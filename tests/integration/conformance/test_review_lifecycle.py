@@ -176,7 +176,8 @@ def test_delete_refuses_an_unreadable_state(box: Box) -> None:
     pid_file = box.workdir / f"{bundle.id}.pid"
     box.runtime.create(bundle.id, bundle.path, pid_file).check()
     init = int(pid_file.read_text())
-    (box.runtime.root / bundle.id / "state.json").write_text("{")
+    for state_file in (box.runtime.root / bundle.id).glob("state*"):  # runc: state.json
+        state_file.write_text("{")
     result = box.runtime("delete", bundle.id)
     assert result.returncode != 0, result.describe()
     assert pid_alive(init), "delete killed nothing it could name, but the init is gone"

@@ -1,8 +1,8 @@
-"""state.json and the status derived from it (init alive, exec fifo, reused pid)."""
+"""The state file and the status derived from it (init alive, exec fifo, reused pid)."""
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import subprocess
 from pathlib import Path
@@ -24,9 +24,9 @@ def saved(root: Path, pid: int, start_time: int | None, fifo: bool) -> dict[str,
     return st.load(str(root), "c1")
 
 
-def test_save_is_atomic_json_without_private_keys(tmp_path: Path) -> None:
+def test_save_is_atomic_marshal_without_private_keys(tmp_path: Path) -> None:
     saved(tmp_path, 1, 0, False)
-    data = json.loads((tmp_path / "c1" / st.STATE_FILE).read_text())
+    data = marshal.loads((tmp_path / "c1" / st.STATE_FILE).read_bytes())
     assert "_dir" not in data and data["id"] == "c1"
     assert os.listdir(tmp_path / "c1") == [st.STATE_FILE]  # no temporary file left
 
