@@ -8,34 +8,14 @@ included), unmounts anything under the test's directory, reaps orphans and remov
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.busybox import make_rootfs
 from tests.support.conformance import Box
-from tests.support.runtimes import RUNTIMES, Runtime, reap_children, set_child_subreaper
-
-
-@pytest.fixture(scope="package", autouse=True)
-def _subreaper() -> Iterator[None]:
-    # Inits of `create`d containers are orphaned by the runtime: as their reaper we can wait
-    # for them and no zombie outlives the suite.
-    set_child_subreaper()
-    yield
-    reap_children()
-    # Later tests in this pytest process (shims that must end up under init) expect the default.
-    set_child_subreaper(False)
-
-
-@pytest.fixture(scope="package")
-def rootfs_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("pydesk-rootfs") / "rootfs"
-    make_rootfs(path)
-    yield path
-    shutil.rmtree(path.parent, ignore_errors=True)
+from tests.support.runtime_fixtures import _subreaper, rootfs_template  # noqa: F401
+from tests.support.runtimes import RUNTIMES, Runtime
 
 
 @pytest.fixture(params=list(RUNTIMES))

@@ -15,11 +15,12 @@ import signal
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.conformance import Box
+from tests.support.conformance import Box, Bundle
 from tests.support.runtimes import (
     cgroup_dirs,
     cgroup_hierarchies,
@@ -128,9 +129,11 @@ def _wait_dead(pids: list[int], timeout: float = 5.0) -> list[int]:
     return alive
 
 
-@pytest.mark.parametrize("force", [False, True])
-def test_delete_cleans_up_after_a_create_killed_in_a_hook(box: Box, force: bool) -> None:
-    bundle = box.bundle(["true"])
+@contextlib.contextmanager
+def _create_held_in_a_hook(box: Box, bundle: Bundle) -> Iterator[tuple[subprocess.Popen[bytes],
+                                                                       list[int]]]:
+    """Runs `create` with a createRuntime hook that sleeps; yields (create, hook pids) while
+    the hook runs; kills both at the end."""
     sleep = shutil.which("sleep")
     assert sleep
     bundle.config["hooks"] = {"createRuntime": [{"path": sleep, "args": ["sleep", "30"]}]}
@@ -145,6 +148,19 @@ def test_delete_cleans_up_after_a_create_killed_in_a_hook(box: Box, force: bool)
             hook = [p for p in _children(create.pid) if _comm(p) == "sleep"]
             time.sleep(0.02)
         assert hook, "the createRuntime hook never started"
+        yield create, hook
+    finally:
+        create.kill()
+        create.wait()
+        for pid in hook:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_delete_cleans_up_after_a_create_killed_in_a_hook(box: Box, force: bool) -> None:
+    bundle = box.bundle(["true"])
+    with _create_held_in_a_hook(box, bundle) as (create, hook):
         inside = cgroup_pids(bundle.cgroups_path)
         assert inside, "the init is not in the container's cgroup"
         create.send_signal(signal.SIGKILL)
@@ -162,12 +178,6 @@ def test_delete_cleans_up_after_a_create_killed_in_a_hook(box: Box, force: bool)
         assert not (box.runtime.root / bundle.id).exists(), "state directory left"
         assert not _wait_dead(hook + sorted(inside)), "a process of the container is left"
         assert not cgroup_dirs(bundle.cgroups_path), "cgroup left"
-    finally:
-        create.kill()
-        create.wait()
-        for pid in hook:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def test_delete_refuses_an_unreadable_state(box: Box) -> None:
@@ -203,29 +213,12 @@ def test_kill_with_a_bad_signal_fails_clearly(box: Box, name: str) -> None:
 
 def test_exec_in_a_container_still_being_created_fails_clearly(box: Box) -> None:
     bundle = box.bundle(["true"])
-    sleep = shutil.which("sleep")
-    assert sleep
-    bundle.config["hooks"] = {"createRuntime": [{"path": sleep, "args": ["sleep", "30"]}]}
-    bundle.write()
-    box.runtime.ids.add(bundle.id)
-    create = subprocess.Popen(box.runtime.argv("create", "--bundle", str(bundle.path), bundle.id),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    hook: list[int] = []
     try:
-        deadline = time.monotonic() + 10
-        while not hook and time.monotonic() < deadline:
-            hook = [p for p in _children(create.pid) if _comm(p) == "sleep"]
-            time.sleep(0.02)
-        assert hook, "the createRuntime hook never started"
-        result = box.runtime("exec", bundle.id, "true").check_failed_clearly()
-        if box.runtime.name != "runc":
-            assert "being created" in result.stderr, result.describe()
+        with _create_held_in_a_hook(box, bundle):
+            result = box.runtime("exec", bundle.id, "true").check_failed_clearly()
+            if box.runtime.name != "runc":
+                assert "being created" in result.stderr, result.describe()
     finally:
-        create.kill()
-        create.wait()
-        for pid in hook:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
         box.runtime("delete", "--force", bundle.id)
 
 
