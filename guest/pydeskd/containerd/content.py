@@ -156,6 +156,34 @@ class Provider(Protocol):
 
 
 class Ingester(Protocol):
+    @staticmethod
+    def _lock_ingest(ref: str, directory: Path) -> int:
+        """Create (if needed) and flock the ingest directory; return the lock's fd.
+
+        Commit and abort unlink the lock file while holding it, so a lock taken on an unlinked
+        file guards nothing: retry until the locked inode is the one at the path.
+        """
+        lock = directory / "lock"
+        while True:
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir()
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                continue  # the directory was removed between mkdir and open
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise Unavailable(f"ref {ref!r} locked: another writer is active") from None
+            try:
+                same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)
+
     def writer(self, ref: str, total: int = 0, expected: str | None = None) -> Writer:
         """Open (or resume) the ingest ``ref``.
 
@@ -364,15 +392,22 @@ class _FileWriter:
             # one wins, and an existing blob is never replaced (rename would replace it).
             os.link(data, target)
         except FileExistsError:
-            self.close()
+            # Removed while still holding the lock: no other writer can resume this ingest.
             self._store._remove_ingest(self._dir)
+            self.close()
             raise AlreadyExists(f"content {actual}: already exists") from None
+        except BaseException:
+            os.chmod(data, 0o644)  # left resumable: the writer appends to it
+            self.close()
+            raise
         _fsync_dir(target.parent)
         now = time.time()
         info = Info(actual, self._offset, now, now, labels)
         self._store._write_meta(info)
-        self.close()
+        # Removed before the lock is released: a writer opening the same ref right after must
+        # start a new ingest, never append to what is now a committed (hard-linked) blob.
         self._store._remove_ingest(self._dir)
+        self.close()
         return info
 
     def close(self) -> None:
@@ -438,7 +473,8 @@ class FileStore:
         for name in ("data", "ref", "meta.json", "lock"):
             with contextlib.suppress(FileNotFoundError):
                 (directory / name).unlink()
-        with contextlib.suppress(FileNotFoundError):
+        # ENOTEMPTY: a new writer for the same ref already created its lock; the directory is its.
+        with contextlib.suppress(OSError):
             directory.rmdir()
 
     # Provider
@@ -508,19 +544,41 @@ class FileStore:
 
     # Ingester
 
+    @staticmethod
+    def _lock_ingest(ref: str, directory: Path) -> int:
+        """Create (if needed) and flock the ingest directory; return the lock's fd.
+
+        Commit and abort unlink the lock file while holding it, so a lock taken on an unlinked
+        file guards nothing: retry until the locked inode is the one at the path.
+        """
+        lock = directory / "lock"
+        while True:
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir()
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                continue  # the directory was removed between mkdir and open
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise Unavailable(f"ref {ref!r} locked: another writer is active") from None
+            try:
+                same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)
+
     def writer(self, ref: str, total: int = 0, expected: str | None = None) -> Writer:
         directory = self._ingest_dir(ref)
         if expected is not None and self._blob_path(expected).exists():
             raise AlreadyExists(f"content {expected}: already exists")
         if total < 0:
             raise InvalidArgument(f"negative total {total}")
-        directory.mkdir(exist_ok=True)
-        lock_fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(lock_fd)
-            raise Unavailable(f"ref {ref!r} locked: another writer is active") from None
+        lock_fd = self._lock_ingest(ref, directory)
         try:
             meta_path = directory / "meta.json"
             if meta_path.exists():
@@ -585,6 +643,12 @@ class FileStore:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise Unavailable(f"ref {ref!r} locked: a writer is active") from None
+            try:
+                same = os.stat(directory / "lock").st_ino == os.fstat(lock_fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # committed or aborted while we waited
+                raise NotFound(f"ingest {ref!r}: not found")
             self._remove_ingest(directory)
         finally:
             os.close(lock_fd)

@@ -341,3 +341,46 @@ def test_blobs_are_read_only_files(tmp_path: Path) -> None:
     assert path.read_bytes() == b"ro"
     assert path.stat().st_mode & 0o222 == 0
     assert list((tmp_path / "ingests").iterdir()) == []
+
+
+def test_ref_reused_after_commit_starts_fresh(store: Store) -> None:
+    first = put(store, b"first", ref="reused")
+    with store.writer("reused") as w:
+        assert w.status().offset == 0  # never appends to the committed blob
+        w.write(b"second")
+        w.commit(6, dgst(b"second"))
+    assert read_all(store, first.digest) == b"first"
+    assert read_all(store, dgst(b"second")) == b"second"
+
+
+def test_same_ref_racing_writers_one_holds_it(store: Store) -> None:
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+    held = threading.Event()
+    release = threading.Event()
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            w = store.writer("contended")
+        except Unavailable:
+            outcomes.append("unavailable")
+            return
+        outcomes.append("held")
+        held.set()
+        release.wait(5)
+        w.close()
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for t in threads:
+        t.start()
+    assert held.wait(5)
+    # wait until the seven losers reported, then let the winner go
+    for _ in range(500):
+        if len(outcomes) == 8:
+            break
+        threading.Event().wait(0.01)
+    release.set()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["held"] + ["unavailable"] * 7
