@@ -156,34 +156,6 @@ class Provider(Protocol):
 
 
 class Ingester(Protocol):
-    @staticmethod
-    def _lock_ingest(ref: str, directory: Path) -> int:
-        """Create (if needed) and flock the ingest directory; return the lock's fd.
-
-        Commit and abort unlink the lock file while holding it, so a lock taken on an unlinked
-        file guards nothing: retry until the locked inode is the one at the path.
-        """
-        lock = directory / "lock"
-        while True:
-            with contextlib.suppress(FileExistsError):
-                directory.mkdir()
-            try:
-                fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except FileNotFoundError:
-                continue  # the directory was removed between mkdir and open
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise Unavailable(f"ref {ref!r} locked: another writer is active") from None
-            try:
-                same = os.stat(lock).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                return fd
-            os.close(fd)
-
     def writer(self, ref: str, total: int = 0, expected: str | None = None) -> Writer:
         """Open (or resume) the ingest ``ref``.
 
