@@ -30,3 +30,7 @@ class FailedPrecondition(ContainerdError):
 
 class Unavailable(ContainerdError):
     """The object is busy (e.g. an ingest ref locked by another writer); retry later. HTTP 503."""
+
+
+class Unauthorized(ContainerdError):
+    """A registry refused the credentials (or wants some): HTTP 401 as Docker reports it."""
