@@ -10,10 +10,10 @@ What it must never do: validate or normalize entry names. Hostile-input tests bu
 ``../``, absolute names and escaping links through the same ``build_layer``; entries are written
 in the order given, exactly as given.
 
-The predefined images are at the end: ``PREDEFINED`` maps single, multi, zstd, multiplatform
-and docker_v2 to a function of a directory that writes the layout and returns the descriptor
-tagged ``latest``; ``build_big`` is separate (large, for bench/pull). What each contains, and
-what a correct unpack of it looks like, is documented on each function.
+The predefined images are at the end: ``PREDEFINED`` maps single, multi, zstd, multiplatform,
+docker_v2 and docker_list to a function of a directory that writes the layout and returns the
+descriptor tagged ``latest``; ``build_big`` is separate (large, for bench/pull). What each
+contains, and what a correct unpack of it looks like, is documented on each function.
 """
 
 from __future__ import annotations
@@ -496,6 +496,18 @@ def build_docker_v2(root: Path) -> Descriptor:
                             tag=LATEST, docker=True)
 
 
+def build_docker_list(root: Path) -> Descriptor:
+    """A Docker manifest list: linux/amd64 and linux/arm64/v8 Docker v2 images sharing the base
+    layer, each with ``etc/platform`` as in ``multiplatform``; tags latest, amd64, arm64."""
+    layout = ImageLayout(root)
+    base = build_layer(busybox_rootfs_entries())
+    entries = []
+    for platform, tag in ((DEFAULT_PLATFORM, "amd64"), (ARM64_V8, "arm64")):
+        top = build_layer([directory("etc"), file("etc/platform", f"{platform}\n")])
+        entries.append(layout.add_image([base, top], platform=platform, tag=tag, docker=True))
+    return layout.add_index(entries, tag=LATEST, docker=True)
+
+
 def build_big(root: Path, n_layers: int = 5, total_mb: int = 100, seed: int = 0) -> Descriptor:
     """busybox + ``n_layers`` gzip layers of pseudo-random (incompressible) data, ``total_mb``
     MiB in all, each a file ``data/blob-<n>``; ``seed`` makes different but stable images."""
@@ -512,4 +524,5 @@ def build_big(root: Path, n_layers: int = 5, total_mb: int = 100, seed: int = 0)
 
 
 PREDEFINED = {"single": build_single, "multi": build_multi, "zstd": build_zstd,
-              "multiplatform": build_multiplatform, "docker_v2": build_docker_v2}
+              "multiplatform": build_multiplatform, "docker_v2": build_docker_v2,
+              "docker_list": build_docker_list}

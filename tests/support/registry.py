@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shlex
 import signal
 import socket
@@ -94,6 +95,17 @@ def dir_transport_copy(layout: ImageLayout, tag: str, dest: Path) -> Path:
     return dest
 
 
+# Gorilla's combined log format: 127.0.0.1 - - [date] "GET /v2/ HTTP/1.1" 401 87 "" "agent"
+_ACCESS_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) ')
+
+
+@dataclass(frozen=True)
+class Access:
+    method: str
+    path: str  # with the query string
+    status: int
+
+
 @dataclass(frozen=True)
 class PushedImage:
     ref: str  # "127.0.0.1:PORT/test/single:latest"
@@ -112,6 +124,7 @@ class Registry:
         self.storage = workdir / "storage"
         self.config_path = workdir / "config.yml"
         self.log_path = workdir / "registry.log"
+        self.access_log_path = workdir / "access.log"  # the registry writes it on stdout
         # The (user, password) this registry accepts: the htpasswd user or the token server's.
         self.credentials = htpasswd or (next(iter(token.users.items())) if token and token.users
                                         else None)
@@ -147,7 +160,7 @@ class Registry:
                     f"    issuer: {ts.issuer}\n    rootcertbundle: {ts.cert_path}\n")
         self.config_path.write_text(
             "version: 0.1\n"
-            "log:\n  level: warn\n  formatter: text\n  accesslog:\n    disabled: true\n"
+            "log:\n  level: warn\n  formatter: text\n  accesslog:\n    disabled: false\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n"
             "  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.host}\n  secret: pydesk-test-secret\n" + auth)
@@ -160,10 +173,12 @@ class Registry:
         self.storage.mkdir(exist_ok=True)
         self._write_config()
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-        with self.log_path.open("ab") as log:
+        with self.log_path.open("ab") as log, self.access_log_path.open("ab") as access:
             self._process = subprocess.Popen(
-                [DOCKER_REGISTRY, "serve", str(self.config_path)], stdin=subprocess.DEVNULL,
-                stdout=log, stderr=log, env=env, start_new_session=True)
+                # setpriv: SIGKILL the registry if the test process dies without cleaning up.
+                ["setpriv", "--pdeathsig", "KILL", "--", DOCKER_REGISTRY, "serve",
+                 str(self.config_path)], stdin=subprocess.DEVNULL,
+                stdout=access, stderr=log, env=env, start_new_session=True)
         try:
             self._wait_ready(timeout)
         except BaseException:
@@ -219,6 +234,17 @@ class Registry:
             return self.log_path.read_text(errors="replace")[-4000:]
         except FileNotFoundError:
             return ""
+
+    def access_log(self) -> list[Access]:
+        """Every request served so far (across restarts), oldest first. Tests count, e.g.,
+        blob GETs: ``[a for a in reg.access_log() if a.method == "GET" and "/blobs/" in a.path]``.
+        Lines are written when a response completes, so a request still streaming is missing."""
+        try:
+            text = self.access_log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return [Access(m["method"], m["path"], int(m["status"]))
+                for m in map(_ACCESS_LINE.search, text.splitlines()) if m]
 
     # -- content
 

@@ -8,7 +8,10 @@ import base64
 import io
 import json
 import shutil
+import subprocess
+import sys
 import tarfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,6 +23,7 @@ from pydeskd.containerd.oci import (
     ATTESTATION_MANIFEST,
     DOCKER_LAYER_GZIP,
     DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     OCI_LAYER,
     OCI_LAYER_ZSTD,
@@ -52,6 +56,8 @@ def _manifest(layout: BuiltLayout, tag: str = "latest") -> Manifest:
     ("docker_v2", "latest", ("etc/docker-v2", "docker\n")),
     ("multiplatform", "amd64", ("etc/platform", "linux/amd64\n")),
     ("multiplatform", "arm64", ("etc/platform", "linux/arm64/v8\n")),
+    ("docker_list", "amd64", ("etc/platform", "linux/amd64\n")),
+    ("docker_list", "arm64", ("etc/platform", "linux/arm64/v8\n")),
 ])
 def test_umoci_unpacks_each_layout(image_layouts: dict[str, BuiltLayout], tmp_path: Path,
                                    name: str, tag: str, marker: tuple[str, str] | None) -> None:
@@ -127,6 +133,10 @@ def test_media_types_of_the_predefined_images(image_layouts: dict[str, BuiltLayo
                     for m in index.manifests[:2])
     assert amd64.layers[0] == arm64.layers[0]  # one shared base blob
     assert amd64.layers[1] != arm64.layers[1]
+    dl = image_layouts["docker_list"]
+    assert dl.descriptor.media_type == DOCKER_MANIFEST_LIST
+    docker_list = Index.parse(images.ImageLayout(dl.path).read_blob(dl.descriptor.digest))
+    assert {m.media_type for m in docker_list.manifests} == {DOCKER_MANIFEST}
 
 
 def test_digests_are_stable_across_builds(tmp_path: Path,
@@ -176,9 +186,10 @@ def test_reference_rootfs_from_the_registry_matches_the_layout(
         from_registry = reference_rootfs(registry.ref(f"test/{name}:latest"), tmp_path / name)
         from_layout = umoci_unpack(image_layouts[name].path, "latest", tmp_path / f"{name}-l")
         assert diff_trees(tree_snapshot(from_registry), tree_snapshot(from_layout)) == []
-    arm = reference_rootfs(registry.ref("test/multiplatform:latest"), tmp_path / "arm",
-                           platform=("linux", "arm64", "v8"))
-    assert (arm / "etc/platform").read_text() == "linux/arm64/v8\n"
+    for name in ("multiplatform", "docker_list"):
+        arm = reference_rootfs(registry.ref(f"test/{name}:latest"), tmp_path / f"{name}-arm",
+                               platform=("linux", "arm64", "v8"))
+        assert (arm / "etc/platform").read_text() == "linux/arm64/v8\n"
 
 
 def test_diff_trees_reports_each_difference(tmp_path: Path) -> None:
@@ -276,6 +287,43 @@ def test_stop_start_keeps_port_and_content(fresh_registry: Registry,
     fresh_registry.start()
     assert fresh_registry.port == port
     assert fresh_registry.manifest_digest("keep/single:v1") == pushed.digest
+
+
+def test_access_log_counts_requests(fresh_registry: Registry,
+                                    image_layouts: dict[str, BuiltLayout]) -> None:
+    built = image_layouts["single"]
+    fresh_registry.push_layout(built.path, "count/single:latest")
+    before = len(fresh_registry.access_log())
+    fresh_registry.raw_manifest("count/single:latest")
+    new = fresh_registry.access_log()[before:]
+    assert ("GET", "/v2/count/single/manifests/latest", 200) in {
+        (a.method, a.path, a.status) for a in new}
+    assert not any("/blobs/" in a.path for a in new)
+
+
+def test_registry_dies_with_a_killed_test_process(tmp_path: Path) -> None:
+    script = ("import sys, pathlib, time; from tests.support.registry import Registry\n"
+              "r = Registry(pathlib.Path(sys.argv[1])).start()\n"
+              "print(r._process.pid, flush=True); time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "r")],
+                              stdout=subprocess.PIPE, cwd=Path(__file__).parents[3])
+    assert parent.stdout is not None
+    pid = int(parent.stdout.readline())
+    assert Path(f"/proc/{pid}").exists()
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid), "docker-registry outlived its test process"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 def test_registry_process_is_gone_after_the_context(tmp_path: Path) -> None:
