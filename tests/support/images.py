@@ -230,8 +230,14 @@ def busybox_rootfs_entries() -> list[Entry]:
 class ImageLayout:
     """An OCI image layout directory: ``oci-layout``, ``index.json``, ``blobs/sha256/``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, create: bool = True) -> None:
+        """Opens the layout at ``root``, creating an empty one there if ``create``; without it
+        a directory that is not a layout raises ``FileNotFoundError``."""
         self.root = root
+        if not create:
+            if not (root / "index.json").is_file():
+                raise FileNotFoundError(f"not an OCI image layout: {root}")
+            return
         (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         if not (root / "index.json").exists():
             (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')

@@ -252,7 +252,7 @@ class Registry:
                     creds: tuple[str, str] | None = None) -> PushedImage:
         """Pushes ``layout``'s ``tag`` (an image or a whole index) as ``dest`` (repo:tag)
         with digests preserved; raises ``ToolError`` if the registry's digest differs."""
-        image = ImageLayout(layout)
+        image = ImageLayout(layout, create=False)
         top = image.resolve(tag)
         expected = top.digest
         ref = self.ref(dest)

@@ -155,7 +155,8 @@ def _umoci_can_read(layout: ImageLayout, tag: str) -> bool:
 def umoci_unpack(layout_dir: Path, tag: str, dest: Path) -> Path:
     """``umoci unpack --image LAYOUT:TAG DEST``; returns ``DEST/rootfs``. ``tag`` must name one
     manifest (umoci cannot choose from an index). Converts first what umoci cannot read."""
-    layout = ImageLayout(layout_dir)
+    layout = ImageLayout(layout_dir, create=False)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as scratch:
         if not _umoci_can_read(layout, tag):
             source = f"oci:{layout_dir}:{tag}"
