@@ -145,3 +145,27 @@ def test_token_flow_anonymous_denied(token_registry: Registry) -> None:
     client, _ = make_client()
     with pytest.raises(Unauthorized, match=r"pull access denied for .*test/single, repository"):
         client.resolve(token_registry.ref("test/single:latest"))
+
+
+def test_connections_are_pooled(registry: Registry, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib3.connection
+
+    from pydeskd.containerd.registry import Transport, Urllib3Backend
+
+    connects: list[int] = []
+    real_connect = urllib3.connection.HTTPConnection.connect
+
+    def counting_connect(self: urllib3.connection.HTTPConnection) -> None:
+        connects.append(1)
+        real_connect(self)
+
+    monkeypatch.setattr(urllib3.connection.HTTPConnection, "connect", counting_connect)
+    backend = Urllib3Backend()
+    client = RegistryClient(transport=Transport(backend))
+    for n in range(3):
+        pull(client, registry.ref("test/multi:latest"), FileStore(tmp_path / str(n)))
+    pool = backend._pool.connection_from_host("127.0.0.1", registry.port, "http")
+    # Dozens of requests (HEADs included) over at most one TCP connection per parallel worker.
+    assert pool.num_requests > 12
+    assert len(connects) <= 3

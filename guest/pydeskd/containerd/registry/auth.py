@@ -150,7 +150,19 @@ class Authorizer:
         # Serializes token fetches, so threads needing the same token fetch it once.
         self._fetch_lock = threading.Lock()
         self._challenges: dict[str, Challenge] = {}
+        # Asked once per host: a credential helper is a subprocess, config.json a file read.
+        self._credentials_by_host: dict[str, Credentials] = {}
         self._tokens: dict[tuple[str, tuple[str, ...]], _Token] = {}
+
+    def credentials(self, host: str) -> Credentials:
+        """``host``'s credentials (empty for anonymous), looked up once per Authorizer."""
+        with self._lock:
+            found = self._credentials_by_host.get(host)
+        if found is None:
+            found = self._credentials.get(host) or Credentials()
+            with self._lock:
+                self._credentials_by_host[host] = found
+        return found
 
     def authorization(self, host: str, scopes: Iterable[str], denied: str) -> str | None:
         """The header to send up front, if ``host`` has challenged before; else None."""
@@ -185,13 +197,13 @@ class Authorizer:
                     del self._tokens[(host, key)]
         answer = self._answer(host, chosen, key, denied, force=sent is not None)
         if answer == sent:
-            creds = self._credentials.get(host)
-            raise Unauthorized(INCORRECT_CREDENTIALS if creds and not creds.empty else denied)
+            raise Unauthorized(INCORRECT_CREDENTIALS if not self.credentials(host).empty
+                               else denied)
         return answer
 
     def _answer(self, host: str, challenge: Challenge, scopes: tuple[str, ...], denied: str,
                 force: bool) -> str:
-        creds = self._credentials.get(host) or Credentials()
+        creds = self.credentials(host)
         if challenge.scheme == "basic":
             if not (creds.username or creds.password):
                 raise Unauthorized(denied)

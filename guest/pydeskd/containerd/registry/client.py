@@ -114,8 +114,8 @@ class RegistryClient:
                                        retry=retry)
         if reply.status == 401:
             reply.close()
-            creds = self.credentials.get(endpoint.host)
-            raise Unauthorized(INCORRECT_CREDENTIALS if creds and not creds.empty
+            creds = self.auth.credentials(endpoint.host)
+            raise Unauthorized(INCORRECT_CREDENTIALS if not creds.empty
                                and answer.startswith("Basic ") else denied)
         return self._check_denied(reply, repo, actions)
 

@@ -42,6 +42,7 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10
 _MAX_ERROR_BODY = 64 * 1024
 _MAX_RETRY_AFTER = 10.0
+_DRAIN_LIMIT = 64 * 1024
 
 
 class ConnectionFailed(Exception):
@@ -97,9 +98,21 @@ class _Urllib3Response:
             raise ConnectionFailed(_cause(e)) from None
 
     def release(self) -> None:
-        # A body left unread would poison a pooled connection: drop the connection instead.
-        self._response.close()
-        self._response.release_conn()
+        response = self._response
+        original = getattr(response, "_original_response", None)
+        remaining = getattr(response, "length_remaining", None)
+        if original is not None and original.isclosed():
+            pass  # read to its end: urllib3 already gave the connection back to the pool
+        elif remaining is not None and remaining <= _DRAIN_LIMIT:
+            # A HEAD, or a small unread body: reading it keeps the connection reusable.
+            try:
+                response.drain_conn()
+            except (HTTPError, OSError):
+                response.close()
+        else:
+            # A large unread body (an aborted download) would poison a pooled connection.
+            response.close()
+        response.release_conn()
 
 
 def _cause(e: BaseException) -> str:

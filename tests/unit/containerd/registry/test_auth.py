@@ -167,3 +167,20 @@ def test_registry_token_is_sent_as_is() -> None:
     client, _ = client_for(registry, Credentials(registry_token="given"))
     client.resolve("reg.test/app:v1")
     assert registry.token_hits == 0
+
+
+def test_credentials_are_looked_up_once_per_host() -> None:
+    registry = FakeRegistry(auth="basic")
+    _image(registry)
+    asked: list[str] = []
+
+    class Counting:
+        def get(self, host: str) -> Credentials | None:
+            asked.append(host)  # a credential helper would be a subprocess each time
+            return Credentials("user", "secret")
+
+    client = RegistryClient(RegistryHosts(insecure=("reg.test",)), Counting(),
+                            transport=Transport(FakeBackend(registry), sleep=lambda s: None))
+    for _ in range(3):
+        client.resolve("reg.test/app:v1")
+    assert asked == ["reg.test"]
