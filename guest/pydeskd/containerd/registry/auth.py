@@ -125,6 +125,23 @@ def repository_scope(repository: str, *actions: str) -> str:
     return f"repository:{repository}:{','.join(actions)}"
 
 
+def normalize_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    """One canonical spelling per scope set, the token cache's key: the actions of one resource
+    merged and sorted (``repository:a:push`` + ``repository:a:pull`` ->
+    ``repository:a:pull,push``), so a registry's challenge and the client's own scopes agree."""
+    merged: dict[str, set[str]] = {}
+    for scope in scopes:
+        for part in scope.split(" "):
+            resource, sep, actions = part.rpartition(":")
+            if not part:
+                continue
+            if not sep or ":" not in resource:  # not type:name:actions; keep as is
+                merged.setdefault(part, set())
+                continue
+            merged.setdefault(resource, set()).update(a for a in actions.split(",") if a)
+    return tuple(sorted(f"{r}:{','.join(sorted(a))}" if a else r for r, a in merged.items()))
+
+
 def _basic(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
@@ -145,7 +162,7 @@ class Authorizer:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._transport = transport
         self._credentials = credentials
-        self._clock = clock
+        self.clock = clock
         self._lock = threading.Lock()
         # Serializes token fetches, so threads needing the same token fetch it once.
         self._fetch_lock = threading.Lock()
@@ -170,7 +187,7 @@ class Authorizer:
             challenge = self._challenges.get(host)
         if challenge is None:
             return None
-        return self._answer(host, challenge, tuple(sorted(set(scopes))), denied, force=False)
+        return self._answer(host, challenge, normalize_scopes(scopes), denied, force=False)
 
     def challenge(self, host: str, scopes: Iterable[str], header: str, sent: str | None,
                   denied: str) -> str:
@@ -186,10 +203,10 @@ class Authorizer:
             raise Unauthorized(denied)
         with self._lock:
             self._challenges[host] = chosen
-        wanted = set(scopes)
+        wanted = list(scopes)
         if chosen.scheme == "bearer" and chosen.params.get("scope"):
-            wanted.update(chosen.params["scope"].split(" "))
-        key = tuple(sorted(wanted))
+            wanted.append(chosen.params["scope"])
+        key = normalize_scopes(wanted)
         if sent is not None and sent.startswith("Bearer "):
             with self._lock:
                 cached = self._tokens.get((host, key))
@@ -211,7 +228,7 @@ class Authorizer:
         if creds.registry_token:
             return "Bearer " + creds.registry_token
         with self._fetch_lock:
-            now = self._clock()
+            now = self.clock()
             with self._lock:
                 cached = self._tokens.get((host, scopes))
             if cached is not None and cached.expires_at > now and not force:

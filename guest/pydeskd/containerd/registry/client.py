@@ -81,6 +81,13 @@ class RegistryClient:
         self.monolithic_limit = monolithic_limit
         self.sleep = sleep
 
+    def with_credentials(self, credentials: CredentialSource) -> RegistryClient:
+        """A client for other credentials (an API request's X-Registry-Auth) sharing this one's
+        hosts, transport (connection pools) and upload settings, with its own token cache."""
+        return RegistryClient(self.hosts, credentials, transport=self.transport,
+                              clock=self.auth.clock, chunk_size=self.chunk_size,
+                              monolithic_limit=self.monolithic_limit, sleep=self.sleep)
+
     # --- requests -------------------------------------------------------------------------
 
     def denied_message(self, repo: Reference, actions: Sequence[str]) -> str:

@@ -6,9 +6,9 @@ import pytest
 
 from pydeskd.containerd.errors import Unauthorized
 from pydeskd.containerd.registry import Credentials, Explicit, RegistryClient, RegistryHosts
-from pydeskd.containerd.registry.auth import Challenge, parse_challenges
+from pydeskd.containerd.registry.auth import Challenge, normalize_scopes, parse_challenges
 from pydeskd.containerd.registry.transport import Transport
-from tests.unit.containerd.registry.fakes import FakeBackend, FakeRegistry
+from tests.unit.containerd.registry.fakes import FakeBackend, FakeRegistry, Request, Response
 
 
 @pytest.mark.parametrize(("header", "expected"), [
@@ -184,3 +184,45 @@ def test_credentials_are_looked_up_once_per_host() -> None:
     for _ in range(3):
         client.resolve("reg.test/app:v1")
     assert asked == ["reg.test"]
+
+
+def test_with_credentials_shares_the_transport_not_the_tokens() -> None:
+    registry = FakeRegistry(auth="basic")
+    _image(registry)
+    anonymous, _ = client_for(registry)
+    client = anonymous.with_credentials(Explicit(Credentials("user", "secret")))
+    assert client.transport is anonymous.transport
+    client.resolve("reg.test/app:v1")
+    with pytest.raises(Unauthorized, match="pull access denied"):
+        anonymous.resolve("reg.test/app:v1")
+
+
+@pytest.mark.parametrize(("scopes", "expected"), [
+    (["repository:a:pull"], ("repository:a:pull",)),
+    (["repository:a:push,pull", "repository:a:pull"], ("repository:a:pull,push",)),
+    (["repository:b:pull repository:a:push", "repository:a:pull"],
+     ("repository:a:pull,push", "repository:b:pull")),
+    (["registry:catalog:*"], ("registry:catalog:*",)),
+    (["odd"], ("odd",)),
+])
+def test_normalize_scopes(scopes: list[str], expected: tuple[str, ...]) -> None:
+    assert normalize_scopes(scopes) == expected
+
+
+def test_challenge_scope_in_another_spelling_still_hits_the_cache() -> None:
+    registry = FakeRegistry(auth="token")
+    original = registry._authorized
+
+    def reordered(req: Request, repo: str, action: str) -> Response | None:
+        answer = original(req, repo, action)
+        if answer is not None and "WWW-Authenticate" in answer.headers:
+            header = answer.headers["WWW-Authenticate"].replace(":pull\"", ":pull,pull\"")
+            return Response(401, b"", {"WWW-Authenticate": header})
+        return answer
+
+    registry._authorized = reordered  # type: ignore[method-assign]
+    _image(registry)
+    client, _ = client_for(registry)
+    for _ in range(3):
+        client.resolve("reg.test/app:v1")
+    assert registry.token_hits == 1
