@@ -405,7 +405,7 @@ class ImageStore:
                     f"multiple IDs found with provided prefix: {text.removeprefix('sha256:')}")
             if records:
                 return self._preferred(records), True
-        if ref is None:
+        if ref is None and not _ID_PREFIX_RE.fullmatch(text):
             parse_reference(text)  # re-raise Docker's message for a malformed name
         return None
 

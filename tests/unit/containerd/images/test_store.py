@@ -111,6 +111,11 @@ def test_resolve_forms(store: ImageStore) -> None:
         store.resolve("nope")
     with pytest.raises(NotFound):
         store.resolve(f"other@{A.digest}")
+    # An ID that is not there is "No such image", not a malformed name (64 hex is no name).
+    with pytest.raises(NotFound, match="No such image"):
+        store.resolve(C.digest[7:])
+    with pytest.raises(InvalidArgument, match="must be lowercase"):
+        store.resolve("Busybox")
 
 
 def test_ambiguous_prefix(store: ImageStore) -> None:
