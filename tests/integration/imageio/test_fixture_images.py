@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pydeskd.containerd import oci
-from pydeskd.containerd.images import image_manifests
 from pydeskd.containerd.imageio import docker_archive, oci_layout
+from pydeskd.containerd.images import image_manifests
 from tests.integration.imageio.helpers import stores
 from tests.support.images import PREDEFINED
 
