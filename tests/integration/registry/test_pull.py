@@ -169,3 +169,19 @@ def test_connections_are_pooled(registry: Registry, tmp_path: Path,
     # Dozens of requests (HEADs included) over at most one TCP connection per parallel worker.
     assert pool.num_requests > 12
     assert len(connects) <= 3
+
+
+def test_docker_hub_names_through_mirrors(registry: Registry,
+                                          image_layouts: dict[str, BuiltLayout],
+                                          tmp_path: Path) -> None:
+    from tests.support.registry import free_port
+
+    # The first mirror is down (nothing listens), the second is the local registry: a Hub name
+    # (docker.io/test/single) is served by it and registry-1.docker.io is never contacted.
+    hosts = RegistryHosts(mirrors=(f"http://127.0.0.1:{free_port()}", registry.url))
+    shared, backend = make_client()
+    client = RegistryClient(hosts, transport=shared.transport)
+    desc = pull(client, "test/single", FileStore(tmp_path / "c"))
+    assert desc.digest == image_layouts["single"].descriptor.digest
+    assert {s.url.split("/")[2] for s in backend.sent} == \
+        {hosts.endpoints("docker.io")[0].host, registry.host}
