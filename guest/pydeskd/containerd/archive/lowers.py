@@ -106,15 +106,17 @@ class Lowers:
             return
         _, lower_parent = found
         try:
-            src = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+            src = os.open(parts[-1], os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
                           dir_fd=lower_parent)
         finally:
             os.close(lower_parent)
         try:
             st = os.fstat(src)
-            os.mkdir(name, 0o700, dir_fd=parent_fd)
+            os.mkdir(name, 0o755, dir_fd=parent_fd)
             if not stat.S_ISDIR(st.st_mode):
-                return  # a file below: the new directory simply replaces it in the merged view
+                # A file or a symlink below: the new directory hides it in the merged view
+                # (the symlink is not followed, as containerd resolves parents in the upper).
+                return
             dst = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
                           dir_fd=parent_fd)
             try:
