@@ -33,7 +33,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from pydeskd.containerd import oci
 from pydeskd.containerd.content import Ingester, IngestManager, Writer
-from pydeskd.containerd.errors import AlreadyExists, FailedPrecondition, Unavailable
+from pydeskd.containerd.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    Unavailable,
+)
 from pydeskd.containerd.progress import Event, Reporter, Status
 from pydeskd.containerd.reference import Reference
 from pydeskd.containerd.registry.hosts import Endpoint
@@ -44,8 +49,8 @@ if TYPE_CHECKING:
 
 _CHUNK = 256 * 1024
 PROGRESS_INTERVAL = 0.1
-# Mid-body connection losses resumed before giving up (each reopen also has the transport's
-# own retries for connection errors and 5xx).
+# Failures in a row (without progress) resumed before giving up; each reopen also has the
+# transport's own retries for connection errors and 5xx.
 MAX_RESUMES = 3
 # How long to wait for another process's writer on the same ref.
 REF_LOCK_TIMEOUT = 600.0
@@ -182,10 +187,13 @@ def fetch_blob_into(client: RegistryClient, repo: Reference, desc: oci.Descripto
                 ingest.restart()
             failures = 0
             while ingest.offset < desc.size:
+                before = ingest.offset
                 try:
                     _download(client, repo, ingest, progress)
                 except (ConnectionFailed, Unavailable) as e:
-                    failures += 1
+                    # Only failures in a row count: a long download over a flaky link that
+                    # keeps making progress is resumed as often as it needs.
+                    failures = failures + 1 if ingest.offset == before else 1
                     if failures > MAX_RESUMES:
                         raise Unavailable(
                             f"failed to download {desc.digest} from {repo.name}: {e} "
@@ -244,9 +252,12 @@ def fetch_blob(client: RegistryClient, repo: Reference, desc: oci.Descriptor,
     """A small blob into memory, verified against ``desc``."""
     if desc.size > limit:
         raise FailedPrecondition(f"blob {desc.digest} is larger than {limit} bytes")
-    reply = _open_blob(client, repo, desc, 0)
-    with reply:
-        data = reply.read(desc.size)
+    with _open_blob(client, repo, desc, 0) as reply:
+        try:
+            data = reply.read(desc.size)
+        except InvalidArgument:
+            raise FailedPrecondition(f"failed to verify {desc.digest} from {repo.name}: more "
+                                     f"than the expected {desc.size} bytes") from None
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     if len(data) != desc.size or digest != desc.digest:
         raise FailedPrecondition(f"failed to verify {desc.digest} from {repo.name}: received "

@@ -436,3 +436,26 @@ def test_push_manifest(registry: FakeRegistry) -> None:
     assert client.push_manifest("reg.test/app", "v2", MANIFEST, data) == sha(data)
     assert registry.manifests[("app", "v2")] == (MANIFEST, data)
     assert backend.requests[0].header("Content-Type") == MANIFEST
+
+
+def test_breaks_with_progress_are_resumed_beyond_the_bound(registry: FakeRegistry,
+                                                           store: FileStore) -> None:
+    from pydeskd.containerd.registry import fetch
+
+    data = os.urandom(1_000_000)
+    registry.put_blob("app", data)
+    # More breaks than MAX_RESUMES, each after some progress.
+    registry.fail_blob_after = [100_000] * (fetch.MAX_RESUMES + 3)
+    client, backend = make(registry)
+    desc = blob_desc(data)
+    client.fetch_blob_into("reg.test/app", desc, store)
+    assert len(backend.matching("GET")) == fetch.MAX_RESUMES + 4
+    assert store.info(desc.digest).size == len(data)
+
+
+def test_fetch_blob_too_large(registry: FakeRegistry) -> None:
+    desc = blob_desc(b'{"a":1}')
+    registry.blobs[("app", desc.digest)] = b'{"a":1}   '
+    client, _ = make(registry)
+    with pytest.raises(FailedPrecondition, match="more than the expected 7 bytes"):
+        client.fetch_blob("reg.test/app", desc)
