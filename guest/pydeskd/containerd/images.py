@@ -129,15 +129,34 @@ def _conflict(message: str) -> FailedPrecondition:
     return FailedPrecondition(message)
 
 
-def _is_single_reference(refs: Sequence[Reference]) -> bool:
-    """At most one tagged name, plus digest names of that same repository (Docker's rule for
-    ``rmi <id>`` without force)."""
-    tagged = [r for r in refs if r.digest is None]
-    pinned = {r.name for r in refs if r.digest is not None}
-    if len(tagged) > 1:
-        return False
-    single = tagged[0] if tagged else refs[0]
-    return not pinned or pinned == {single.name}
+def _same_references(named: Reference, records: Sequence[Image]) -> list[Image]:
+    """The records ``rmi <named>`` removes without deleting the others (moby's
+    ``getSameReferences``): dangling records; records of ``named``'s repository with its tag
+    (any tag if ``named`` is pinned by digest only); and that repository's digest-only names,
+    unless the repository has another tag for this image."""
+    all_tags = named.tag is None and named.digest is not None
+    tag = named.tag
+    same: list[Image] = []
+    digest_refs: list[Image] | None = []
+    for record in records:
+        ref = record.reference
+        if ref is None:
+            same.append(record)
+            continue
+        if ref.name != named.name:
+            continue
+        if not all_tags:
+            if ref.tag is None:
+                if digest_refs is not None:
+                    digest_refs.append(record)
+                continue
+            if tag is None:
+                tag = ref.tag
+            elif ref.tag != tag:
+                digest_refs = None  # another tag of the repository keeps its digest names
+                continue
+        same.append(record)
+    return same + (digest_refs or [])
 
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:
@@ -416,13 +435,14 @@ class ImageStore:
 
     def remove(self, text: str, force: bool = False,
                in_use: InUse | None = None) -> list[DeleteItem]:
-        """``docker rmi``: untag a name, or delete an image by ID, with Docker's conflicts.
+        """``docker rmi``, as Docker 29's containerd image service does it.
 
-        By name: removes that name only if the image has other names; the last name deletes
-        the image, unless a container uses it (Conflict; with ``force``, the image stays as a
-        dangling record for its container). By ID: every name goes, which needs ``force`` when
-        the names are of several repositories or a stopped container uses the image; a running
-        container's image cannot be deleted even by force.
+        By name: the names that are "the same reference" (that name, plus digest names of its
+        repository when it has no other tag) are untagged; if they are all the image's names,
+        the image is deleted -- unless a container uses it: Conflict, or with ``force`` the
+        image stays as a dangling record. By ID (or prefix, or dangling name): every name goes
+        and the image is deleted; a running container's image cannot be (even by force), a
+        stopped container's or one with several names needs ``force``.
 
         Raises NotFound, InvalidArgument (ambiguous prefix), FailedPrecondition (409 conflict).
         """
@@ -433,48 +453,56 @@ class ImageStore:
             image, by_id = found
             digest = image.id
             records = self.by_digest(digest)
-            named = [r for r in records if not r.dangling]
             use = in_use(digest) if in_use is not None else None
-            user = use if isinstance(use, ContainerUse) else None
-            used = bool(use)
-            if not by_id and len(named) > 1:
-                self.delete(image.name)
-                return [DeleteItem(untagged=image.familiar)]
-            if not by_id:
-                if used and not force:
-                    who = f"container {short_id(user.container_id)}" if user else "a container"
+            if isinstance(use, bool) or use is None:
+                use = ContainerUse("", running=False) if use else None
+            if by_id:
+                return self._delete_all(image, records, use, check_names=not force, force=force)
+            typed = parse_reference(text)
+            exact = str(typed) == image.name
+            named = image.reference if exact else typed
+            assert named is not None
+            same = _same_references(named, records)
+            if len(same) != len(records):
+                for record in same:
+                    self.delete(record.name)
+                return [DeleteItem(untagged=r.familiar) for r in same if not r.dangling]
+            familiar = named.familiar
+            if use is not None:
+                if not force:
+                    who = f" {short_id(use.container_id)}" if use.container_id else ""
                     raise _conflict(
-                        f'conflict: unable to remove repository reference "{text}" (must force)'
-                        f" - {who} is using its referenced image {short_id(digest)}")
-            else:
-                refs = [r.reference for r in named if r.reference is not None]
-                if user is not None and user.running:
-                    raise _conflict(
-                        f"conflict: unable to delete {short_id(digest)} (cannot be forced) -"
-                        f" image is being used by running container"
-                        f" {short_id(user.container_id)}")
-                if not force and len(refs) > 1 and not _is_single_reference(refs):
-                    raise _conflict(
-                        f"conflict: unable to delete {short_id(digest)} (must be forced) -"
-                        " image is referenced in multiple repositories")
-                if not force and used:
-                    who = (f"stopped container {short_id(user.container_id)}" if user
-                           else "a stopped container")
-                    raise _conflict(
-                        f"conflict: unable to delete {short_id(digest)} (must be forced) -"
-                        f" image is being used by {who}")
-            out = []
-            for record in records:
-                self.delete(record.name)
-                if not record.dangling:
-                    out.append(DeleteItem(untagged=record.familiar))
-            if used:
-                # Forced while a container uses it: the container still needs its image.
+                        f"conflict: unable to delete {familiar} (must be forced) - container"
+                        f"{who} is using its referenced image {short_id(digest)}")
+                # Forced: untag, but the container still needs its image.
+                for record in records:
+                    self.delete(record.name)
                 self.create(Image(dangling_name(digest), image.target, image.labels,
                                   image.created_at))
-            else:
-                out.append(DeleteItem(deleted=digest))
-            return out
+                return [DeleteItem(untagged=familiar)]
+            return self._delete_all(image, records, use, check_names=False, force=force)
+
+    def _delete_all(self, image: Image, records: Sequence[Image], use: ContainerUse | None,
+                    *, check_names: bool, force: bool) -> list[DeleteItem]:
+        digest = short_id(image.id)
+        if use is not None and use.running:
+            raise _conflict(
+                f"conflict: unable to delete {digest} (cannot be forced) - image is being used"
+                f" by running container {short_id(use.container_id)}".rstrip())
+        if use is not None and not force:
+            raise _conflict(
+                f"conflict: unable to delete {digest} (must be forced) - image is being used"
+                f" by stopped container {short_id(use.container_id)}".rstrip())
+        if check_names and len(records) > 1:
+            raise _conflict(f"conflict: unable to delete {digest} (must be forced) - image is"
+                            " referenced in multiple repositories")
+        out = []
+        for record in records:
+            self.delete(record.name)
+            if not record.dangling:
+                out.append(DeleteItem(untagged=record.familiar))
+        out.append(DeleteItem(deleted=image.id))
+        return out
 
     def list(self, filters: Mapping[str, Sequence[str]] | None = None,
              config_labels: Callable[[Image], Mapping[str, str]] | None = None) -> list[Image]:

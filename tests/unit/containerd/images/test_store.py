@@ -191,29 +191,61 @@ def test_remove_by_id_multiple_repositories(store: ImageStore) -> None:
     assert names(store) == []
 
 
-def test_remove_by_id_single_reference(store: ImageStore) -> None:
-    # One tag plus a digest name of the same repository is a "single reference".
+def test_remove_by_name_takes_digest_names_of_its_repository(store: ImageStore) -> None:
+    # A tag plus a digest name of the same repository: "the same reference" (moby's
+    # getSameReferences), so rmi by the tag deletes the image.
     store.put("busybox", A)
     store.put(f"busybox@{A.digest}", A)
-    out = store.remove(A.digest)
-    assert out[-1] == DeleteItem(deleted=A.digest) and names(store) == []
+    out = store.remove("busybox")
+    assert out == [DeleteItem(untagged="busybox:latest"),
+                   DeleteItem(untagged=f"busybox@{A.digest}"), DeleteItem(deleted=A.digest)]
+    assert names(store) == []
+
+
+def test_remove_by_name_keeps_digest_names_when_another_tag_exists(store: ImageStore) -> None:
+    store.put("busybox", A)
+    store.tag("busybox", "busybox:1.36")
+    store.put(f"busybox@{A.digest}", A)
+    assert store.remove("busybox") == [DeleteItem(untagged="busybox:latest")]
+    assert names(store) == ["docker.io/library/busybox:1.36",
+                            f"docker.io/library/busybox@{A.digest}"]
+    # Pinned by digest: every name of the repository with that target goes.
+    assert store.remove(f"busybox@{A.digest}")[-1] == DeleteItem(deleted=A.digest)
+    assert names(store) == []
+
+
+def test_remove_by_id_with_two_names_of_one_repository(store: ImageStore) -> None:
+    store.put("busybox", A)
+    store.put(f"busybox@{A.digest}", A)
+    with pytest.raises(FailedPrecondition, match="referenced in multiple repositories"):
+        store.remove(A.digest)
+
+
+def test_remove_by_id_forced_while_a_stopped_container_uses_it(store: ImageStore) -> None:
+    store.put("busybox", A)
+    out = store.remove(A.digest, force=True, in_use=lambda d: True)
+    assert out == [DeleteItem(untagged="busybox:latest"), DeleteItem(deleted=A.digest)]
+    assert names(store) == []
 
 
 def test_remove_in_use(store: ImageStore) -> None:
     store.put("busybox", A)
     stopped = ContainerUse("c0ffee" * 10, running=False)
     with pytest.raises(FailedPrecondition, match=(
-            'unable to remove repository reference "busybox" \\(must force\\) - container'
+            r"conflict: unable to delete busybox:latest \(must be forced\) - container"
             f" c0ffeec0ffee is using its referenced image {A.digest[7:19]}")):
         store.remove("busybox", in_use=lambda d: stopped)
-    with pytest.raises(FailedPrecondition, match="image is being used by stopped container"):
+    with pytest.raises(FailedPrecondition, match=(
+            rf"conflict: unable to delete {A.digest[7:19]} \(must be forced\) - image is being"
+            " used by stopped container c0ffeec0ffee")):
         store.remove(A.digest, in_use=lambda d: stopped)
     running = ContainerUse("beef" * 16, running=True)
     with pytest.raises(FailedPrecondition, match=r"\(cannot be forced\) - image is being used"
                                                  " by running container beefbeefbeef"):
         store.remove(A.digest, force=True, in_use=lambda d: running)
-    # Forced while a stopped container uses it: untagged, kept as dangling for the container.
-    out = store.remove("busybox", force=True, in_use=lambda d: d == A.digest)
+    assert names(store) == [BUSYBOX]
+    # By name, forced, while a container uses it: untagged, kept as dangling for the container.
+    out = store.remove("busybox", force=True, in_use=lambda d: running)
     assert out == [DeleteItem(untagged="busybox:latest")]
     assert names(store) == [dangling_name(A.digest)]
     # The dangling image goes once nothing uses it.
