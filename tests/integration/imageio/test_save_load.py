@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from pydeskd.containerd import oci
 from pydeskd.containerd.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -90,6 +91,10 @@ def test_compressed_save_stream_loads(tmp_path: Path) -> None:
     with stores(tmp_path / "a") as a, stores(tmp_path / "b") as b:
         a.images.put("busybox", a.image([BASE]))
         docker_archive.load(io.BytesIO(gz(save(a, ["busybox"]))), b.content, b.ctx)
+        assert b.images.resolve("busybox").id == a.images.resolve("busybox").id
+        b.images.remove("busybox")
+        zst = zstandard.ZstdCompressor().compress(save(a, ["busybox"]))
+        docker_archive.load(io.BytesIO(zst), b.content, b.ctx)
         assert b.images.resolve("busybox").id == a.images.resolve("busybox").id
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import posixpath
 import stat
@@ -260,8 +261,14 @@ def spool_tar(stream: IO[bytes], archive: Archive) -> None:
     ``/``, links that leave the archive, devices and FIFOs, truncated members, trailing
     garbage after what looks like the end.
     """
+    head = _read_full(stream, len(_ZSTD_MAGIC))
+    source: IO[bytes] = _Prefixed(head, stream)  # type: ignore[assignment]
+    if head == _ZSTD_MAGIC:
+        # tarfile knows gzip, bzip2 and xz; Docker also loads zstd-compressed archives.
+        reader = zstandard.ZstdDecompressor().stream_reader(source)
+        source = io.BufferedReader(reader)
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 (closed below)
+        tar = tarfile.open(fileobj=source, mode="r|*")  # noqa: SIM115 (closed below)
     except tarfile.TarError as e:
         raise InvalidArgument(f"invalid tar archive: {e}") from None
     with tar:
@@ -282,6 +289,39 @@ def spool_tar(stream: IO[bytes], archive: Archive) -> None:
     for name in archive.links:
         if archive.get(name) is None:
             raise InvalidArgument(f"archive link {name!r} points at nothing in the archive")
+
+
+def _read_full(stream: IO[bytes], n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = stream.read(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+class _Prefixed:
+    """``head`` (already read to sniff the format) followed by the rest of ``stream``; reads
+    are filled, because tarfile sniffs compression from a single read."""
+
+    def __init__(self, head: bytes, stream: IO[bytes]) -> None:
+        self._head = head
+        self._stream = stream
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._head:
+            return self._stream.read(n)
+        head, self._head = self._head, b""
+        if n < 0:
+            return head + self._stream.read()
+        if n <= len(head):
+            self._head = head[n:]
+            return head[:n]
+        return head + _read_full(self._stream, n - len(head))
+
+    def readable(self) -> bool:
+        return True
 
 
 def _spool_member(tar: tarfile.TarFile, info: tarfile.TarInfo, archive: Archive) -> None:
