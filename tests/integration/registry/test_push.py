@@ -106,3 +106,36 @@ def test_push_denied_without_credentials(htpasswd_registry: Registry,
     client, _ = make_client()
     with pytest.raises(Unauthorized, match="denied: requested access to the resource is denied"):
         _push_image(client, htpasswd_registry.ref("x/single"), layout, store)
+
+
+def test_upload_status_matches_the_real_registry(fresh_registry: Registry,
+                                                 tmp_path: Path) -> None:
+    # The chunk-recovery path reads distribution's upload status ("Range: 0-<last byte>"):
+    # check that reading against the real registry, after 0 and after 5000 bytes.
+    import hashlib
+    import os
+
+    from pydeskd.containerd.registry import as_reference
+    from pydeskd.containerd.registry.push import _location, _Upload
+
+    data = os.urandom(5000)
+    desc = oci.Descriptor(oci.OCI_LAYER, "sha256:" + hashlib.sha256(data).hexdigest(), 5000)
+    store = FileStore(tmp_path / "src")
+    with store.writer("x", 5000, desc.digest) as w:
+        w.write(data)
+        w.commit(5000, desc.digest)
+    client, _ = make_client()
+    upload = _Upload(client, as_reference(fresh_registry.ref("status/blob")), desc, store,
+                     Collector())
+    session = upload.start()
+    session, offset = upload.upload_status(session)
+    assert offset == 0
+    with upload.request("PATCH", session, body=data,
+                        headers={"Content-Type": "application/octet-stream",
+                                 "Content-Range": "0-4999"}) as reply:
+        assert reply.status == 202
+        session = _location(reply)
+    session, offset = upload.upload_status(session)
+    assert offset == 5000
+    upload.finish(session, b"")
+    assert upload.exists()

@@ -16,19 +16,21 @@ cheapest way the registry allows, in Docker's order:
 
 What it must never do: upload to a mirror (``RegistryHosts.push_endpoint``), send a blob other
 than the one the descriptor names (the registry verifies the digest; we verify the size we read),
-or retry a PATCH blindly (a chunk may have been partly accepted: the push fails instead).
+or retry a PATCH blindly (a chunk may have been partly accepted): after a failed PATCH the
+upload's status (``GET <location>``, its ``Range``) says where to go on from.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import urllib.parse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pydeskd.containerd import oci
 from pydeskd.containerd.content import Provider
-from pydeskd.containerd.errors import FailedPrecondition, InvalidArgument
+from pydeskd.containerd.errors import FailedPrecondition, InvalidArgument, Unavailable
 from pydeskd.containerd.progress import Event, Reporter, Status
 from pydeskd.containerd.reference import Reference
 from pydeskd.containerd.registry.auth import repository_scope
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
     from pydeskd.containerd.registry.client import RegistryClient
 
 PUSH = ("pull", "push")
+# A chunk whose PATCH failed (connection lost, 5xx) is resumed from the registry's upload status
+# this many times in a row before the push fails.
+MAX_CHUNK_FAILURES = 3
 EXISTS, MOUNTED, UPLOADED = "exists", "mounted", "uploaded"
 
 
@@ -128,18 +133,41 @@ class _Upload:
 
     def chunked(self, session: str) -> None:
         offset, size = 0, self.desc.size
+        failures = 0
         while offset < size:
             n = min(self.client.chunk_size, size - offset)
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(n),
                        "Content-Range": f"{offset}-{offset + n - 1}"}
-            # Not retried: the registry may have taken part of the chunk (see the docstring).
-            with self.request("PATCH", session, headers=headers, body=self.read(offset, n),
-                              retry=False) as reply:
-                raise_for_status(reply, 202)
-                session = _location(reply)
+            try:
+                # Not retried blindly: the registry may have taken the chunk (or part of it).
+                with self.request("PATCH", session, headers=headers,
+                                  body=self.read(offset, n), retry=False) as reply:
+                    raise_for_status(reply, 202)
+                    session = _location(reply)
+            except Unavailable:
+                failures += 1
+                if failures > MAX_CHUNK_FAILURES:
+                    raise
+                self.client.sleep(self.client.transport.backoff * 2 ** (failures - 1))
+                # Ask the registry how much it has, and go on from there.
+                session, offset = self.upload_status(session)
+                continue
+            failures = 0
             offset += n
             self.report(Status.PUSHING, offset)
         self.finish(session, b"")
+
+    def upload_status(self, session: str) -> tuple[str, int]:
+        """(the session's next URL, bytes the registry holds) from ``GET <session>``."""
+        with self.request("GET", session) as reply:
+            raise_for_status(reply, 204)
+            match = re.fullmatch(r"(?:bytes=)?0-(\d+)", reply.header("Range").strip())
+            location = _location(reply) if reply.header("Location") else session
+        if match is None:
+            return location, 0
+        # distribution answers "0-0" for an empty upload too: chunks are never 1 byte long.
+        end = int(match.group(1))
+        return location, end + 1 if end > 0 else 0
 
 
 def push_blob(client: RegistryClient, repo: Reference, desc: oci.Descriptor,

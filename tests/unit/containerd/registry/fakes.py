@@ -144,6 +144,8 @@ class FakeRegistry:
         self.redirect_blobs = False
         self.head_digest = True
         self.mount_allowed = True
+        # Per PATCH: "lost" (chunk taken, answer lost), "dropped" (nothing taken), "503", "ok".
+        self.patch_faults: list[str] = []
         self.token_hits = 0
         self.expires_in = 300
         self.issued: dict[str, set[str]] = {}
@@ -261,7 +263,7 @@ class FakeRegistry:
                                                          f"{len(data)}"}, fail)
         return Response(200, data, {"Content-Length": str(len(data))}, fail)
 
-    def _upload(self, req: Request, repo: str, rest: list[str]) -> Response:
+    def _upload(self, req: Request, repo: str, rest: list[str]) -> Response | Exception:
         denied = self._authorized(req, repo, "push")
         if denied is not None:
             return denied
@@ -280,12 +282,24 @@ class FakeRegistry:
         if upload not in self.uploads:
             return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown")
         _, buf = self.uploads[upload]
+        if req.method == "GET":
+            end = len(buf) - 1 if buf else 0
+            return Response(204, b"", {
+                "Location": f"/v2/{repo}/blobs/uploads/{upload}?_state=g{len(buf)}",
+                "Range": f"0-{end}"})
         if req.method == "PATCH":
+            fault = self.patch_faults.pop(0) if self.patch_faults else "ok"
+            if fault == "dropped":
+                return ConnectionFailed("connection reset by peer")
+            if fault == "503":
+                return Response(503)
             rng = req.header("Content-Range") or ""
             start = int(rng.split("-")[0])
             if start != len(buf):
                 return Response(416)
             buf += req.body or b""
+            if fault == "lost":
+                return ConnectionFailed("connection reset by peer")
             # Absolute Location this time: clients must handle both.
             return Response(202, b"", {
                 "Location": f"http://{self.host}/v2/{repo}/blobs/uploads/{upload}?_state=s{len(buf)}",

@@ -459,3 +459,33 @@ def test_fetch_blob_too_large(registry: FakeRegistry) -> None:
     client, _ = make(registry)
     with pytest.raises(FailedPrecondition, match="more than the expected 7 bytes"):
         client.fetch_blob("reg.test/app", desc)
+
+
+@pytest.mark.parametrize("fault", ["lost", "dropped", "503"])
+def test_chunked_push_goes_on_from_the_upload_status(registry: FakeRegistry, store: FileStore,
+                                                     fault: str) -> None:
+    data = os.urandom(10_000)
+    desc = _stored(store, data)
+    registry.patch_faults = ["ok", fault]  # the second chunk's PATCH fails
+    client, backend = make(registry, chunk_size=4096, monolithic_limit=4096)
+    assert client.push_blob("reg.test/app", desc, store) == "uploaded"
+    assert registry.blobs[("app", desc.digest)] == data
+    ranges = [p.header("Content-Range") for p in backend.matching("PATCH")]
+    resent = "8192-9999" if fault == "lost" else "4096-8191"
+    assert ranges == ["0-4095", "4096-8191", resent, *(["8192-9999"] if fault != "lost" else [])]
+    [status] = backend.matching("GET", "/uploads/")
+    # The next PATCH goes to the Location the status answer gave.
+    assert backend.matching("PATCH")[2].query["_state"][0].startswith("g")
+    assert status.query["_state"] == ["s4096"]
+
+
+def test_chunked_push_gives_up_after_failures_in_a_row(registry: FakeRegistry,
+                                                       store: FileStore) -> None:
+    from pydeskd.containerd.registry import push
+
+    desc = _stored(store, os.urandom(10_000))
+    registry.patch_faults = ["dropped"] * (push.MAX_CHUNK_FAILURES + 1)
+    client, backend = make(registry, chunk_size=4096, monolithic_limit=4096)
+    with pytest.raises(Unavailable, match=r"PATCH http://reg\.test/v2/app/blobs/uploads/"):
+        client.push_blob("reg.test/app", desc, store)
+    assert len(backend.matching("PATCH")) == push.MAX_CHUNK_FAILURES + 1
