@@ -94,6 +94,7 @@ class _Pull:
         """A manifest, index or config: from the store, or fetched, verified and stored."""
         self._hold(desc)
         if self._have(desc):
+            self._label_source(desc)
             return read_blob(self.stores.content, desc)
         if desc.media_type not in oci.MANIFEST_TYPES | oci.INDEX_TYPES:
             # A config is a blob: fetched like a layer (verified, deduplicated across pulls).
