@@ -77,11 +77,31 @@ class _Applier:
         self.lowers = Lowers(lowers) if overlay and lowers else None
         self.dir_times: list[tuple[tuple[str, ...], tuple[int, int]]] = []
         self.written: set[tuple[str, ...]] = set()
+        # The last parent directory opened, kept for the next entry (tars list a directory's
+        # entries together): saves re-resolving every component. Dropped before anything that
+        # could remove or replace that directory (whiteouts, opaque markers, hardlinks).
+        self._cached: tuple[tuple[str, ...], int] | None = None
 
     def close(self) -> None:
+        self._drop_cache()
         self.root.close()
         if self.lowers is not None:
             self.lowers.close()
+
+    def _drop_cache(self) -> None:
+        if self._cached is not None:
+            os.close(self._cached[1])
+            self._cached = None
+
+    def _cached_parent(self, parts: tuple[str, ...]) -> int:
+        """The fd of ``parts``' parent (created if missing); borrowed: do not close it."""
+        if self._cached is not None and self._cached[0] == parts[:-1]:
+            return self._cached[1]
+        creator = self.lowers.make_dir if self.lowers is not None else None
+        fd = self.root.make_parents(parts[:-1], creator)
+        self._drop_cache()
+        self._cached = (parts[:-1], fd)
+        return fd
 
     @contextlib.contextmanager
     def _parent(self, parts: tuple[str, ...]) -> Iterator[int]:
@@ -112,26 +132,29 @@ class _Applier:
             return  # aufs metadata (.wh..wh.plnk/, .wh..wh.aufs): meaningless here
         base = parts[-1]
         if base.startswith(WHITEOUT_PREFIX):
+            self._drop_cache()
             self._whiteout(parts)
             return
         if member.islnk():
+            self._drop_cache()
             self._hardlink(parts, member)
             return
-        with self._parent(parts) as pfd:
-            existing = lstat_at(pfd, base)
-            keep_dir = existing is not None and member.isdir() and stat.S_ISDIR(existing.st_mode)
-            if existing is not None and not keep_dir:
-                remove_at(pfd, base)
-            self._mark(parts)
-            if member.isdir():
-                self._dir(pfd, parts, member, exists=keep_dir)
-            elif member.isreg():
-                self._file(tar, pfd, base, member)
-            elif member.issym():
-                os.symlink(member.linkname, base, dir_fd=pfd)
-                attrs.apply_symlink(pfd, base, attrs.Meta.of(member))
-            else:
-                self._node(pfd, parts, member)
+        # Removing or replacing ``base`` below cannot invalidate its own parent's fd.
+        pfd = self._cached_parent(parts)
+        existing = lstat_at(pfd, base)
+        keep_dir = existing is not None and member.isdir() and stat.S_ISDIR(existing.st_mode)
+        if existing is not None and not keep_dir:
+            remove_at(pfd, base)
+        self._mark(parts)
+        if member.isdir():
+            self._dir(pfd, parts, member, exists=keep_dir)
+        elif member.isreg():
+            self._file(tar, pfd, base, member)
+        elif member.issym():
+            os.symlink(member.linkname, base, dir_fd=pfd)
+            attrs.apply_symlink(pfd, base, attrs.Meta.of(member))
+        else:
+            self._node(pfd, parts, member)
 
     def _root_dir(self, member: tarfile.TarInfo) -> None:
         fd = os.open(".", _DIR_FLAGS, dir_fd=self.root.fd)
