@@ -21,6 +21,7 @@ urllib3's default (only registries configured as insecure use plain http, chosen
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
@@ -115,18 +116,23 @@ class _Urllib3Response:
         response.release_conn()
 
 
+_CONNECTION_PREFIX = re.compile(r"^(?:<[^>]*>|\w*Connection(?:Pool)?\([^)]*\)): ")
+
+
 def _cause(e: BaseException) -> str:
-    """A short cause without URLs (urllib3 messages embed the pool's host, which is fine, but
-    never a query string: requests here carry none that urllib3 would repeat)."""
+    """A short cause: "connection refused", "timeout", or urllib3's text without its leading
+    connection repr (``HTTPConnection(host=..., port=...): ``); the caller adds the URL."""
     reason = getattr(e, "reason", None)
     if isinstance(reason, BaseException):
         e = reason
     text = str(e)
     if "Connection refused" in text:
         return "connection refused"
-    if isinstance(e, urllib3.exceptions.TimeoutError):
+    # NewConnectionError (and NameResolutionError) subclass ConnectTimeoutError: not timeouts.
+    if isinstance(e, urllib3.exceptions.TimeoutError) \
+            and not isinstance(e, urllib3.exceptions.NewConnectionError):
         return "timeout"
-    return text.split(": ", 1)[-1] if "object at 0x" in text else text
+    return _CONNECTION_PREFIX.sub("", text)
 
 
 class Urllib3Backend:

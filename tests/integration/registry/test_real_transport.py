@@ -1,9 +1,11 @@
-"""The real seam over TLS: certificates are verified by default (a self-signed registry is
-refused with a clear error; it needs to be configured as insecure, which means plain http)."""
+"""The real seam (urllib3): TLS certificates are verified by default (a self-signed registry is
+refused with a clear error; it needs to be configured as insecure, which means plain http), and
+connection failures read as short causes after the URL."""
 
 from __future__ import annotations
 
 import http.server
+import socket
 import ssl
 import subprocess
 import threading
@@ -54,3 +56,20 @@ def test_self_signed_certificate_is_refused(tls_server: int) -> None:
     assert f"GET https://127.0.0.1:{tls_server}/v2/" in str(e.value)
     assert "certificate verify failed" in str(e.value).lower()
 
+
+
+def test_connection_failures_read_clearly(tmp_path: Path) -> None:
+    transport = Transport(Urllib3Backend(), max_attempts=1, timeout=0.3)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(Unavailable) as e:
+        transport.request("GET", f"http://127.0.0.1:{port}/v2/x?_state=SECRET")
+    assert str(e.value) == f"GET http://127.0.0.1:{port}/v2/x: connection refused"
+    with socket.socket() as silent:  # accepts (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        with pytest.raises(Unavailable) as e:
+            transport.request("GET", f"http://127.0.0.1:{port}/v2/")
+    assert str(e.value) == f"GET http://127.0.0.1:{port}/v2/: timeout"
