@@ -15,6 +15,7 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydeskd.containerd import oci
 from pydeskd.containerd.content import FileStore
@@ -137,3 +138,25 @@ def busybox_rootfs_tar() -> bytes:
             info.linkname = "busybox"
             tar.addfile(info)
     return buf.getvalue()
+
+
+class Trickle(io.RawIOBase):
+    """A stream that returns at most ``step`` bytes per read (``first`` for the first read),
+    as a socket may."""
+
+    def __init__(self, data: bytes, step: int = 7, first: int | None = None) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+        self._step = step
+        self._first = first
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        step = self._step if self._first is None else self._first
+        self._first = None
+        n = min(len(buffer), step, len(self._data) - self._pos)
+        buffer[:n] = self._data[self._pos:self._pos + n]
+        self._pos += n
+        return n

@@ -16,7 +16,7 @@ from pydeskd.containerd.errors import InvalidArgument
 from pydeskd.containerd.imageio import oci_layout
 from pydeskd.containerd.imageio.rootfs_import import apply_changes, import_rootfs
 from pydeskd.containerd.images import image_manifests
-from tests.integration.imageio.helpers import busybox_rootfs_tar, sha, stores
+from tests.integration.imageio.helpers import Trickle, busybox_rootfs_tar, sha, stores
 
 ROOTFS = busybox_rootfs_tar()
 
@@ -27,7 +27,9 @@ ROOTFS = busybox_rootfs_tar()
 def test_import_busybox(tmp_path: Path, compress: object) -> None:
     with stores(tmp_path) as s:
         data = compress(ROOTFS)  # type: ignore[operator]
-        loaded = import_rootfs(io.BytesIO(data), s.content, s.ctx, name="imported:v1",
+        # Read a few bytes at a time, as from a socket: the format is still recognized.
+        loaded = import_rootfs(Trickle(data, 65536, first=2),  # type: ignore[arg-type]
+                               s.content, s.ctx, name="imported:v1",
                                changes=['CMD ["/bin/sh", "-c", "echo hi"]', "ENV A=1 B=two",
                                         "WORKDIR /root", "EXPOSE 8080 53/udp",
                                         "LABEL org.example=yes", "USER nobody",

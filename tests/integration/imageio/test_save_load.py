@@ -17,7 +17,7 @@ from pydeskd.containerd.errors import FailedPrecondition, InvalidArgument, NotFo
 from pydeskd.containerd.imageio import docker_archive, oci_layout
 from pydeskd.containerd.images import image_manifests
 from pydeskd.containerd.progress import Status
-from tests.integration.imageio.helpers import Stores, gz, layer_tar, sha, stores
+from tests.integration.imageio.helpers import Stores, Trickle, gz, layer_tar, sha, stores
 
 BASE = layer_tar({"etc/os-release": b"ID=test\n", "bin/hello": b"#!/bin/sh\necho hi\n"})
 TOP = layer_tar({"app/data": b"x" * 5000})
@@ -96,6 +96,18 @@ def test_compressed_save_stream_loads(tmp_path: Path) -> None:
         zst = zstandard.ZstdCompressor().compress(save(a, ["busybox"]))
         docker_archive.load(io.BytesIO(zst), b.content, b.ctx)
         assert b.images.resolve("busybox").id == a.images.resolve("busybox").id
+
+
+def test_short_reads(tmp_path: Path) -> None:
+    """A socket-like stream that returns a few bytes per read loads the same."""
+    with stores(tmp_path / "a") as a, stores(tmp_path / "b") as b:
+        a.images.put("busybox", a.image([BASE]))
+        for data in (save(a, ["busybox"]), gz(save(a, ["busybox"])),
+                     zstandard.ZstdCompressor().compress(save(a, ["busybox"]))):
+            stream = Trickle(data)
+            docker_archive.load(stream, b.content, b.ctx)  # type: ignore[arg-type]
+            assert b.images.resolve("busybox").id == a.images.resolve("busybox").id
+            b.images.remove("busybox")
 
 
 def test_one_platform_of_an_index(tmp_path: Path) -> None:

@@ -261,7 +261,7 @@ def spool_tar(stream: IO[bytes], archive: Archive) -> None:
     ``/``, links that leave the archive, devices and FIFOs, truncated members, trailing
     garbage after what looks like the end.
     """
-    head = _read_full(stream, len(_ZSTD_MAGIC))
+    head = read_full(stream, len(_ZSTD_MAGIC))
     source: IO[bytes] = _Prefixed(head, stream)  # type: ignore[assignment]
     if head == _ZSTD_MAGIC:
         # tarfile knows gzip, bzip2 and xz; Docker also loads zstd-compressed archives.
@@ -291,7 +291,7 @@ def spool_tar(stream: IO[bytes], archive: Archive) -> None:
             raise InvalidArgument(f"archive link {name!r} points at nothing in the archive")
 
 
-def _read_full(stream: IO[bytes], n: int) -> bytes:
+def read_full(stream: IO[bytes], n: int) -> bytes:
     out = b""
     while len(out) < n:
         chunk = stream.read(n - len(out))
@@ -318,7 +318,7 @@ class _Prefixed:
         if n <= len(head):
             self._head = head[n:]
             return head[:n]
-        return head + _read_full(self._stream, n - len(head))
+        return head + read_full(self._stream, n - len(head))
 
     def readable(self) -> bool:
         return True

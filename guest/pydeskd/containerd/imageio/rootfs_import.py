@@ -30,6 +30,7 @@ import zstandard
 from pydeskd.containerd import oci
 from pydeskd.containerd.content import Store
 from pydeskd.containerd.errors import AlreadyExists, InvalidArgument, NotFound
+from pydeskd.containerd.imageio._archive import read_full
 from pydeskd.containerd.imageio._load import (
     LABEL_UNCOMPRESSED,
     CommitContext,
@@ -199,7 +200,8 @@ def import_rootfs(stream: IO[bytes], content: Store, ctx: CommitContext, *,
         name = normalize_name(name)
     platform = platform or oci.Platform.host()
     base: dict[str, Any] = apply_changes({}, changes)
-    head = stream.read(_CHUNK)
+    # A full block (or all there is), so that a short first read cannot hide the magic bytes.
+    head = read_full(stream, _BLOCK)
     inflater = _Inflater(head)
     deflater = zlib.compressobj(6, zlib.DEFLATED, 31)
     diff_hash, blob_hash = hashlib.sha256(), hashlib.sha256()
