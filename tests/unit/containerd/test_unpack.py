@@ -45,7 +45,7 @@ class CopyingSnapshotter(OverlaySnapshotter):
         opts = dict(o.split("=", 1) for o in mounts[0].options)
         nearest = opts["lowerdir"].split(":")[0]
         shutil.copytree(nearest, opts["upperdir"], symlinks=True, dirs_exist_ok=True)
-        return [Mount("bind", opts["upperdir"], ("rw", "rbind"))]
+        return [Mount("bind", opts["upperdir"], options=("rw", "rbind"))]
 
 
 ME: dict[str, Any] = {}

@@ -56,8 +56,8 @@ class Mount:
 
     type: str
     source: str
-    options: tuple[str, ...] = ()
     target: str | None = None
+    options: tuple[str, ...] = ()
 
 
 class Snapshotter(Protocol):

@@ -112,15 +112,16 @@ class OverlaySnapshotter:
         own_dir = self._dir(own.id)
         if not parents:
             mode = "ro" if own.info.kind is Kind.VIEW else "rw"
-            return [Mount("bind", str(own_dir / "fs"), (mode, "rbind"))]
+            return [Mount("bind", str(own_dir / "fs"), options=(mode, "rbind"))]
         lower = ":".join(str(self._dir(p.id) / "fs") for p in parents)
         if own.info.kind is Kind.ACTIVE:
-            return [Mount("overlay", "overlay", (f"workdir={own_dir / 'work'}",
+            return [Mount("overlay", "overlay", options=(f"workdir={own_dir / 'work'}",
                                                  f"upperdir={own_dir / 'fs'}",
                                                  f"lowerdir={lower}"))]
         if len(parents) == 1:
-            return [Mount("bind", str(self._dir(parents[0].id) / "fs"), ("ro", "rbind"))]
-        return [Mount("overlay", "overlay", (f"lowerdir={lower}",))]
+            parent_fs = str(self._dir(parents[0].id) / "fs")
+            return [Mount("bind", parent_fs, options=("ro", "rbind"))]
+        return [Mount("overlay", "overlay", options=(f"lowerdir={lower}",))]
 
     def _trash(self, path: Path) -> Path:
         """Rename ``path`` out of the way (atomic); the caller deletes the returned path."""

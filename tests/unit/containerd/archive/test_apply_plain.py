@@ -225,11 +225,12 @@ def test_long_names(root: Path) -> None:
 
 
 def test_layer_target_reads_mounts() -> None:
-    assert layer_target([Mount("bind", "/s/1/fs", ("rw", "rbind"))]) == ("/s/1/fs", False, [])
-    overlay = Mount("overlay", "overlay", ("workdir=/s/3/work", "upperdir=/s/3/fs",
+    bind = Mount("bind", "/s/1/fs", options=("rw", "rbind"))
+    assert layer_target([bind]) == ("/s/1/fs", False, [])
+    overlay = Mount("overlay", "overlay", options=("workdir=/s/3/work", "upperdir=/s/3/fs",
                                            "lowerdir=/s/2/fs:/s/1/fs"))
     assert layer_target([overlay]) == ("/s/3/fs", True, ["/s/2/fs", "/s/1/fs"])
-    for bad in ([], [Mount("bind", "/x", ("ro", "rbind"))], [Mount("tmpfs", "tmpfs")],
-                [Mount("overlay", "overlay", ("lowerdir=/a:/b",))]):
+    for bad in ([], [Mount("bind", "/x", options=("ro", "rbind"))], [Mount("tmpfs", "tmpfs")],
+                [Mount("overlay", "overlay", options=("lowerdir=/a:/b",))]):
         with pytest.raises(InvalidArgument):
             layer_target(bad)

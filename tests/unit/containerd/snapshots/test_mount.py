@@ -36,7 +36,7 @@ def test_parse_options_splits_flags_from_data() -> None:
 
 def test_read_only_bind_is_a_bind_then_a_remount() -> None:
     rec = RecordingMounter()
-    perform([Mount("bind", "/s/1/fs", ("ro", "rbind"))], "/t", rec)
+    perform([Mount("bind", "/s/1/fs", options=("ro", "rbind"))], "/t", rec)
     assert rec.calls == [
         ("mount", "/s/1/fs", "/t", "", MS_BIND | MS_REC, ""),
         ("mount", "", "/t", "", MS_REMOUNT | MS_BIND | MS_RDONLY, ""),
@@ -46,14 +46,14 @@ def test_read_only_bind_is_a_bind_then_a_remount() -> None:
 def test_overlay_is_one_mount_with_its_data() -> None:
     rec = RecordingMounter()
     opts = ("workdir=/w", "upperdir=/u", "lowerdir=/l2:/l1")
-    perform([Mount("overlay", "overlay", opts)], "/t", rec)
+    perform([Mount("overlay", "overlay", options=opts)], "/t", rec)
     assert rec.calls == [("mount", "overlay", "/t", "overlay", 0, ",".join(opts))]
 
 
 def test_overlay_over_the_page_limit_goes_through_lowerdir_plus() -> None:
     rec = RecordingMounter()
     lowers = [f"/var/lib/pydesk/snapshots/snapshots/{i}/fs" for i in range(200)]
-    perform([Mount("overlay", "overlay", ("upperdir=/u", "workdir=/w",
+    perform([Mount("overlay", "overlay", options=("upperdir=/u", "workdir=/w",
                                           "lowerdir=" + ":".join(lowers)))], "/t", rec)
     ((call, fstype, source, target, params, flags),) = rec.calls
     assert (call, fstype, source, target, flags) == ("mount_fs", "overlay", "overlay", "/t", 0)
@@ -87,7 +87,7 @@ def test_a_failure_undoes_what_was_mounted() -> None:
 def test_long_overlay_without_the_new_api_is_a_clear_error() -> None:
     lowers = ":".join(f"/very/long/path/{i:04}/fs" for i in range(300))
     with pytest.raises(InvalidArgument, match="page limit"):
-        perform([Mount("overlay", "overlay", ("lowerdir=" + lowers,))], "/t", Refusing(-1))
+        perform([Mount("overlay", "overlay", options=("lowerdir=" + lowers,))], "/t", Refusing(-1))
 
 
 def test_unmount_unstacks_until_nothing_is_mounted() -> None:
@@ -100,7 +100,7 @@ def test_unmount_unstacks_until_nothing_is_mounted() -> None:
 
 def test_mounted_context_mounts_and_cleans_up(tmp_path: Path) -> None:
     rec = RecordingMounter()
-    with mounted([Mount("bind", "/src", ("rbind",))], None, rec) as where:
+    with mounted([Mount("bind", "/src", options=("rbind",))], None, rec) as where:
         assert where.is_dir()
         assert rec.mounted == [str(where)]
     assert rec.mounted == []

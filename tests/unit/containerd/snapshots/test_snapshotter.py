@@ -200,15 +200,16 @@ def test_concurrent_prepares_of_one_key_one_wins(sn: Snapshotter) -> None:
 def test_overlay_mount_shapes(tmp_path: Path) -> None:
     sn = OverlaySnapshotter(tmp_path / "s")
     d = tmp_path / "s" / "snapshots"
-    assert sn.prepare("a") == [Mount("bind", f"{d}/1/fs", ("rw", "rbind"))]
+    assert sn.prepare("a") == [Mount("bind", f"{d}/1/fs", options=("rw", "rbind"))]
     sn.commit("l1", "a")
-    assert sn.view("v1", "l1") == [Mount("bind", f"{d}/1/fs", ("ro", "rbind"))]
-    assert sn.prepare("b", "l1") == [Mount("overlay", "overlay", (
+    assert sn.view("v1", "l1") == [Mount("bind", f"{d}/1/fs", options=("ro", "rbind"))]
+    assert sn.prepare("b", "l1") == [Mount("overlay", "overlay", options=(
         f"workdir={d}/3/work", f"upperdir={d}/3/fs", f"lowerdir={d}/1/fs"))]
     sn.commit("l2", "b")
-    assert sn.view("v2", "l2") == [Mount("overlay", "overlay", (f"lowerdir={d}/3/fs:{d}/1/fs",))]
+    assert sn.view("v2", "l2") == [
+        Mount("overlay", "overlay", options=(f"lowerdir={d}/3/fs:{d}/1/fs",))]
     assert sn.mounts("v2") == sn.view("v3", "l2")
-    assert sn.view("empty") == [Mount("bind", f"{d}/6/fs", ("ro", "rbind"))]
+    assert sn.view("empty") == [Mount("bind", f"{d}/6/fs", options=("ro", "rbind"))]
     assert sorted(os.listdir(d)) == ["1", "2", "3", "4", "5", "6"]
     assert not (d / "2" / "work").exists()  # views have no workdir
 
