@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
@@ -28,6 +29,7 @@ from pydeskd.containerd.errors import (
     InvalidArgument,
     NotFound,
     Unauthorized,
+    Unavailable,
 )
 from pydeskd.containerd.progress import Reporter, discard
 from pydeskd.containerd.reference import Reference, parse_reference
@@ -42,6 +44,9 @@ log = logging.getLogger(__name__)
 
 # Larger manifests are refused unread (containerd's limit is of the same order).
 MAX_MANIFEST_SIZE = 4 << 20
+# A mirror that could not be reached (after the transport's retries) is skipped this long, so a
+# dead mirror costs one round of retries per pull, not one per blob.
+MIRROR_DOWN_FOR = 30.0
 MANIFEST_ACCEPT_HEADER = ", ".join(oci.MANIFEST_ACCEPT)
 PULL = ("pull",)
 PUSH = ("pull", "push")
@@ -80,6 +85,8 @@ class RegistryClient:
         self.chunk_size = chunk_size
         self.monolithic_limit = monolithic_limit
         self.sleep = sleep
+        self._lock = threading.Lock()
+        self._mirrors_down: dict[str, float] = {}  # base URL -> clock time to try it again
 
     def with_credentials(self, credentials: CredentialSource) -> RegistryClient:
         """A client for other credentials (an API request's X-Registry-Auth) sharing this one's
@@ -144,8 +151,17 @@ class RegistryClient:
         (a mirror's failure is logged and the next endpoint tried, as Docker does)."""
         endpoints = self.hosts.endpoints(repo.domain)
         for endpoint in endpoints[:-1]:
+            with self._lock:
+                down_until = self._mirrors_down.get(endpoint.base_url, 0.0)
+            if down_until > self.auth.clock():
+                continue  # unreachable a moment ago: not worth its retries again
             try:
                 return fn(endpoint)
+            except Unavailable as e:
+                with self._lock:
+                    self._mirrors_down[endpoint.base_url] = self.auth.clock() + MIRROR_DOWN_FOR
+                log.info("mirror %s unreachable for %s, skipped for %ss: %s",
+                         endpoint.base_url, repo.name, MIRROR_DOWN_FOR, e)
             except ContainerdError as e:
                 log.info("mirror %s failed for %s, trying the next endpoint: %s",
                          endpoint.base_url, repo.name, e)

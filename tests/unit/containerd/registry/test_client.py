@@ -489,3 +489,25 @@ def test_chunked_push_gives_up_after_failures_in_a_row(registry: FakeRegistry,
     with pytest.raises(Unavailable, match=r"PATCH http://reg\.test/v2/app/blobs/uploads/"):
         client.push_blob("reg.test/app", desc, store)
     assert len(backend.matching("PATCH")) == push.MAX_CHUNK_FAILURES + 1
+
+
+def test_an_unreachable_mirror_is_skipped_for_a_while(store: FileStore) -> None:
+    from pydeskd.containerd.registry.client import MIRROR_DOWN_FOR
+
+    hub = FakeRegistry(host="registry-1.docker.io")
+    _manifest(hub, "library/busybox", "latest")
+    now = [0.0]
+
+    def route(req: Request) -> object:
+        return ConnectionFailed("connection refused") if req.host == "down.test" else hub(req)
+
+    client, backend = make(route, hosts=RegistryHosts(mirrors=("http://down.test",)),
+                           clock=lambda: now[0])
+    client.resolve("busybox")
+    attempts = len([r for r in backend.requests if r.host == "down.test"])
+    assert attempts == client.transport.max_attempts
+    client.resolve("busybox")
+    assert len([r for r in backend.requests if r.host == "down.test"]) == attempts
+    now[0] += MIRROR_DOWN_FOR + 1
+    client.resolve("busybox")
+    assert len([r for r in backend.requests if r.host == "down.test"]) == 2 * attempts
