@@ -23,7 +23,8 @@ does: that label is what keeps an image's unpacked layers alive. Without it, an 
 image's snapshots are collected (and the next run unpacks them again).
 
 Sweep deletes unmarked blobs (``Manager.delete``) and unmarked COMMITTED snapshots, children
-before parents. ACTIVE/VIEW snapshots are never swept (they are roots).
+before parents. ACTIVE/VIEW snapshots are never swept (they are roots). Ingests abandoned for
+a day (``STALE_INGEST_AFTER``) and in no live lease (kind ``ingests``) are aborted.
 
 Locking protocol: ``GarbageCollector.lock`` is a readers-writer lock. ``collect`` holds it
 exclusively from mark to the end of sweep. Every writer that commits blobs or snapshots holds
@@ -40,6 +41,7 @@ half-way on one object's error (it records the failure and goes on).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -50,8 +52,15 @@ from pydeskd.containerd import oci
 from pydeskd.containerd.content import Info as ContentInfo
 from pydeskd.containerd.errors import ContainerdError
 from pydeskd.containerd.images import MAX_MANIFEST_SIZE, ImageStore, read_blob
-from pydeskd.containerd.leases import KIND_CONTENT, KIND_SNAPSHOTS_PREFIX, LeaseManager
+from pydeskd.containerd.leases import (
+    KIND_CONTENT,
+    KIND_INGESTS,
+    KIND_SNAPSHOTS_PREFIX,
+    LeaseManager,
+)
 
+# An ingest untouched this long, and in no live lease, was abandoned (containerd: 1 day).
+STALE_INGEST_AFTER = 24 * 3600.0
 LABEL_REF_CONTENT = "containerd.io/gc.ref.content."
 LABEL_REF_SNAPSHOT = "containerd.io/gc.ref.snapshot."
 # The label the unpacker sets on a config blob (see the module docstring).
@@ -68,6 +77,8 @@ class ContentStore(Protocol):
     def delete(self, digest: str) -> None: ...
 
     def list_statuses(self, ref_prefix: str = "") -> Sequence[Any]: ...
+
+    def abort(self, ref: str) -> None: ...
 
 
 class SnapshotInfo(Protocol):
@@ -108,6 +119,7 @@ class GCResult:
     snapshots: tuple[tuple[str, str], ...] = ()
     bytes_reclaimed: int = 0
     errors: tuple[str, ...] = ()
+    ingests: tuple[str, ...] = ()
 
 
 class RWLock:
@@ -155,8 +167,10 @@ class GarbageCollector:
     """Collects ``content`` and the snapshotters' committed snapshots (by snapshotter name)."""
 
     def __init__(self, content: ContentStore, images: ImageStore, leases: LeaseManager,
-                 snapshotters: Mapping[str, Snapshotter] | None = None) -> None:
+                 snapshotters: Mapping[str, Snapshotter] | None = None,
+                 stale_ingest_after: float | None = STALE_INGEST_AFTER) -> None:
         self.content = content
+        self.stale_ingest_after = stale_ingest_after
         self.images = images
         self.leases = leases
         self.snapshotters = dict(snapshotters or {})
@@ -167,8 +181,29 @@ class GarbageCollector:
         with self.lock.exclusive():
             started = time.time()
             blobs, snaps, marked_blobs, marked_snaps = self._mark(started, dry_run)
-            return self._sweep(started, blobs=blobs, snaps=snaps, marked_blobs=marked_blobs,
-                               marked_snaps=marked_snaps, dry_run=dry_run)
+            result = self._sweep(started, blobs=blobs, snaps=snaps, marked_blobs=marked_blobs,
+                                 marked_snaps=marked_snaps, dry_run=dry_run)
+            ingests = self._sweep_ingests(started, dry_run)
+            return dataclasses.replace(result, ingests=tuple(ingests))
+
+    def _sweep_ingests(self, now: float, dry_run: bool) -> list[str]:
+        """Abort ingests nobody has written to for ``stale_ingest_after`` seconds and no live
+        lease holds (a pull or load that died with the daemon); a leased ingest stays
+        resumable."""
+        if self.stale_ingest_after is None:
+            return []
+        leased = {r.key for r in self.leases.live_resources(now) if r.kind == KIND_INGESTS}
+        out = []
+        for status in self.content.list_statuses():
+            if status.ref in leased or now - status.updated_at < self.stale_ingest_after:
+                continue
+            if not dry_run:
+                try:
+                    self.content.abort(status.ref)
+                except ContainerdError:
+                    continue  # a writer holds it right now: not stale after all
+            out.append(status.ref)
+        return out
 
     # --- mark --------------------------------------------------------------------------------
 

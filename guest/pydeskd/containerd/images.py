@@ -624,3 +624,38 @@ def available_manifests(provider: Provider, target: oci.Descriptor) -> list[oci.
         except NotFound:
             continue
     return out
+
+
+def content_size(provider: Provider, target: oci.Descriptor) -> int:
+    """Bytes of the blobs of ``target`` that are in the store (index, manifests, configs,
+    layers; each blob once): what ``docker images``/``system df`` report as content size.
+    Absent platforms and layers are not counted."""
+    seen: set[str] = set()
+    total = 0
+    stack = [target]
+    while stack:
+        desc = stack.pop()
+        if desc.digest in seen:
+            continue
+        seen.add(desc.digest)
+        try:
+            with provider.reader_at(desc.digest) as reader:
+                size = reader.size
+        except NotFound:
+            continue
+        total += size
+        media_type = desc.media_type
+        if media_type and media_type not in oci.INDEX_TYPES | oci.MANIFEST_TYPES:
+            continue
+        try:
+            data = read_blob(provider, desc)
+            media_type = media_type or oci.sniff_media_type(data)
+            if media_type in oci.INDEX_TYPES:
+                stack.extend(oci.Index.parse(data, media_type).manifests)
+            elif media_type in oci.MANIFEST_TYPES:
+                manifest = oci.Manifest.parse(data, media_type)
+                stack.append(manifest.config)
+                stack.extend(manifest.layers)
+        except (InvalidArgument, FailedPrecondition):
+            continue  # an unreadable document counts as its own bytes only
+    return total

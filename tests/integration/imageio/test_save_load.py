@@ -15,7 +15,7 @@ import zstandard
 from pydeskd.containerd import oci
 from pydeskd.containerd.errors import FailedPrecondition, InvalidArgument, NotFound
 from pydeskd.containerd.imageio import docker_archive, oci_layout
-from pydeskd.containerd.images import image_manifests
+from pydeskd.containerd.images import content_size, image_manifests
 from pydeskd.containerd.progress import Status
 from tests.integration.imageio.helpers import Stores, Trickle, gz, layer_tar, sha, stores
 
@@ -134,6 +134,10 @@ def test_one_platform_of_an_index(tmp_path: Path) -> None:
         assert len(entries) == 2 and sorted(len(e["RepoTags"]) for e in entries) == [0, 1]
         with pytest.raises(NotFound):
             save(a, ["multi"], oci.Platform("linux", "s390x"))
+        # Content size counts what is present: b has the index and the arm64 image only.
+        arm_size = sum(len(v) for k, v in b.blobs().items())
+        assert content_size(b.content, image.target) == arm_size
+        assert content_size(a.content, image.target) == sum(len(v) for v in a.blobs().values())
 
 
 def test_save_refuses_a_corrupt_blob(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,7 +24,7 @@ from pydeskd.containerd.content import FileStore
 from pydeskd.containerd.errors import AlreadyExists, FailedPrecondition, NotFound
 from pydeskd.containerd.gc import LABEL_SNAPSHOT_OVERLAYFS, GarbageCollector, RWLock
 from pydeskd.containerd.images import ImageStore
-from pydeskd.containerd.leases import KIND_CONTENT, LeaseManager, snapshot_kind
+from pydeskd.containerd.leases import KIND_CONTENT, KIND_INGESTS, LeaseManager, snapshot_kind
 
 pytestmark = pytest.mark.unit
 
@@ -274,3 +275,20 @@ def test_rwlock_excludes_gc_from_writers() -> None:
         order.append("writer done")
     t.join(5)
     assert order == ["writer done", "gc"]
+
+
+def test_stale_ingests_aborted_unless_leased(world: World) -> None:
+    for ref in ("stale", "leased", "fresh"):
+        with world.content.writer(ref) as w:
+            w.write(b"partial")
+    old = time.time() - 2 * 24 * 3600
+    for ref in ("stale", "leased"):
+        data = next(p for p in (world.content.root / "ingests").glob("*/ref")
+                    if p.read_text() == ref).parent / "data"
+        os.utime(data, (old, old))
+    lease = world.leases.create()
+    world.leases.add_resource(lease.id, KIND_INGESTS, "leased")
+    assert world.gc.collect(dry_run=True).ingests == ("stale",)
+    assert [s.ref for s in world.content.list_statuses()] == ["fresh", "leased", "stale"]
+    assert world.gc.collect().ingests == ("stale",)
+    assert [s.ref for s in world.content.list_statuses()] == ["fresh", "leased"]
