@@ -69,11 +69,13 @@ def _committed(snapshotter: Snapshotter, name: str) -> bool:
 
 def unpack_layers(manifest: Manifest, config: ImageConfig, provider: Provider,
                   snapshotter: Snapshotter, reporter: Reporter, *,
-                  labels: Mapping[str, str] | None = None) -> str:
+                  labels: Mapping[str, str] | None = None, sync: bool = True) -> str:
     """Unpack every layer of ``manifest`` (blobs from ``provider``); return the top chainID.
 
     ``labels`` go on every committed snapshot (the image store may mark them for the garbage
-    collector). Raises InvalidArgument (layers and diff_ids disagree, a hostile or malformed
+    collector). ``sync``: flush each layer's files to disk before its commit (``syncfs``), so a
+    power loss never leaves a committed snapshot with missing contents; tests may turn it off.
+    Raises InvalidArgument (layers and diff_ids disagree, a hostile or malformed
     layer), FailedPrecondition (a diff_id mismatch), NotFound (a blob missing), OSError.
     """
     if len(manifest.layers) != len(config.diff_ids):
@@ -81,7 +83,7 @@ def unpack_layers(manifest: Manifest, config: ImageConfig, provider: Provider,
                               f" lists {len(config.diff_ids)} diff_ids")
     if not manifest.layers:
         raise InvalidArgument("image has no layers")
-    unpacker = _Unpacker(provider, snapshotter, reporter, labels or {})
+    unpacker = _Unpacker(provider, snapshotter, reporter, labels or {}, sync)
     chains = chain_ids(config.diff_ids)
     parent = ""
     for layer, diff_id, chain in zip(manifest.layers, config.diff_ids, chains, strict=True):
@@ -99,6 +101,7 @@ class _Unpacker:
     snapshotter: Snapshotter
     reporter: Reporter
     labels: Mapping[str, str]
+    sync: bool
 
     def unpack(self, layer: Descriptor, diff_id: str, chain: str, parent: str) -> None:
         digest, size, reporter = layer.digest, layer.size, self.reporter
@@ -116,7 +119,7 @@ class _Unpacker:
         try:
             reporter(Event(digest, Status.EXTRACTING, 0, size))
             with self.provider.reader_at(digest) as reader:
-                result = apply_layer(reader, mounts, on_read)
+                result = apply_layer(reader, mounts, on_read, self.sync)
             if result.diff_id != diff_id:
                 raise FailedPrecondition(
                     f"layer {digest}: unpacked content has diff_id {result.diff_id}, but the"

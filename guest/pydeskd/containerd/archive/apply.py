@@ -26,6 +26,7 @@ snapshot when ``apply_layer`` raises).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import stat
 import tarfile
@@ -336,12 +337,27 @@ def layer_target(mounts: Sequence[Mount]) -> tuple[str, bool, list[str]]:
     raise InvalidArgument(f"cannot apply a layer to a {mount.type!r} mount")
 
 
+def syncfs(path: str) -> None:
+    """Flush the filesystem holding ``path`` (``syncfs(2)``): what was written is on disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs({path!r}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
 def apply_layer(reader: ReaderAt, mounts: Sequence[Mount],
-                on_read: Callable[[int], None] | None = None) -> ApplyResult:
+                on_read: Callable[[int], None] | None = None, sync: bool = True) -> ApplyResult:
     """Decompress the layer blob, apply it to the snapshot behind ``mounts``, hash it.
 
-    ``on_read(compressed_bytes_so_far)`` reports progress. Raises like ``apply_tar``, and
-    NotFound if the snapshot's directory is gone.
+    ``on_read(compressed_bytes_so_far)`` reports progress. With ``sync`` the files are flushed
+    to disk before returning, so a snapshot committed next survives a power loss whole.
+    Raises like ``apply_tar``, and NotFound if the snapshot's directory is gone.
     """
     root, overlay, lowers = layer_target(mounts)
     if not os.path.isdir(root):
@@ -349,4 +365,6 @@ def apply_layer(reader: ReaderAt, mounts: Sequence[Mount],
     diff: DiffReader = open_layer(reader, on_read)
     apply_tar(diff, root, overlay, lowers)  # type: ignore[arg-type]
     diff.drain()
+    if sync:
+        syncfs(root)
     return ApplyResult(diff.digest(), diff.size)

@@ -116,7 +116,8 @@ class DiffReader(io.RawIOBase):
             self._stream = zstandard.ZstdDecompressor().stream_reader(
                 io.BufferedReader(source, _CHUNK), read_size=_CHUNK, read_across_frames=True)
         else:
-            self._stream = source
+            # tar reads in 10 KiB records: buffer, so the blob is read in large preads.
+            self._stream = io.BufferedReader(source, _CHUNK)
         self._hash = hashlib.sha256()
         self.size = 0
 
