@@ -51,7 +51,8 @@ from typing import Any, Protocol
 from pydeskd.containerd import oci
 from pydeskd.containerd.content import Info as ContentInfo
 from pydeskd.containerd.errors import ContainerdError
-from pydeskd.containerd.images import MAX_MANIFEST_SIZE, ImageStore, read_blob
+from pydeskd.containerd.image_content import MAX_MANIFEST_SIZE, read_blob
+from pydeskd.containerd.images import ImageStore
 from pydeskd.containerd.leases import (
     KIND_CONTENT,
     KIND_INGESTS,

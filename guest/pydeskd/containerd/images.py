@@ -17,15 +17,14 @@ multi-record ones (tag, remove), is one transaction, so a crash leaves the old s
 one. The store is thread-safe (one connection behind a lock) and safe across processes
 (``BEGIN IMMEDIATE``).
 
-What it must never do: read or delete blobs (that is the content store's and GC's work; this
-module only reads the manifests ``image_manifests`` is asked for), or store a name that
-``reference.parse_reference`` would refuse or spell differently.
+What it must never do: read or delete blobs (that is the content store's and GC's work;
+``image_manifests`` and friends, re-exported here, live in ``image_content``), or store a name
+that ``reference.parse_reference`` would refuse or spell differently.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import re
 import sqlite3
@@ -37,21 +36,43 @@ from pathlib import Path
 from typing import Any
 
 from pydeskd.containerd import oci
-from pydeskd.containerd.content import Provider, validate_digest
+from pydeskd.containerd.content import validate_digest
 from pydeskd.containerd.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
 )
+from pydeskd.containerd.image_content import (
+    MAX_MANIFEST_SIZE,
+    available_manifests,
+    content_size,
+    image_manifests,
+    read_blob,
+)
 from pydeskd.containerd.reference import Reference, parse_reference
+
+__all__ = [
+    "DANGLING_PREFIX",
+    "MAX_MANIFEST_SIZE",
+    "ContainerUse",
+    "DeleteItem",
+    "Image",
+    "ImageStore",
+    "InUse",
+    "available_manifests",
+    "content_size",
+    "dangling_name",
+    "image_manifests",
+    "normalize_name",
+    "read_blob",
+    "short_id",
+]
 
 # Docker 29 names an unnamed image's record this way (daemon/containerd/image.go); it is not a
 # valid reference on purpose, so no user-typed name can ever collide with it.
 DANGLING_PREFIX = "moby-dangling@"
 _ID_PREFIX_RE = re.compile(r"(?:sha256:)?[0-9a-f]{1,64}")
-# Manifests and indexes are small; a multi-megabyte "manifest" is an attack on memory.
-MAX_MANIFEST_SIZE = 8 << 20
 
 
 def dangling_name(digest: str) -> str:
@@ -557,105 +578,3 @@ def _label_matches(labels: Mapping[str, str], spec: str) -> bool:
     if key not in labels:
         return False
     return not sep or labels[key] == value
-
-
-# --- reading an image's manifests ----------------------------------------------------------
-
-
-def read_blob(provider: Provider, desc: oci.Descriptor, limit: int = MAX_MANIFEST_SIZE) -> bytes:
-    """Read a small blob whole and check it against ``desc`` (size and digest).
-
-    Raises NotFound, FailedPrecondition (size or digest mismatch), InvalidArgument (too big).
-    """
-    if desc.size > limit:
-        raise InvalidArgument(f"blob {desc.digest} of {desc.size} bytes is too large")
-    with provider.reader_at(desc.digest) as reader:
-        data = reader.read_at(0, desc.size + 1)
-    if len(data) != desc.size:
-        raise FailedPrecondition(
-            f"blob {desc.digest}: size {len(data)} does not match descriptor size {desc.size}")
-    if "sha256:" + hashlib.sha256(data).hexdigest() != desc.digest:
-        raise FailedPrecondition(f"blob {desc.digest}: content does not match its digest")
-    return data
-
-
-def image_manifests(
-    provider: Provider, target: oci.Descriptor, matcher: oci.PlatformMatcher | None = None,
-) -> tuple[oci.Descriptor, oci.Manifest, oci.ImageConfig]:
-    """The manifest (and its config) of ``target`` for ``matcher``'s platform.
-
-    An index picks its best entry (``Index.select``); a single manifest must match the platform
-    in its config. With no matcher, an index picks the host's platform. Raises NotFound (no
-    platform match, a missing blob), InvalidArgument (a malformed document).
-    """
-    desc = target
-    for _ in range(8):  # nested indexes are legal, a loop of them is not possible (digests)
-        data = read_blob(provider, desc)
-        media_type = desc.media_type or oci.sniff_media_type(data)
-        if media_type in oci.INDEX_TYPES:
-            index = oci.Index.parse(data, media_type)
-            try:
-                desc = index.select(matcher or oci.PlatformMatcher(oci.Platform.host()))
-            except InvalidArgument as e:
-                raise NotFound(str(e)) from None
-            continue
-        manifest = oci.Manifest.parse(data, media_type)
-        config = oci.ImageConfig.parse(read_blob(provider, manifest.config))
-        if matcher is not None and not matcher.matches(config.platform):
-            raise NotFound(f"image {target.digest} is {config.platform}, not {matcher.wanted}:"
-                           " no match for platform in manifest")
-        return desc, manifest, config
-    raise InvalidArgument(f"image {target.digest}: indexes nested too deeply")
-
-
-def available_manifests(provider: Provider, target: oci.Descriptor) -> list[oci.Descriptor]:
-    """The platform manifests of ``target`` whose manifest blob is in the store (a pull of one
-    platform leaves the other entries of an index absent). Attestations are left out."""
-    data = read_blob(provider, target)
-    media_type = target.media_type or oci.sniff_media_type(data)
-    if media_type not in oci.INDEX_TYPES:
-        return [target]
-    out: list[oci.Descriptor] = []
-    for entry in oci.Index.parse(data, media_type).manifests:
-        if entry.is_attestation:
-            continue
-        try:
-            out.extend(available_manifests(provider, entry))
-        except NotFound:
-            continue
-    return out
-
-
-def content_size(provider: Provider, target: oci.Descriptor) -> int:
-    """Bytes of the blobs of ``target`` that are in the store (index, manifests, configs,
-    layers; each blob once): what ``docker images``/``system df`` report as content size.
-    Absent platforms and layers are not counted."""
-    seen: set[str] = set()
-    total = 0
-    stack = [target]
-    while stack:
-        desc = stack.pop()
-        if desc.digest in seen:
-            continue
-        seen.add(desc.digest)
-        try:
-            with provider.reader_at(desc.digest) as reader:
-                size = reader.size
-        except NotFound:
-            continue
-        total += size
-        media_type = desc.media_type
-        if media_type and media_type not in oci.INDEX_TYPES | oci.MANIFEST_TYPES:
-            continue
-        try:
-            data = read_blob(provider, desc)
-            media_type = media_type or oci.sniff_media_type(data)
-            if media_type in oci.INDEX_TYPES:
-                stack.extend(oci.Index.parse(data, media_type).manifests)
-            elif media_type in oci.MANIFEST_TYPES:
-                manifest = oci.Manifest.parse(data, media_type)
-                stack.append(manifest.config)
-                stack.extend(manifest.layers)
-        except (InvalidArgument, FailedPrecondition):
-            continue  # an unreadable document counts as its own bytes only
-    return total

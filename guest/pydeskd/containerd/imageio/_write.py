@@ -25,8 +25,9 @@ from typing import IO, Any, Protocol
 from pydeskd.containerd import oci
 from pydeskd.containerd.content import Provider
 from pydeskd.containerd.errors import FailedPrecondition, InvalidArgument, NotFound
+from pydeskd.containerd.image_content import available_manifests, image_manifests, read_blob
 from pydeskd.containerd.imageio._archive import iter_chunks
-from pydeskd.containerd.images import Image, available_manifests, image_manifests, read_blob
+from pydeskd.containerd.images import Image
 
 ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
