@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -297,3 +298,23 @@ def test_concurrent_tagging(store: ImageStore) -> None:
         t.join()
     assert not errors
     assert len(store.all()) == 81
+
+
+def test_crash_in_a_transaction_leaves_the_old_state(tmp_path: Path) -> None:
+    """A process killed in the middle of a multi-record change (here: exiting without commit
+    or rollback) leaves the records as they were, for the next process."""
+    s = ImageStore(tmp_path)
+    s.put("busybox", A)
+    s.close()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        child = ImageStore(tmp_path)
+        with child._tx():
+            child.tag("busybox", "moved")
+            child.delete(BUSYBOX)
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    s = ImageStore(tmp_path)
+    assert names(s) == [BUSYBOX]
+    s.close()
