@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pydeskd.containerd.errors import FailedPrecondition, NotFound
+from pydeskd.containerd.errors import FailedPrecondition, InvalidArgument, NotFound
 from pydeskd.containerd.snapshots import Kind
 from pydeskd.containerd.snapshots.overlay import OverlaySnapshotter
 from pydeskd.containerd.unpack import chain_ids
@@ -169,3 +169,11 @@ def test_cleanup_after_a_crash_mid_create(tmp_path: Path) -> None:
     assert os.listdir(root / "snapshots") == ["1"]
     again.prepare("next")  # and the store works on
     assert again.stat("kept").kind is Kind.ACTIVE
+
+
+def test_hardlink_to_a_target_whited_out_in_the_same_layer_is_rejected(env: Env) -> None:
+    with pytest.raises(InvalidArgument, match="whiteout"):
+        env.unpack([BASE, layer(whiteout("etc/b"), hardlink("etc/b2", "etc/b"))])
+    names: list[str] = []
+    env.sn.walk(lambda i: names.append(i.name))
+    assert names == [sha256(BASE)]

@@ -76,7 +76,10 @@ class _Applier:
         self.root = Root(root)
         self.overlay = overlay
         self.lowers = Lowers(lowers) if overlay and lowers else None
-        self.dir_times: list[tuple[tuple[str, ...], tuple[int, int]]] = []
+        # Directory modes and times, set when the layer is done (as GNU tar's delayed set_stat):
+        # adding entries changes a directory's mtime, and a 0555 directory must still be
+        # writable while its entries are created (without root, too). The last entry wins.
+        self.dir_meta: dict[tuple[str, ...], tuple[int, tuple[int, int]]] = {}
         self.written: set[tuple[str, ...]] = set()
         # The last parent directory opened, kept for the next entry (tars list a directory's
         # entries together): saves re-resolving every component. Dropped before anything that
@@ -160,10 +163,9 @@ class _Applier:
     def _root_dir(self, member: tarfile.TarInfo) -> None:
         fd = os.open(".", _DIR_FLAGS, dir_fd=self.root.fd)
         try:
-            attrs.apply_fd(fd, attrs.Meta.of(member, with_times=False))
+            self._dir_meta(fd, (), member)
         finally:
             os.close(fd)
-        self.dir_times.append(((), attrs.Meta.of(member).times_ns or (0, 0)))
 
     def _dir(self, pfd: int, parts: tuple[str, ...], member: tarfile.TarInfo,
              exists: bool) -> None:
@@ -171,10 +173,14 @@ class _Applier:
             os.mkdir(parts[-1], 0o700, dir_fd=pfd)
         fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=pfd)
         try:
-            attrs.apply_fd(fd, attrs.Meta.of(member, with_times=False))
+            self._dir_meta(fd, parts, member)
         finally:
             os.close(fd)
-        self.dir_times.append((parts, attrs.Meta.of(member).times_ns or (0, 0)))
+
+    def _dir_meta(self, fd: int, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
+        meta = attrs.Meta.of(member)
+        attrs.apply_fd(fd, attrs.Meta(meta.uid, meta.gid, None, meta.xattrs))
+        self.dir_meta[parts] = (member.mode, meta.times_ns or (0, 0))
 
     def _file(self, tar: tarfile.TarFile, pfd: int, base: str, member: tarfile.TarInfo) -> None:
         source = tar.extractfile(member)
@@ -218,7 +224,8 @@ class _Applier:
             tst = lstat_at(tfd, target[-1])
             if tst is not None and self.overlay and stat.S_ISCHR(tst.st_mode) \
                     and tst.st_rdev == 0:
-                tst = None  # a whiteout in the upper: the target was deleted
+                raise InvalidArgument(f"hardlink {_show(parts)} -> {_show(target)}: the target"
+                                      " was deleted (whiteout) in this layer")
             if tst is None and not (self.lowers is not None
                                     and self.lowers.copy_up(target, tfd, target[-1])):
                 raise InvalidArgument(
@@ -280,12 +287,14 @@ class _Applier:
     # --- end ----------------------------------------------------------------------------------
 
     def finish(self) -> None:
-        for parts, times in reversed(self.dir_times):
+        self._drop_cache()
+        for parts, (mode, times) in self.dir_meta.items():
             try:
                 fd = self.root.open(parts, os.O_RDONLY | os.O_DIRECTORY, RESOLVE_NO_SYMLINKS)
             except OSError:
-                continue  # replaced later in the layer by something else: its own times stand
+                continue  # replaced later in the layer by something else: its own metadata stands
             try:
+                os.fchmod(fd, stat.S_IMODE(mode))
                 os.utime(fd, ns=times)
             finally:
                 os.close(fd)

@@ -234,3 +234,17 @@ def test_layer_target_reads_mounts() -> None:
                 [Mount("overlay", "overlay", options=("lowerdir=/a:/b",))]):
         with pytest.raises(InvalidArgument):
             layer_target(bad)
+
+
+def test_directory_modes_are_set_after_their_content(root: Path) -> None:
+    """A read-only directory still receives its entries; a repeated directory's last entry wins."""
+    apply(root, directory("ro", 0o555, **ME), file("ro/f", b"x", **ME),
+          directory("ro/sub", 0o500, **ME), file("ro/sub/g", b"y", **ME),
+          directory("twice", 0o700, mtime=10, **ME), directory("twice", 0o751, mtime=20, **ME))
+    assert (root / "ro/sub/g").read_bytes() == b"y"
+    assert stat.S_IMODE(os.stat(root / "ro").st_mode) == 0o555
+    assert stat.S_IMODE(os.stat(root / "ro/sub").st_mode) == 0o500
+    assert stat.S_IMODE(os.stat(root / "twice").st_mode) == 0o751
+    assert os.stat(root / "twice").st_mtime == 20
+    os.chmod(root / "ro/sub", 0o700)  # let tmp_path's cleanup in without root
+    os.chmod(root / "ro", 0o700)
