@@ -283,3 +283,26 @@ def test_skopeo_reads_our_layout_and_we_read_its_archives(tmp_path: Path) -> Non
         _, manifest, config = image_manifests(b.content, b.images.resolve("skopeo/copy:v1").target)
         assert list(config.diff_ids) == [sha(BASE), sha(TOP)]
         assert len(manifest.layers) == 2
+
+
+def test_names_only_in_manifest_json_are_kept(tmp_path: Path) -> None:
+    """A tool that names images in manifest.json only (index.json entries unnamed): the
+    RepoTags name the index.json image that has that config."""
+    with stores(tmp_path / "a") as a, stores(tmp_path / "b") as b:
+        target = a.image([BASE])
+        a.images.put(None, target)
+        files = members(save(a, [target.digest]))
+        entries = json.loads(files["manifest.json"])
+        assert entries[0]["RepoTags"] == []
+        entries[0]["RepoTags"] = ["named:v1"]
+        files["manifest.json"] = json.dumps(entries).encode()
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        loaded = docker_archive.load(io.BytesIO(buf.getvalue()), b.content, b.ctx)
+        assert [(i.name, i.id) for i in loaded] == [("docker.io/library/named:v1",
+                                                     target.digest)]
+        assert [i.name for i in b.images.all()] == ["docker.io/library/named:v1"]

@@ -63,6 +63,9 @@ class Plan:
     blobs: dict[str, tuple[Member, dict[str, str]]] = field(default_factory=dict)
     layers: set[str] = field(default_factory=set)
     images: list[tuple[str | None, oci.Descriptor]] = field(default_factory=list)
+    # OCI layouts: the config digests met while walking, and which index.json entry has each.
+    configs_seen: list[str] = field(default_factory=list)
+    config_owner: dict[str, oci.Descriptor] = field(default_factory=dict)
 
     def add(self, member: Member, labels: dict[str, str] | None = None) -> None:
         if member.digest not in self.blobs:
@@ -115,6 +118,7 @@ def _walk(archive: Archive, desc: oci.Descriptor, plan: Plan, required: bool,
         elif media_type in oci.MANIFEST_TYPES:
             manifest = oci.Manifest.parse(data, media_type)
             _walk(archive, manifest.config, plan, True, depth + 1)
+            plan.configs_seen.append(manifest.config.digest)
             if manifest.config.media_type in oci.CONFIG_TYPES and not desc.is_attestation:
                 config_member = archive.blob(manifest.config.digest)
                 assert config_member is not None
@@ -158,11 +162,44 @@ def plan_oci(archive: Archive) -> Plan:
         raise InvalidArgument("index.json lists no image")
     plan = Plan()
     for entry in index.manifests:
+        plan.configs_seen.clear()
         _walk(archive, entry, plan, True)
         target = oci.Descriptor(entry.media_type, entry.digest, entry.size,
                                 platform=entry.platform)
         plan.images.append((_entry_name(entry), target))
+        for config in plan.configs_seen:
+            plan.config_owner.setdefault(config, target)
     return plan
+
+
+def _add_repo_tags(archive: Archive, plan: Plan) -> None:
+    """An archive with both index.json and manifest.json: a ``RepoTags`` entry that index.json
+    does not name becomes a name of the index.json image holding that config (as containerd's
+    importer does), so that tools writing names only in manifest.json lose none."""
+    member = archive.get("manifest.json")
+    if member is None:
+        return
+    try:
+        entries = json.loads(Archive.read(member, "manifest.json"))
+    except ValueError as e:
+        raise InvalidArgument(f"invalid manifest.json: {e}") from None
+    if not isinstance(entries, list):
+        raise InvalidArgument("invalid manifest.json: want a list of images")
+    named = {name for name, _ in plan.images if name is not None}
+    for entry in entries:
+        config = archive.get(entry.get("Config", "")) if isinstance(entry, dict) else None
+        target = plan.config_owner.get(config.digest) if config is not None else None
+        if target is None:
+            continue
+        for tag in _str_list(entry.get("RepoTags"), "RepoTags"):
+            name = str(parse_reference(tag))
+            if name not in named:
+                named.add(name)
+                plan.images.append((name, target))
+    # An image that now has a name needs no unnamed record.
+    plan.images = [(n, t) for n, t in plan.images
+                   if n is not None or not any(m is not None and u.digest == t.digest
+                                               for m, u in plan.images)]
 
 
 # --- manifest.json ------------------------------------------------------------------------------
@@ -232,7 +269,9 @@ def plan_archive(archive: Archive, synthetic: Callable[[bytes], Member]) -> Plan
     """The plan for whatever format ``archive`` is in. Raises InvalidArgument."""
     if archive.get("index.json") is not None and (
             archive.get("oci-layout") is not None or archive.get("manifest.json") is None):
-        return plan_oci(archive)
+        plan = plan_oci(archive)
+        _add_repo_tags(archive, plan)
+        return plan
     if archive.get("manifest.json") is not None:
         return plan_docker(archive, synthetic)
     raise InvalidArgument("invalid image archive: no manifest.json, and not an OCI layout"
