@@ -13,15 +13,18 @@ from pathlib import Path
 import pytest
 
 from pydeskd.containerd.errors import FailedPrecondition, InvalidArgument, NotFound
+from pydeskd.containerd.oci import ImageConfig, Manifest
+from pydeskd.containerd.progress import Collector
 from pydeskd.containerd.snapshots import Kind
 from pydeskd.containerd.snapshots.overlay import OverlaySnapshotter
-from pydeskd.containerd.unpack import chain_ids
+from pydeskd.containerd.unpack import chain_ids, unpack_layers
 from tests.integration.snapshots.conftest import Env
 from tests.unit.containerd.archive.layers import (
     Entry,
     directory,
     file,
     hardlink,
+    image,
     layer,
     opaque,
     sha256,
@@ -177,3 +180,35 @@ def test_hardlink_to_a_target_whited_out_in_the_same_layer_is_rejected(env: Env)
     names: list[str] = []
     env.sn.walk(lambda i: names.append(i.name))
     assert names == [sha256(BASE)]
+
+
+def test_concurrent_unpacks_share_one_stack(env: Env) -> None:
+    """Four unpacks of one image and two of an image sharing its base, all at once."""
+    import threading
+
+    results: list[object] = []
+    lock = threading.Lock()
+    big = image(env.store, [BASE, MIDDLE, TOP], ["gzip"] * 3)
+    small = image(env.store, [BASE, TOP], ["gzip"] * 2)
+
+    def go(manifest: Manifest, config: ImageConfig) -> None:
+        try:
+            out: object = unpack_layers(manifest, config, env.store, env.sn, Collector())
+        except Exception as err:  # collected, asserted below
+            out = err
+        with lock:
+            results.append(out)
+
+    threads = [threading.Thread(target=go, args=job) for job in [big] * 4 + [small] * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    three = chain_ids([sha256(BASE), sha256(MIDDLE), sha256(TOP)])
+    two = chain_ids([sha256(BASE), sha256(TOP)])
+    assert sorted(map(str, results)) == sorted([three[-1]] * 4 + [two[-1]] * 2)
+    names: list[str] = []
+    env.sn.walk(lambda i: names.append(i.name))
+    assert sorted(names) == sorted({*three, *two})  # no extract-* snapshot left behind
+    assert len(os.listdir(env.tmp / "snapshots/snapshots")) == len(names)
+    assert (env.view(three[-1]) / "etc/b").read_bytes() == b"b3"
