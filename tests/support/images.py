@@ -138,11 +138,20 @@ def opaque(dir_path: str) -> Entry:
 def tar_bytes(entries: Sequence[Entry]) -> bytes:
     """The uncompressed PAX tar of ``entries``, in order."""
     out = io.BytesIO()
+    earlier: dict[str, Entry] = {}
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for e in entries:
             info = tarfile.TarInfo(e.path)
             info.type = _TAR_TYPES[e.kind]
             info.mode, info.uid, info.gid, info.mtime = e.mode, e.uid, e.gid, e.mtime
+            target = earlier.get(e.linkname) if e.kind is Kind.HARDLINK else None
+            if target is not None:
+                # As tar tools write it: a hardlink's header repeats its file's metadata. The
+                # Docker Engine applies that mode to the file (moby's createTarFile chmods the
+                # link), so a link header with another mode would change the linked file there.
+                info.mode, info.uid, info.gid, info.mtime = (target.mode, target.uid,
+                                                             target.gid, target.mtime)
+            earlier[e.path] = e
             info.uname = info.gname = ""
             info.linkname = e.linkname
             info.devmajor, info.devminor = e.devmajor, e.devminor

@@ -1,0 +1,173 @@
+"""The image service: what the daemon calls for every image operation, over one image root.
+
+What it is for: ``docker pull/push/save/load/import/tag/rmi/images/image prune`` each map to one
+method here, so the daemon's API handlers stay thin and every path follows the same rules:
+
+- registry access shares one connection pool (``Transport``); each call may bring its own
+  credentials (the API's ``X-Registry-Auth``), otherwise ``~/.docker/config.json`` is used;
+- whatever brings an image in (pull, load, import) leaves it **unpacked** for the host's
+  platform, so ``docker run`` right after a ``docker load`` needs no more work;
+- everything that commits runs under the GC protocol (``gc.lock`` shared + a lease).
+
+What it must never do: bypass the stores' own interfaces, or return an error that carries a
+credential (registry errors are built without them).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from pydeskd.containerd import oci
+from pydeskd.containerd.content import Info
+from pydeskd.containerd.errors import NotFound
+from pydeskd.containerd.gc import GCResult
+from pydeskd.containerd.imageio import docker_archive, oci_layout
+from pydeskd.containerd.imageio.docker_archive import LoadedImage
+from pydeskd.containerd.imageio.rootfs_import import import_rootfs
+from pydeskd.containerd.images import DeleteItem, Image, InUse, image_manifests
+from pydeskd.containerd.leases import KIND_CONTENT
+from pydeskd.containerd.progress import Reporter, discard
+from pydeskd.containerd.pull import PullResult, pull
+from pydeskd.containerd.push import PushResult, push
+from pydeskd.containerd.reference import Reference
+from pydeskd.containerd.registry import (
+    Credentials,
+    CredentialSource,
+    DockerConfig,
+    Explicit,
+    RegistryClient,
+    RegistryHosts,
+    Transport,
+)
+from pydeskd.containerd.stores import LABEL_GC_SNAPSHOT, Stores
+from pydeskd.containerd.unpack import unpack_layers
+
+
+class ImageService:
+    def __init__(self, root: Path, hosts: RegistryHosts | None = None,
+                 credentials: CredentialSource | None = None,
+                 platform: oci.Platform | None = None) -> None:
+        self.stores = Stores.open(root)
+        self.hosts = hosts or RegistryHosts()
+        self.credentials = credentials if credentials is not None else DockerConfig()
+        self.platform = platform or oci.Platform.host()
+        self._transport = Transport()
+
+    def close(self) -> None:
+        self.stores.close()
+
+    def __enter__(self) -> ImageService:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def client(self, credentials: Credentials | None = None) -> RegistryClient:
+        """A registry client; explicit credentials (``X-Registry-Auth``) win over config.json."""
+        source: CredentialSource = self.credentials
+        if credentials is not None and not credentials.empty:
+            source = Explicit(credentials)
+        return RegistryClient(self.hosts, source, transport=self._transport)
+
+    # --- registry --------------------------------------------------------------------------
+
+    def pull(self, ref: Reference | str, *, platform: oci.Platform | None = None,
+             credentials: Credentials | None = None,
+             reporter: Reporter = discard) -> PullResult:
+        return pull(self.stores, self.client(credentials), ref,
+                    platform=platform or self.platform, reporter=reporter)
+
+    def push(self, ref: Reference | str, *, platform: oci.Platform | None = None,
+             credentials: Credentials | None = None,
+             reporter: Reporter = discard) -> PushResult:
+        return push(self.stores, self.client(credentials), ref, platform=platform,
+                    reporter=reporter)
+
+    # --- files -----------------------------------------------------------------------------
+
+    def load(self, stream: IO[bytes], reporter: Reporter = discard) -> list[LoadedImage]:
+        """``docker load``: any ``docker save`` tar or OCI layout tar; unpacked on arrival."""
+        loaded = docker_archive.load(stream, self.stores.content,
+                                     self.stores.commit_context(reporter))
+        for image in loaded:
+            self._unpack_if_runnable(self.stores.images.resolve(image.id).target, reporter)
+        return loaded
+
+    def save(self, out: IO[bytes], names: Sequence[str],
+             platform: oci.Platform | None = None) -> None:
+        """``docker save``: the named images (names or IDs) as one tar."""
+        docker_archive.save(out, self.stores.content, self._records(names), platform)
+
+    def export_layout(self, root: Path, names: Sequence[str],
+                      platform: oci.Platform | None = None) -> None:
+        oci_layout.export_dir(root, self.stores.content, self._records(names), platform)
+
+    def import_layout(self, root: Path, reporter: Reporter = discard) -> list[LoadedImage]:
+        loaded = oci_layout.import_dir(root, self.stores.content,
+                                       self.stores.commit_context(reporter))
+        for image in loaded:
+            self._unpack_if_runnable(self.stores.images.resolve(image.id).target, reporter)
+        return loaded
+
+    def import_rootfs(self, stream: IO[bytes], *, name: str | None = None,
+                      changes: Sequence[str] = (), message: str = "",
+                      reporter: Reporter = discard) -> LoadedImage:
+        """``docker import``: a root filesystem tar becomes a one-layer image."""
+        loaded = import_rootfs(stream, self.stores.content, self.stores.commit_context(reporter),
+                               name=name, changes=changes, message=message,
+                               platform=self.platform)
+        self._unpack_if_runnable(self.stores.images.resolve(loaded.id).target, reporter)
+        return loaded
+
+    def _records(self, names: Sequence[str]) -> list[Image]:
+        return [self.stores.images.resolve(name) for name in names]
+
+    # --- snapshots -------------------------------------------------------------------------
+
+    def unpack(self, target: oci.Descriptor, platform: oci.Platform | None = None,
+               reporter: Reporter = discard) -> str:
+        """Unpack ``target`` for ``platform`` (the host's); return its top chainID."""
+        matcher = oci.PlatformMatcher(platform or self.platform)
+        stores = self.stores
+        with stores.gc.lock.shared(), stores.leases.hold() as lease:
+            _, manifest, config = image_manifests(stores.content, target, matcher)
+            for desc in (manifest.config, *manifest.layers):
+                stores.leases.add_resource(lease.id, KIND_CONTENT, desc.digest)
+            chain = unpack_layers(manifest, config, stores.content, stores.snapshotter,
+                                  reporter)
+            stores.content.update(Info(manifest.config.digest, 0, 0, 0,
+                                       {LABEL_GC_SNAPSHOT: chain}),
+                                  [f"labels.{LABEL_GC_SNAPSHOT}"])
+            return chain
+
+    def _unpack_if_runnable(self, target: oci.Descriptor, reporter: Reporter) -> None:
+        # An image of another platform (an arm64 image loaded on amd64) is stored, not unpacked.
+        with contextlib.suppress(NotFound):
+            self.unpack(target, reporter=reporter)
+
+    # --- records ---------------------------------------------------------------------------
+
+    def resolve(self, text: str) -> Image:
+        return self.stores.images.resolve(text)
+
+    def tag(self, source: str, new_ref: str) -> Image:
+        return self.stores.images.tag(source, new_ref)
+
+    def list(self, filters: Mapping[str, Sequence[str]] | None = None) -> builtins.list[Image]:
+        return self.stores.images.list(filters)
+
+    def remove(self, text: str, *, force: bool = False,
+               in_use: InUse | None = None) -> builtins.list[DeleteItem]:
+        """``docker rmi``; the blobs and snapshots nothing needs any more go too (as Docker's
+        containerd store does: its GC runs after a delete)."""
+        items = self.stores.images.remove(text, force=force, in_use=in_use)
+        self.stores.gc.collect()
+        return items
+
+    def prune(self, dry_run: bool = False) -> GCResult:
+        """Collect every blob and committed snapshot no image, lease or container needs."""
+        return self.stores.gc.collect(dry_run=dry_run)
