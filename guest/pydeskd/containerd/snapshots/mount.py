@@ -211,6 +211,8 @@ class RecordingMounter:
 
 def _mount_one(mounter: Mounter, mount: Mount, target: str) -> None:
     parsed = parse_options(mount.options)
+    if mount.type == "bind" and not parsed.flags & MS_BIND:
+        parsed = Parsed(parsed.flags | MS_BIND, parsed.propagation, parsed.data)
     data = ",".join(parsed.data)
     if mount.type == "overlay" and len(data) + 1 > _PAGE_SIZE:
         params: list[tuple[str, str]] = []

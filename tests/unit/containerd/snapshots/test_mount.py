@@ -43,6 +43,12 @@ def test_read_only_bind_is_a_bind_then_a_remount() -> None:
     ]
 
 
+def test_type_bind_implies_a_bind() -> None:
+    rec = RecordingMounter()
+    perform([Mount("bind", "/src", options=("nosuid",))], "/t", rec)
+    assert rec.calls == [("mount", "/src", "/t", "", MS_BIND | MS_NOSUID, "")]
+
+
 def test_overlay_is_one_mount_with_its_data() -> None:
     rec = RecordingMounter()
     opts = ("workdir=/w", "upperdir=/u", "lowerdir=/l2:/l1")
