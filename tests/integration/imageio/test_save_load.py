@@ -306,3 +306,29 @@ def test_names_only_in_manifest_json_are_kept(tmp_path: Path) -> None:
         assert [(i.name, i.id) for i in loaded] == [("docker.io/library/named:v1",
                                                      target.digest)]
         assert [i.name for i in b.images.all()] == ["docker.io/library/named:v1"]
+
+
+def test_load_one_platform(tmp_path: Path) -> None:
+    """docker load --platform: only that platform's blobs are committed; the index stays the
+    target. An archive with nothing for the platform is refused, committing nothing."""
+    with stores(tmp_path / "a") as a, stores(tmp_path / "b") as b:
+        amd = a.image([BASE], "amd64", tag="amd")
+        arm = a.image([TOP], "arm64", tag="arm")
+        index = a.index([(amd, "amd64"), (arm, "arm64")])
+        a.images.put("multi", index)
+        a.images.put("armonly", a.image([TOP, BASE], "arm64"))
+        saved = save(a, ["multi", "armonly"])
+        loaded = docker_archive.load(io.BytesIO(saved), b.content, b.ctx,
+                                     platform=oci.Platform("linux", "amd64"))
+        assert [i.name for i in loaded] == ["docker.io/library/multi:latest"]
+        assert amd.digest in b.blobs() and arm.digest not in b.blobs()
+        assert b.images.resolve("multi").id == index.digest
+        with stores(tmp_path / "c") as c:
+            with pytest.raises(NotFound, match="s390x"):
+                docker_archive.load(io.BytesIO(saved), c.content, c.ctx,
+                                    platform=oci.Platform("linux", "s390x"))
+            assert c.blobs() == {} and c.images.all() == [] and c.ingests() == []
+            with pytest.raises(NotFound):
+                docker_archive.load(io.BytesIO(legacy_archive([BASE])), c.content, c.ctx,
+                                    platform=oci.Platform("linux", "arm64"))
+            assert c.blobs() == {}

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydeskd.containerd import oci
-from pydeskd.containerd.errors import InvalidArgument
+from pydeskd.containerd.errors import InvalidArgument, NotFound
 from pydeskd.containerd.gc import RWLock
 from pydeskd.containerd.imageio._archive import Archive, Member
 from pydeskd.containerd.imageio._write import ANNOTATION_IMAGE_NAME
@@ -93,9 +93,10 @@ def _check_size(member: Member, desc: oci.Descriptor) -> None:
             f" {desc.size}")
 
 
-def _walk(archive: Archive, desc: oci.Descriptor, plan: Plan, required: bool,
-          depth: int = 0) -> bool:
-    """Plan ``desc`` and what it references; False if it is absent and not required."""
+def _walk(archive: Archive, desc: oci.Descriptor, plan: Plan, required: bool, *,
+          depth: int = 0, matcher: oci.PlatformMatcher | None = None) -> bool:
+    """Plan ``desc`` and what it references; False if it is absent and not required. With a
+    ``matcher``, an index contributes only its best present entry for that platform."""
     if depth > _MAX_DEPTH:
         raise InvalidArgument("image indexes nested too deeply")
     member = archive.blob(desc.digest)
@@ -110,14 +111,21 @@ def _walk(archive: Archive, desc: oci.Descriptor, plan: Plan, required: bool,
         media_type = media_type or oci.sniff_media_type(data)
         if media_type in oci.INDEX_TYPES:
             index = oci.Index.parse(data, media_type)
-            present = [_walk(archive, entry, plan, False, depth + 1)
-                       for entry in index.manifests]
+            entries = index.manifests
+            if matcher is not None:
+                present_entries = tuple(e for e in entries if archive.blob(e.digest) is not None)
+                try:
+                    entries = (oci.Index(media_type, present_entries).select(matcher),)
+                except InvalidArgument as e:
+                    raise NotFound(f"index {desc.digest}: {e}") from None
+            present = [_walk(archive, entry, plan, False, depth=depth + 1, matcher=matcher)
+                       for entry in entries]
             if not any(present):
                 raise InvalidArgument(
                     f"index {desc.digest}: none of its manifests is in the archive")
         elif media_type in oci.MANIFEST_TYPES:
             manifest = oci.Manifest.parse(data, media_type)
-            _walk(archive, manifest.config, plan, True, depth + 1)
+            _walk(archive, manifest.config, plan, True, depth=depth + 1)
             plan.configs_seen.append(manifest.config.digest)
             if manifest.config.media_type in oci.CONFIG_TYPES and not desc.is_attestation:
                 config_member = archive.blob(manifest.config.digest)
@@ -129,7 +137,7 @@ def _walk(archive: Archive, desc: oci.Descriptor, plan: Plan, required: bool,
                         f" {len(config.diff_ids)} diff_ids in its config")
             for layer in manifest.layers:
                 # Foreign layers (with URLs) are left out of archives on purpose.
-                if _walk(archive, layer, plan, not layer.urls, depth + 1):
+                if _walk(archive, layer, plan, not layer.urls, depth=depth + 1):
                     plan.layers.add(layer.digest)
     plan.add(member)
     return True
@@ -146,7 +154,19 @@ def _entry_name(entry: oci.Descriptor) -> str | None:
     return None
 
 
-def plan_oci(archive: Archive) -> Plan:
+def _platform_of(archive: Archive, entry: oci.Descriptor) -> oci.Platform | None:
+    """The platform of a manifest entry, from its config; None for anything else."""
+    member = archive.blob(entry.digest)
+    if member is None or entry.media_type not in oci.MANIFEST_TYPES:
+        return None
+    manifest = oci.Manifest.parse(Archive.read(member, "manifest"), entry.media_type)
+    config = archive.blob(manifest.config.digest)
+    if config is None:
+        return None
+    return oci.ImageConfig.parse(Archive.read(config, "image config")).platform
+
+
+def plan_oci(archive: Archive, matcher: oci.PlatformMatcher | None = None) -> Plan:
     layout = archive.get("oci-layout")
     if layout is not None:
         try:
@@ -162,13 +182,20 @@ def plan_oci(archive: Archive) -> Plan:
         raise InvalidArgument("index.json lists no image")
     plan = Plan()
     for entry in index.manifests:
+        if matcher is not None and entry.media_type in oci.MANIFEST_TYPES:
+            platform = _platform_of(archive, entry)
+            if platform is not None and not matcher.matches(platform):
+                continue  # a single-platform image of another platform: not loaded
         plan.configs_seen.clear()
-        _walk(archive, entry, plan, True)
+        _walk(archive, entry, plan, True, matcher=matcher)
         target = oci.Descriptor(entry.media_type, entry.digest, entry.size,
                                 platform=entry.platform)
         plan.images.append((_entry_name(entry), target))
         for config in plan.configs_seen:
             plan.config_owner.setdefault(config, target)
+    if not plan.images:
+        assert matcher is not None
+        raise NotFound(f"no image in the archive is for platform {matcher.wanted}")
     return plan
 
 
@@ -215,7 +242,8 @@ def _str_list(value: Any, what: str) -> list[str]:
     return value
 
 
-def plan_docker(archive: Archive, synthetic: Callable[[bytes], Member]) -> Plan:
+def plan_docker(archive: Archive, synthetic: Callable[[bytes], Member],
+                matcher: oci.PlatformMatcher | None = None) -> Plan:
     member = archive.get("manifest.json")
     assert member is not None
     try:
@@ -232,6 +260,8 @@ def plan_docker(archive: Archive, synthetic: Callable[[bytes], Member]) -> Plan:
         if config_member is None:
             raise InvalidArgument(f"{entry['Config']!r} named by manifest.json is missing")
         config = oci.ImageConfig.parse(Archive.read(config_member, "image config"))
+        if matcher is not None and not matcher.matches(config.platform):
+            continue
         paths = _str_list(entry.get("Layers"), "Layers")
         if len(paths) != len(config.diff_ids):
             raise InvalidArgument("invalid manifest, layers length mismatch")
@@ -262,18 +292,23 @@ def plan_docker(archive: Archive, synthetic: Callable[[bytes], Member]) -> Plan:
             plan.images.append((str(ref), target))
         if not tags:
             plan.images.append((None, target))
+    if not plan.images:
+        assert matcher is not None
+        raise NotFound(f"no image in the archive is for platform {matcher.wanted}")
     return plan
 
 
-def plan_archive(archive: Archive, synthetic: Callable[[bytes], Member]) -> Plan:
-    """The plan for whatever format ``archive`` is in. Raises InvalidArgument."""
+def plan_archive(archive: Archive, synthetic: Callable[[bytes], Member],
+                 matcher: oci.PlatformMatcher | None = None) -> Plan:
+    """The plan for whatever format ``archive`` is in (only ``matcher``'s platform if given).
+    Raises InvalidArgument, NotFound (nothing for that platform)."""
     if archive.get("index.json") is not None and (
             archive.get("oci-layout") is not None or archive.get("manifest.json") is None):
-        plan = plan_oci(archive)
+        plan = plan_oci(archive, matcher)
         _add_repo_tags(archive, plan)
         return plan
     if archive.get("manifest.json") is not None:
-        return plan_docker(archive, synthetic)
+        return plan_docker(archive, synthetic, matcher)
     raise InvalidArgument("invalid image archive: no manifest.json, and not an OCI layout"
                           " (no index.json)")
 

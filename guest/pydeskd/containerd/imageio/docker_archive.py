@@ -45,13 +45,17 @@ def save(out: IO[bytes], provider: Provider, images: Sequence[Image],
     sink.close()
 
 
-def load(stream: IO[bytes], content: Store, ctx: CommitContext) -> list[LoadedImage]:
+def load(stream: IO[bytes], content: Store, ctx: CommitContext,
+         platform: oci.Platform | None = None) -> list[LoadedImage]:
     """Load a ``docker save`` tar (any Docker version) or an OCI layout tar from ``stream``.
 
-    Emits ``Loading layer`` progress per layer to ``ctx.reporter``. Raises InvalidArgument for
-    a malformed or hostile archive (nothing is committed then).
+    ``platform`` (``docker load --platform``): load only that platform's content of each
+    image. Emits ``Loading layer`` progress per layer to ``ctx.reporter``. Raises
+    InvalidArgument for a malformed or hostile archive, NotFound when nothing in it is for
+    ``platform`` (nothing is committed then).
     """
+    matcher = oci.PlatformMatcher(platform) if platform is not None else None
     with Archive(content) as archive:
         spool_tar(stream, archive)
-        plan = plan_archive(archive, archive.add_synthetic)
+        plan = plan_archive(archive, archive.add_synthetic, matcher)
         return commit_plan(archive, plan, ctx)

@@ -44,21 +44,27 @@ def export_tar(out: IO[bytes], provider: Provider, images: Sequence[Image],
     sink.close()
 
 
-def _import(archive: Archive, ctx: CommitContext) -> list[LoadedImage]:
+def _import(archive: Archive, ctx: CommitContext,
+            platform: oci.Platform | None) -> list[LoadedImage]:
     if archive.get("index.json") is None or archive.get("oci-layout") is None:
         raise InvalidArgument("not an OCI image layout: oci-layout or index.json is missing")
-    return commit_plan(archive, plan_oci(archive), ctx)
+    matcher = oci.PlatformMatcher(platform) if platform is not None else None
+    return commit_plan(archive, plan_oci(archive, matcher), ctx)
 
 
-def import_dir(root: Path, content: Store, ctx: CommitContext) -> list[LoadedImage]:
-    """Import every image of the layout directory ``root``. Raises InvalidArgument."""
+def import_dir(root: Path, content: Store, ctx: CommitContext,
+               platform: oci.Platform | None = None) -> list[LoadedImage]:
+    """Import every image of the layout directory ``root`` (only ``platform``'s content if
+    given). Raises InvalidArgument, NotFound (nothing for ``platform``)."""
     with Archive(content) as archive:
         spool_layout_dir(root, archive)
-        return _import(archive, ctx)
+        return _import(archive, ctx, platform)
 
 
-def import_tar(stream: IO[bytes], content: Store, ctx: CommitContext) -> list[LoadedImage]:
-    """Import every image of an OCI layout tar. Raises InvalidArgument."""
+def import_tar(stream: IO[bytes], content: Store, ctx: CommitContext,
+               platform: oci.Platform | None = None) -> list[LoadedImage]:
+    """Import every image of an OCI layout tar (only ``platform``'s content if given).
+    Raises InvalidArgument, NotFound (nothing for ``platform``)."""
     with Archive(content) as archive:
         spool_tar(stream, archive)
-        return _import(archive, ctx)
+        return _import(archive, ctx, platform)
