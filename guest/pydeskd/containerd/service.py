@@ -168,6 +168,22 @@ class ImageService:
         self.stores.gc.collect()
         return items
 
-    def prune(self, dry_run: bool = False) -> GCResult:
+    def prune(self, *, unused: bool = False,
+              in_use: InUse | None = None) -> tuple[builtins.list[DeleteItem], GCResult]:
+        """``docker image prune [-a]``: delete dangling images (``unused``: every image no
+        container uses), then collect every blob and committed snapshot nothing needs."""
+        deleted: builtins.list[DeleteItem] = []
+        seen: set[str] = set()
+        for image in self.stores.images.all():
+            if image.id in seen or not (image.dangling or unused):
+                continue
+            seen.add(image.id)
+            if in_use is not None and in_use(image.id):
+                continue
+            with contextlib.suppress(NotFound):
+                deleted += self.stores.images.remove(image.id, force=True)
+        return deleted, self.stores.gc.collect()
+
+    def collect_garbage(self, dry_run: bool = False) -> GCResult:
         """Collect every blob and committed snapshot no image, lease or container needs."""
         return self.stores.gc.collect(dry_run=dry_run)
