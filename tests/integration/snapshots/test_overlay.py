@@ -212,3 +212,17 @@ def test_concurrent_unpacks_share_one_stack(env: Env) -> None:
     assert sorted(names) == sorted({*three, *two})  # no extract-* snapshot left behind
     assert len(os.listdir(env.tmp / "snapshots/snapshots")) == len(names)
     assert (env.view(three[-1]) / "etc/b").read_bytes() == b"b3"
+
+
+@pytest.mark.parametrize("target", ["etc/a", "opt/x/old", "opt/x/sub/deep"])
+def test_hardlink_copy_up_respects_lower_whiteouts_and_opaque_dirs(env: Env, target: str) -> None:
+    """etc/a is whited out by MIDDLE, opt/x is opaque there: none of these exist any more."""
+    with pytest.raises(InvalidArgument, match="not found"):
+        env.unpack([BASE, MIDDLE, layer(hardlink("h", target))])
+
+
+def test_hardlink_copy_up_finds_the_nearest_lower(env: Env) -> None:
+    top = env.unpack([BASE, MIDDLE, layer(hardlink("h1", "opt/x/new"), hardlink("h2", "etc/b"))])
+    root = env.view(top)
+    assert (root / "h1").read_bytes() == b"new"
+    assert (root / "h2").read_bytes() == b"b"
