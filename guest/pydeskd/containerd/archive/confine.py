@@ -118,7 +118,13 @@ class Root:
     def open(self, parts: tuple[str, ...], flags: int, resolve: int = 0) -> int:
         """Open ``parts`` resolved inside the root (``RESOLVE_IN_ROOT`` plus ``resolve``)."""
         path = "/".join(parts) or "."
-        return openat2(self.fd, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | resolve)
+        try:
+            return openat2(self.fd, path, flags,
+                           RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | resolve)
+        except OSError as err:
+            if err.errno == errno.ELOOP and not resolve & RESOLVE_NO_SYMLINKS:
+                raise InvalidArgument(f"{_display(parts)}: too many levels of symlinks") from None
+            raise
 
     def open_dir(self, parts: tuple[str, ...]) -> int | None:
         """A readable fd of directory ``parts`` inside the root, or None if it is missing."""

@@ -248,3 +248,12 @@ def test_directory_modes_are_set_after_their_content(root: Path) -> None:
     assert os.stat(root / "twice").st_mtime == 20
     os.chmod(root / "ro/sub", 0o700)  # let tmp_path's cleanup in without root
     os.chmod(root / "ro", 0o700)
+
+
+def test_symlink_loops_are_rejected(root: Path, outside: Path) -> None:
+    before = tree(outside)
+    with pytest.raises(InvalidArgument, match="symlinks"):
+        apply(root, symlink("a", "b", **ME), symlink("b", "a", **ME), file("a/x", b"x", **ME))
+    with pytest.raises(InvalidArgument, match="symlinks"):
+        apply(root, symlink("self", "self", **ME), hardlink("h", "self/x", **ME))
+    check_unchanged(outside, before)
