@@ -38,6 +38,8 @@ CONFIG_TYPES = frozenset({DOCKER_CONFIG, OCI_CONFIG})
 # Layers.
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+# Uncompressed Docker layers: what Docker's containerd store names layers of pre-25 `docker save`.
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
@@ -45,7 +47,8 @@ OCI_LAYER_NONDIST = "application/vnd.oci.image.layer.nondistributable.v1.tar"
 OCI_LAYER_NONDIST_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
 OCI_LAYER_NONDIST_ZSTD = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
 LAYER_TYPES = frozenset({
-    DOCKER_LAYER_GZIP, DOCKER_LAYER_FOREIGN, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD,
+    DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_LAYER_FOREIGN,
+    OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD,
     OCI_LAYER_NONDIST, OCI_LAYER_NONDIST_GZIP, OCI_LAYER_NONDIST_ZSTD,
 })
 

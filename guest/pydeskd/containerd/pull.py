@@ -35,10 +35,11 @@ from pydeskd.containerd.errors import (
     NotFound,
 )
 from pydeskd.containerd.images import read_blob
-from pydeskd.containerd.leases import KIND_CONTENT, Lease
+from pydeskd.containerd.leases import KIND_CONTENT, KIND_INGESTS, Lease
 from pydeskd.containerd.progress import Event, Reporter, Status, discard
 from pydeskd.containerd.reference import Reference
 from pydeskd.containerd.registry import RegistryClient, as_reference
+from pydeskd.containerd.registry.fetch import ingest_ref
 from pydeskd.containerd.stores import LABEL_DISTRIBUTION_SOURCE, LABEL_GC_SNAPSHOT, Stores
 from pydeskd.containerd.unpack import unpack_layers
 
@@ -147,6 +148,9 @@ class _Pull:
             if self._have(layer):
                 self.reporter(Event(layer.digest, Status.ALREADY_EXISTS))
             else:
+                # The partial download is kept across a crash (GC spares leased ingests).
+                self.stores.leases.add_resource(self.lease.id, KIND_INGESTS,
+                                                ingest_ref(layer.digest))
                 todo.append(layer)
         if todo:
             fetched = self.client.fetch_all(self.reference, todo, self.stores.content,
