@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydeskd.containerd import oci
 from pydeskd.containerd.errors import ContainerdError
-from pydeskd.containerd.images import image_manifests, short_id
+from pydeskd.containerd.images import available_manifests, read_blob, short_id
 from pydeskd.containerd.progress import Event, Status
 from pydeskd.containerd.registry import Credentials, RegistryHosts
 from pydeskd.containerd.service import ImageService
@@ -61,16 +61,25 @@ def _size(svc: ImageService, digests: Sequence[str]) -> int:
 
 
 def _images(svc: ImageService) -> None:
+    """One line per image and platform present (a pull of one platform of an index stores
+    only that one)."""
     print(f"{'REPOSITORY:TAG':50} {'IMAGE ID':14} {'PLATFORM':14} SIZE")
     for image in svc.list():
         try:
-            _, manifest, config = image_manifests(svc.stores.content, image.target)
-            platform = str(config.platform)
-            size = _size(svc, [m.digest for m in manifest.layers])
+            present = available_manifests(svc.stores.content, image.target)
         except ContainerdError:
-            platform, size = "-", 0
-        print(f"{image.familiar:50} {short_id(image.id):14} {platform:14} "
-              f"{size / 1e6:.1f} MB")
+            present = []
+        for desc in present or [image.target]:
+            try:
+                manifest = oci.Manifest.parse(read_blob(svc.stores.content, desc),
+                                              desc.media_type)
+                config = oci.ImageConfig.parse(read_blob(svc.stores.content, manifest.config))
+                platform = str(config.platform)
+                size = _size(svc, [m.digest for m in manifest.layers])
+            except ContainerdError:
+                platform, size = "-", 0
+            print(f"{image.familiar:50} {short_id(image.id):14} {platform:14} "
+                  f"{size / 1e6:.1f} MB")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     mnt = sub.add_parser("mount", help="mount a read-only view of an image at DIR")
     mnt.add_argument("name")
     mnt.add_argument("target", type=Path)
+    mnt.add_argument("--platform", help="os/arch[/variant], default the host's")
     umnt = sub.add_parser("umount", help="undo a mount")
     umnt.add_argument("target", type=Path)
     return p
@@ -157,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
                 print(svc.import_rootfs(stream, name=args.name, changes=args.change).id)
         elif args.command == "mount":
             image = svc.resolve(args.name)
-            chain = svc.unpack(image.target)
+            chain = svc.unpack(image.target, oci.Platform.parse(args.platform)
+                               if args.platform else None)
             key = f"ctr-mount-{args.target.resolve()}"
             view = svc.stores.snapshotter.view(key, chain)
             try:

@@ -28,7 +28,13 @@ from pydeskd.containerd.gc import GCResult
 from pydeskd.containerd.imageio import docker_archive, oci_layout
 from pydeskd.containerd.imageio.docker_archive import LoadedImage
 from pydeskd.containerd.imageio.rootfs_import import import_rootfs
-from pydeskd.containerd.images import DeleteItem, Image, InUse, image_manifests
+from pydeskd.containerd.images import (
+    DeleteItem,
+    Image,
+    InUse,
+    available_manifests,
+    image_manifests,
+)
 from pydeskd.containerd.leases import KIND_CONTENT
 from pydeskd.containerd.progress import Reporter, discard
 from pydeskd.containerd.pull import PullResult, pull
@@ -134,7 +140,7 @@ class ImageService:
         matcher = oci.PlatformMatcher(platform or self.platform)
         stores = self.stores
         with stores.gc.lock.shared(), stores.leases.hold() as lease:
-            _, manifest, config = image_manifests(stores.content, target, matcher)
+            _, manifest, config = self._platform_image(target, matcher)
             for desc in (manifest.config, *manifest.layers):
                 stores.leases.add_resource(lease.id, KIND_CONTENT, desc.digest)
             chain = unpack_layers(manifest, config, stores.content, stores.snapshotter,
@@ -143,6 +149,20 @@ class ImageService:
                                        {LABEL_GC_SNAPSHOT: chain}),
                                   [f"labels.{LABEL_GC_SNAPSHOT}"])
             return chain
+
+    def _platform_image(self, target: oci.Descriptor, matcher: oci.PlatformMatcher,
+                        ) -> tuple[oci.Descriptor, oci.Manifest, oci.ImageConfig]:
+        """The manifest and config of ``target`` for ``matcher``, or a NotFound that names the
+        platforms the store does hold (a pull of one platform leaves the others out)."""
+        try:
+            return image_manifests(self.stores.content, target, matcher)
+        except NotFound:
+            present = []
+            for desc in available_manifests(self.stores.content, target):
+                with contextlib.suppress(NotFound):
+                    present.append(str(image_manifests(self.stores.content, desc)[2].platform))
+            raise NotFound(f"no matching manifest for {matcher.wanted} in the local image store"
+                           f" (available: {', '.join(present) or 'none'})") from None
 
     def _unpack_if_runnable(self, target: oci.Descriptor, reporter: Reporter) -> None:
         # An image of another platform (an arm64 image loaded on amd64) is stored, not unpacked.
