@@ -226,3 +226,8 @@ def test_hardlink_copy_up_finds_the_nearest_lower(env: Env) -> None:
     root = env.view(top)
     assert (root / "h1").read_bytes() == b"new"
     assert (root / "h2").read_bytes() == b"b"
+
+
+def test_directory_whited_out_and_recreated_in_one_layer_hides_the_lower_one(env: Env) -> None:
+    top = env.unpack([BASE, layer(whiteout("opt/x"), directory("opt/x"), file("opt/x/fresh"))])
+    assert os.listdir(env.view(top) / "opt/x") == ["fresh"]

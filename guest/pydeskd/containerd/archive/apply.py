@@ -67,6 +67,10 @@ class ApplyResult:
     size: int
 
 
+def _is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
 def _show(parts: tuple[str, ...]) -> str:
     return "/" + "/".join(parts)
 
@@ -152,6 +156,14 @@ class _Applier:
         self._mark(parts)
         if member.isdir():
             self._dir(pfd, parts, member, exists=keep_dir)
+            if self.overlay and existing is not None and _is_whiteout(existing):
+                # Whited out, then re-created in this layer: nothing of the lower directory may
+                # show through, which in overlayfs terms is an opaque directory.
+                fd = os.open(base, _DIR_FLAGS, dir_fd=pfd)
+                try:
+                    os.setxattr(fd, attrs.OVERLAY_OPAQUE, b"y")
+                finally:
+                    os.close(fd)
         elif member.isreg():
             self._file(tar, pfd, base, member)
         elif member.issym():
@@ -222,8 +234,7 @@ class _Applier:
             return  # a link to itself: nothing to do (and removing it first would lose it)
         with self._parent(target) as tfd:
             tst = lstat_at(tfd, target[-1])
-            if tst is not None and self.overlay and stat.S_ISCHR(tst.st_mode) \
-                    and tst.st_rdev == 0:
+            if tst is not None and self.overlay and _is_whiteout(tst):
                 raise InvalidArgument(f"hardlink {_show(parts)} -> {_show(target)}: the target"
                                       " was deleted (whiteout) in this layer")
             if tst is None and not (self.lowers is not None
