@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -49,8 +50,14 @@ from pydeskd.containerd.registry import (
     RegistryHosts,
     Transport,
 )
+from pydeskd.containerd.snapshots import Info as SnapshotInfo
+from pydeskd.containerd.snapshots import Kind
 from pydeskd.containerd.stores import LABEL_GC_SNAPSHOT, Stores
 from pydeskd.containerd.unpack import unpack_layers
+
+# The key prefix unpack_layers gives its working snapshots, and when one counts as abandoned.
+EXTRACT_PREFIX = "extract-"
+EXTRACT_STALE_AFTER = 3600.0
 
 
 class ImageService:
@@ -62,6 +69,26 @@ class ImageService:
         self.credentials = credentials if credentials is not None else DockerConfig()
         self.platform = platform or oci.Platform.host()
         self._transport = Transport()
+        self._recover()
+
+    def _recover(self) -> None:
+        """Sort out what a crash left: directories the snapshotter's database does not know,
+        and unpack snapshots (``extract-*``, ACTIVE) no unpack has touched for an hour -- an
+        ACTIVE snapshot is a GC root, so without this a crashed unpack would be kept forever.
+        The age rule leaves alone an unpack another process (``pydesk-ctr``) is running now."""
+        stale_before = time.time() - EXTRACT_STALE_AFTER
+        stale: list[str] = []
+
+        def pick(info: SnapshotInfo) -> None:
+            if info.kind is Kind.ACTIVE and info.name.startswith(EXTRACT_PREFIX) \
+                    and info.updated_at < stale_before:
+                stale.append(info.name)
+
+        self.stores.snapshotter.walk(pick)
+        for key in stale:
+            with contextlib.suppress(NotFound):
+                self.stores.snapshotter.remove(key)
+        self.stores.snapshotter.cleanup()
 
     def close(self) -> None:
         self.stores.close()

@@ -117,3 +117,25 @@ def test_prune_keeps_every_named_image_and_an_active_container_snapshot(
     assert blobs(service) == set() and committed_snapshots(service) == set()
     with pytest.raises(NotFound):
         service.resolve(one_ref)
+
+
+def test_open_removes_an_abandoned_unpack_and_keeps_a_recent_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydeskd.containerd import service as service_module
+
+    root = tmp_path / "crashed"
+    with ImageService(root) as svc:
+        svc.stores.snapshotter.prepare("extract-0123456789ab-sha256:x", "")
+        svc.stores.snapshotter.prepare("container-keep", "")
+    with ImageService(root) as svc:  # recent: maybe another process is unpacking right now
+        assert {"extract-0123456789ab-sha256:x", "container-keep"} <= active(svc)
+    monkeypatch.setattr(service_module, "EXTRACT_STALE_AFTER", -1.0)
+    with ImageService(root) as svc:
+        assert active(svc) == {"container-keep"}
+
+
+def active(svc: ImageService) -> set[str]:
+    found: set[str] = set()
+    svc.stores.snapshotter.walk(
+        lambda info: found.add(info.name) if info.kind is Kind.ACTIVE else None)
+    return found
