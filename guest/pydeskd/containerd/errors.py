@@ -34,3 +34,8 @@ class Unavailable(ContainerdError):
 
 class Unauthorized(ContainerdError):
     """A registry refused the credentials (or wants some): HTTP 401 as Docker reports it."""
+
+
+class NotModified(ContainerdError):
+    """Nothing to do: the object is already in the asked state (starting a running container,
+    stopping a stopped one). HTTP 304, with no body, as Docker replies."""

@@ -1,15 +1,112 @@
-"""The `pydeskd` entry point.
+"""The ``pydeskd`` entry point: configuration, logging, the daemon, the API front, signals.
 
-The Engine API daemon is built by the issue "pydeskd: the daemon that speaks the Docker Engine
-API"; until then this entry point says so instead of pretending to serve.
+What it is for: ``pydeskd -H unix:///run/pydesk/docker.sock --data-root ...`` as dockerd is run.
+A configuration error prints dockerd's message and exits 1 before anything is created.
+SIGTERM/SIGINT: stop accepting, let requests finish (a few seconds), close the services,
+remove the sockets and the pidfile, exit 0.
+
+What it must never do: start serving with a configuration it could not fully read, or leave a
+pidfile or socket behind on a clean exit.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+import signal
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydeskd.api.app import create_app, hijack_routes
+from pydeskd.api.server import HttpFront
+from pydeskd.containerd.errors import ContainerdError
+from pydeskd.daemon.config import ConfigError, DaemonConfig
+from pydeskd.daemon.daemon import Daemon
+
+log = logging.getLogger("pydeskd")
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+           "error": logging.ERROR, "fatal": logging.CRITICAL}
+SHUTDOWN_GRACE = 5.0
+
+
+def setup_logging(config: DaemonConfig) -> None:
+    level = logging.DEBUG if config.debug else _LEVELS[config.log_level]
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def write_pidfile(path: Path) -> None:
+    """Refuse to start over a live daemon's pidfile; replace a stale one atomically."""
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        pid = int(path.read_text().strip())
+        if pid != os.getpid() and Path(f"/proc/{pid}").exists():
+            raise ConfigError(f"pid file found, ensure pydeskd is not running or delete {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+async def serve(daemon: Daemon, stop: asyncio.Event | None = None) -> None:
+    """Serve the API on the configured hosts until ``stop`` is set or a signal arrives."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    front = HttpFront(create_app(daemon), hijack_routes())
+    try:
+        for path in daemon.config.unix_sockets:
+            await front.listen_unix(path)
+            log.info("API listening on unix://%s", path)
+        for host, port in daemon.config.tcp_hosts:
+            bound = await front.listen_tcp(host, port)
+            log.info("API listening on tcp://%s:%d", host, bound)
+        log.info("pydeskd ready")
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await front.shutdown(SHUTDOWN_GRACE)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def run(argv: Sequence[str]) -> int:
+    try:
+        config = DaemonConfig.load(argv)
+    except ConfigError as exc:
+        sys.stderr.write(f"pydeskd: {exc}\n")
+        return 1
+    setup_logging(config)
+    try:
+        if config.pidfile is not None:
+            write_pidfile(config.pidfile)
+        daemon = Daemon.create(config)
+    except (ConfigError, ContainerdError, OSError) as exc:
+        log.error("failed to start daemon: %s", exc)
+        if config.pidfile is not None:
+            _remove_own_pidfile(config.pidfile)
+        return 1
+    try:
+        asyncio.run(serve(daemon))
+    except (ContainerdError, OSError) as exc:
+        log.error("failed to serve: %s", exc)
+        return 1
+    finally:
+        daemon.close()
+        if config.pidfile is not None:
+            _remove_own_pidfile(config.pidfile)
+    return 0
+
+
+def _remove_own_pidfile(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        if int(path.read_text().strip()) == os.getpid():
+            path.unlink()
 
 
 def main() -> None:
-    sys.stderr.write("pydeskd: the Docker Engine API daemon is not built yet; "
-                     "use pydesk-shim and pydesk-runc directly for now\n")
-    sys.exit(2)
+    sys.exit(run(sys.argv[1:]))
