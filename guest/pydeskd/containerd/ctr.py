@@ -25,7 +25,7 @@ from pydeskd.containerd import oci
 from pydeskd.containerd.errors import ContainerdError
 from pydeskd.containerd.images import available_manifests, read_blob, short_id
 from pydeskd.containerd.progress import Event, Status
-from pydeskd.containerd.registry import Credentials, RegistryHosts
+from pydeskd.containerd.registry import Credentials, RegistryHosts, as_reference
 from pydeskd.containerd.service import ImageService
 from pydeskd.containerd.snapshots import mount as mounts
 
@@ -45,11 +45,13 @@ def _report(event: Event) -> None:
         print(f"{event.id}: {event.status.value}{detail}", file=sys.stderr)
 
 
-def _credentials(user: str | None) -> Credentials | None:
+def _credentials(user: str | None, ref: str) -> Credentials | None:
+    """``--user`` for the registry of ``ref`` only (never sent to a mirror)."""
     if not user:
         return None
     name, _, password = user.partition(":")
-    return Credentials(name, password or getpass.getpass(f"Password for {name}: "))
+    return Credentials(name, password or getpass.getpass(f"Password for {name}: "),
+                       server_address=as_reference(ref).registry_host)
 
 
 def _size(svc: ImageService, digests: Sequence[str]) -> int:
@@ -132,14 +134,14 @@ def run(args: argparse.Namespace) -> int:
         if args.command == "pull":
             platform = oci.Platform.parse(args.platform) if args.platform else None
             result = svc.pull(args.ref, platform=platform, reporter=_report,
-                              credentials=_credentials(args.user))
+                              credentials=_credentials(args.user, args.ref))
             print(f"Digest: {result.target.digest}")
             status = "Downloaded newer image" if result.downloaded else "Image is up to date"
             print(f"Status: {status} for {result.reference.familiar}")
         elif args.command == "push":
             platform = oci.Platform.parse(args.platform) if args.platform else None
             pushed = svc.push(args.ref, platform=platform, reporter=_report,
-                              credentials=_credentials(args.user))
+                              credentials=_credentials(args.user, args.ref))
             print(f"digest: {pushed.digest} size: {pushed.size}")
         elif args.command == "images":
             _images(svc)

@@ -47,6 +47,10 @@ class Credentials:
     identity_token: str = field(default="", repr=False)
     # A bearer token for the registry itself (``registrytoken`` of X-Registry-Auth).
     registry_token: str = field(default="", repr=False)
+    # The registry these are for (``serveraddress``: ``https://index.docker.io/v1/``,
+    # ``registry.example.com:5000``). Set, they are presented to that registry only (see
+    # ``Explicit``); empty, to whichever registry the caller talks to.
+    server_address: str = ""
 
     @property
     def empty(self) -> bool:
@@ -71,8 +75,23 @@ class Credentials:
             value = obj.get(key) or ""
             return value if isinstance(value, str) else ""
 
+        # As Docker's resolver does, credentials without a server address are Docker Hub's:
+        # they must never reach a mirror or another registry.
         return Credentials(text_of("username"), text_of("password"),
-                           text_of("identitytoken"), text_of("registrytoken"))
+                           text_of("identitytoken"), text_of("registrytoken"),
+                           text_of("serveraddress") or INDEX_SERVER)
+
+
+def registry_hostname(server_address: str) -> str:
+    """The host a server address names (moby's ``ConvertToHostname``), Docker Hub's names folded
+    into the host that serves it: ``https://index.docker.io/v1/`` -> ``registry-1.docker.io``,
+    ``http://h:5000/x`` -> ``h:5000``."""
+    host = server_address.strip()
+    for scheme in ("https://", "http://"):
+        if host.lower().startswith(scheme):
+            host = host[len(scheme):]
+    host = host.split("/", 1)[0].lower()
+    return DEFAULT_REGISTRY_HOST if host in _HUB_HOSTS else host
 
 
 class CredentialSource(Protocol):
@@ -89,15 +108,24 @@ class Anonymous:
 
 
 class Explicit:
-    """The credentials of one request (X-Registry-Auth) first, then ``fallback``'s."""
+    """The credentials of one request (X-Registry-Auth) first, then ``fallback``'s.
+
+    Credentials with a ``server_address`` are presented to that registry only (Docker Hub's
+    names all mean ``registry-1.docker.io``): a pull of ``busybox`` through a mirror must not hand
+    the user's Hub password to the mirror, nor a redirect or a second registry get it. Every
+    other host gets ``fallback``'s answer.
+    """
 
     def __init__(self, credentials: Credentials | None, fallback: CredentialSource | None = None):
         self._credentials = credentials
         self._fallback = fallback
 
     def get(self, host: str) -> Credentials | None:
-        if self._credentials is not None and not self._credentials.empty:
-            return self._credentials
+        creds = self._credentials
+        if creds is not None and not creds.empty and (
+                not creds.server_address
+                or registry_hostname(creds.server_address) == registry_hostname(host)):
+            return creds
         return self._fallback.get(host) if self._fallback is not None else None
 
 

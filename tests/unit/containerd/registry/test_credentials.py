@@ -129,7 +129,8 @@ def test_x_registry_auth_decoding() -> None:
     doc = {"username": "u", "password": "p", "serveraddress": "reg.test",
            "identitytoken": "", "registrytoken": ""}
     header = base64.urlsafe_b64encode(json.dumps(doc).encode()).decode().rstrip("=")
-    assert Credentials.from_registry_auth(header) == Credentials("u", "p")
+    assert Credentials.from_registry_auth(header) == Credentials("u", "p",
+                                                                 server_address="reg.test")
     assert Credentials.from_registry_auth("").empty
     with pytest.raises(InvalidArgument) as e:
         Credentials.from_registry_auth("!!!not-base64 SECRET")
@@ -148,3 +149,30 @@ def test_explicit_credentials_override_the_config(tmp_path: Path) -> None:
         Credentials("req", "y")
     assert Explicit(Credentials(), DockerConfig(path)).get("reg.test") == Credentials("file", "x")
     assert Explicit(None).get("reg.test") is None
+
+
+def hub_header(**extra: str) -> str:
+    doc = {"username": "hubuser", "password": "hub-secret", **extra}
+    return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode()
+
+
+@pytest.mark.parametrize("header_server", [None, "https://index.docker.io/v1/", "docker.io"])
+def test_request_credentials_for_docker_hub_never_reach_a_mirror_or_another_registry(
+        header_server: str | None) -> None:
+    extra = {} if header_server is None else {"serveraddress": header_server}
+    source = Explicit(Credentials.from_registry_auth(hub_header(**extra)))
+    assert source.get("registry-1.docker.io") is not None
+    assert source.get("index.docker.io") is not None
+    for other in ("127.0.0.1:5000", "mirror.example.com", "evil.example.com"):
+        assert source.get(other) is None
+
+
+def test_request_credentials_bound_to_their_registry_and_fallback_for_others(
+        tmp_path: Path) -> None:
+    path = write(tmp_path, {"auths": {"other.test": {"auth": b64("file:x")}}})
+    source = Explicit(Credentials.from_registry_auth(
+        hub_header(serveraddress="http://reg.test:5000/v2/")), DockerConfig(path))
+    assert source.get("reg.test:5000") == Credentials("hubuser", "hub-secret",
+                                                      server_address="http://reg.test:5000/v2/")
+    assert source.get("reg.test") is None
+    assert source.get("other.test") == Credentials("file", "x")
