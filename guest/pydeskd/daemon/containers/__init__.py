@@ -1,0 +1,12 @@
+"""Containers: records, lifecycle, exec, attach and logs -- the daemon's container objects.
+
+What it is for: the Python API the Engine API routes call for ``/containers/...`` and
+``/exec/...``. :mod:`.record`/:mod:`.state` are the container record and its state machine,
+:mod:`.store` keeps them on disk and resolves references, :mod:`.service` (``ContainerService``)
+drives images, snapshots, shims and the runtime, and the pure helpers (:mod:`.names`,
+:mod:`.filters`, :mod:`.restart`, :mod:`.signals`, :mod:`.attach`, :mod:`.mounts`,
+:mod:`.files`, :mod:`.imageconfig`, :mod:`.spec`) hold Docker's rules.
+
+What it must never do: speak HTTP (the routes do), or reach past the image service, the
+snapshotter, the shim client or the runtime's CLI to touch their state directly.
+"""
