@@ -1,0 +1,467 @@
+"""The Engine API's image endpoints: pull/import, list, inspect, history, tag, remove, push,
+save/load, prune, search.
+
+What it is for: each handler parses a request as dockerd does (names: ``fromImage=busybox&tag=
+latest``, ``fromImage=busybox:1.36``, ``tag=sha256:...``; ``X-Registry-Auth``; Docker's filter
+JSON), calls the daemon's ``ImageService`` (``request.app.state.daemon.images``), and answers in
+Docker's shapes (``api.image_views``) and streams (``api.progress``). Blocking work runs in worker
+threads (sync handlers, or ``run_streamed``); containerd errors are raised as they are and mapped
+to HTTP statuses by the app's one error handler. Events (``pull``, ``push``, ``tag``, ``untag``,
+``delete``, ``import``, ``load``, ``save``) go to ``daemon.events``.
+
+``DELETE`` asks ``daemon.containers.image_in_use(image_id)`` (a bool or a
+``containerd.images.ContainerUse``) when the daemon has containers; without them no image is in
+use. ``noprune`` is accepted and ignored: the store's GC decides what content is still needed.
+
+What it must never do: hold the event loop during image work, echo ``X-Registry-Auth`` anywhere,
+or answer 200 before it knows that a pull or push found its image (those errors are HTTP errors,
+not stream messages, so ``docker pull nosuch`` exits with Docker's message).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from pydeskd.api import image_views
+from pydeskd.api.auth import AuthConfig, login
+from pydeskd.api.progress import (
+    Emit,
+    PullRenderer,
+    PushRenderer,
+    emit_messages,
+    encode,
+    load_event,
+    run_streamed,
+    status,
+    stream_line,
+)
+from pydeskd.containerd import oci
+from pydeskd.containerd.errors import InvalidArgument, NotFound
+from pydeskd.containerd.images import InUse, available_manifests, image_manifests
+from pydeskd.containerd.progress import Event
+from pydeskd.containerd.reference import Reference, parse_reference
+from pydeskd.containerd.registry import Credentials
+from pydeskd.containerd.service import ImageService
+
+router = APIRouter()
+
+JSON_STREAM = "application/json"
+TAR = "application/x-tar"
+# Request bodies (load, import) are spooled in memory up to this, then to a file in the image root.
+SPOOL_IN_MEMORY = 8 << 20
+_BODY_CHUNK = 1 << 20
+
+
+class EventSink(Protocol):
+    def publish(self, type: str, action: str, actor_id: str,
+                attributes: Mapping[str, str]) -> None: ...
+
+
+def _daemon(request: Request) -> Any:
+    return request.app.state.daemon
+
+
+def _images(request: Request) -> ImageService:
+    svc: ImageService = _daemon(request).images
+    return svc
+
+
+def _publish(request: Request, action: str, actor_id: str,
+             attributes: Mapping[str, str] | None = None) -> None:
+    events: EventSink | None = getattr(_daemon(request), "events", None)
+    if events is not None:
+        events.publish("image", action, actor_id, dict(attributes or {}))
+
+
+def _in_use(request: Request) -> InUse | None:
+    containers = getattr(_daemon(request), "containers", None)
+    check = getattr(containers, "image_in_use", None)
+    return check if callable(check) else None
+
+
+def credentials_of(header: str | None) -> Credentials | None:
+    """``X-Registry-Auth`` -> credentials (None when absent or empty)."""
+    if not header:
+        return None
+    creds = Credentials.from_registry_auth(header)
+    return None if creds.empty else creds
+
+
+def platform_of(text: str) -> oci.Platform | None:
+    """The ``platform`` query parameter (``linux/arm64``; empty: the daemon's own)."""
+    return oci.Platform.parse(text) if text.strip() else None
+
+
+def pull_reference(from_image: str, tag: str) -> Reference:
+    """moby's naming for ``POST /images/create``: ``tag`` may be a tag or a digest and wins
+    over one in ``fromImage``; no tag at all means ``latest``. Raises InvalidArgument."""
+    ref = parse_reference(from_image, default_tag=None)
+    if tag:
+        if tag.startswith("sha256:"):
+            ref = Reference(ref.domain, ref.path, None, None).with_digest(tag)
+        else:
+            ref = ref.with_tag(tag)
+    if ref.tag is None and ref.digest is None:
+        ref = ref.with_tag("latest")
+    return ref
+
+
+def parse_filters(text: str) -> dict[str, list[str]]:
+    """Docker's ``filters`` JSON: ``{"key": {"value": true}}`` (or the old ``{"key": [...]}``)."""
+    if not text:
+        return {}
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid filter: {text!r} is not JSON") from None
+    if not isinstance(obj, Mapping):
+        raise InvalidArgument("invalid filter: not a JSON object")
+    out: dict[str, list[str]] = {}
+    for key, values in obj.items():
+        if isinstance(values, Mapping):
+            out[key] = [str(v) for v, on in values.items() if on]
+        elif isinstance(values, list):
+            out[key] = [str(v) for v in values]
+        else:
+            raise InvalidArgument(f"invalid filter '{key}'")
+    return out
+
+
+async def _spool_body(request: Request, svc: ImageService) -> tempfile.SpooledTemporaryFile[bytes]:
+    """The request body in a spooled file (rewound); big bodies go to the image root's disk."""
+    spool_dir = svc.stores.root / "tmp"
+    spool_dir.mkdir(exist_ok=True)
+    spool: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+        max_size=SPOOL_IN_MEMORY, dir=str(spool_dir))
+    try:
+        async for chunk in request.stream():
+            spool.write(chunk)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+# --- pull and import ----------------------------------------------------------------------
+
+
+@router.post("/images/create")
+async def create_image(
+        request: Request, *,
+        from_image: Annotated[str, Query(alias="fromImage")] = "",
+        from_src: Annotated[str, Query(alias="fromSrc")] = "",
+        repo: str = "", tag: str = "", message: str = "", platform: str = "",
+        changes: Annotated[list[str] | None, Query()] = None,
+        x_registry_auth: Annotated[str | None, Header()] = None) -> Response:
+    """``docker pull`` (``fromImage``) or ``docker import`` (``fromSrc=-``, the tar as body)."""
+    svc = _images(request)
+    if from_image:
+        return await _pull(request, svc, pull_reference(from_image, tag),
+                           platform_of(platform), credentials_of(x_registry_auth))
+    if from_src:
+        return await _import(request, svc, from_src,
+                             _ImportSpec(repo, tag, message, tuple(changes or ()),
+                                         platform_of(platform)))
+    raise InvalidArgument("either fromImage or fromSrc must be given")
+
+
+async def _pull(request: Request, svc: ImageService, ref: Reference,
+                platform: oci.Platform | None, creds: Credentials | None) -> Response:
+    def job(emit: Emit) -> None:
+        renderer = PullRenderer(ref)
+        lock = threading.Lock()
+
+        def report(event: Event) -> None:
+            with lock:  # layers report from several download threads
+                emit_messages(emit, renderer.event(event))
+
+        result = svc.pull(ref, platform=platform, credentials=creds, reporter=report)
+        with lock:
+            emit_messages(emit, renderer.done(result.target.digest, result.downloaded))
+        _publish(request, "pull", ref.familiar, {"name": ref.familiar_name})
+
+    return StreamingResponse(await run_streamed(job, name="api-pull"), media_type=JSON_STREAM)
+
+
+@dataclass(frozen=True)
+class _ImportSpec:
+    repo: str
+    tag: str
+    message: str
+    changes: tuple[str, ...]
+    platform: oci.Platform | None
+
+
+async def _import(request: Request, svc: ImageService, source: str,
+                  spec: _ImportSpec) -> Response:
+    repo, tag, platform = spec.repo, spec.tag, spec.platform
+    if source != "-":
+        raise InvalidArgument("importing from a URL is not supported: send the archive as the "
+                              "request body (fromSrc=-)")
+    name: str | None = None
+    if repo:
+        ref = parse_reference(repo, default_tag=None)
+        if ref.digest is not None:
+            raise InvalidArgument("cannot import to a digest reference")
+        name = str(ref.with_tag(tag or ref.tag or "latest"))
+    if platform is not None and platform.normalized() != svc.platform.normalized():
+        raise InvalidArgument(f"importing for platform {platform} is not supported "
+                              f"(this daemon is {svc.platform})")
+    body = await _spool_body(request, svc)
+
+    def job(emit: Emit) -> None:
+        with body:
+            loaded = svc.import_rootfs(body, name=name, changes=spec.changes,
+                                       message=spec.message)
+        emit(encode(status(loaded.id)))
+        _publish(request, "import", loaded.id, {"name": name or loaded.id})
+
+    return StreamingResponse(await run_streamed(job, name="api-import"), media_type=JSON_STREAM)
+
+
+# --- records ---------------------------------------------------------------------------------
+
+
+@router.get("/images/json")
+def list_images(request: Request, all: bool = False, filters: str = "",
+                digests: bool = False) -> list[dict[str, Any]]:
+    """``docker images``: one entry per image ID (``all`` changes nothing: there are no
+    intermediate images in this store)."""
+    svc = _images(request)
+    records = svc.stores.images.list(
+        parse_filters(filters),
+        config_labels=lambda image: image_views.config_labels(svc, image))
+    out = [image_views.summary(svc, group) for group in image_views.group_by_id(records)]
+    out.sort(key=lambda entry: entry["Created"], reverse=True)
+    return out
+
+
+@router.get("/images/search")
+def search_images() -> JSONResponse:
+    return JSONResponse({"message": "image search is not supported by pydeskd (it has no "
+                                    "index server); search the registry's own web site"},
+                        status_code=501)
+
+
+@router.get("/images/get")
+async def save_images(request: Request,
+                      names: Annotated[list[str] | None, Query()] = None) -> Response:
+    """``docker save A B``: one tar with every named image."""
+    return await _save(request, names or [])
+
+
+@router.post("/images/load")
+async def load_images(request: Request, quiet: bool = False, platform: str = "") -> Response:
+    """``docker load``: a ``docker save`` or OCI layout tar as the body."""
+    svc = _images(request)
+    if platform_of(platform) is not None:
+        raise InvalidArgument("docker load --platform is not supported yet")
+    body = await _spool_body(request, svc)
+
+    def job(emit: Emit) -> None:
+        def report(event: Event) -> None:
+            if not quiet:
+                emit_messages(emit, load_event(event))
+
+        with body:
+            loaded = svc.load(body, report)
+        for image in loaded:
+            emit(encode(stream_line(image.message + "\n")))
+            _publish(request, "load", image.id, {"name": image.name or image.id})
+        if not loaded:
+            emit(encode(stream_line("")))
+
+    return StreamingResponse(await run_streamed(job, name="api-load"), media_type=JSON_STREAM)
+
+
+@router.post("/images/prune")
+def prune_images(request: Request, filters: str = "") -> dict[str, Any]:
+    """``docker image prune [-a]``: ``dangling=false`` prunes every image no container uses."""
+    parsed = parse_filters(filters)
+    for key in parsed:
+        if key != "dangling":
+            raise InvalidArgument(f"invalid filter '{key}' (only dangling is supported)")
+    unused = False
+    for value in parsed.get("dangling", ()):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise InvalidArgument(f"invalid filter 'dangling={value}'")
+        unused = value.lower() in ("false", "0")
+    deleted, gc = _images(request).prune(unused=unused, in_use=_in_use(request))
+    for item in deleted:
+        _publish(request, "untag" if item.untagged else "delete",
+                 item.deleted or item.untagged, {"name": item.deleted or item.untagged})
+    return {"ImagesDeleted": [item.to_json() for item in deleted] or None,
+            "SpaceReclaimed": gc.bytes_reclaimed}
+
+
+@router.post("/auth")
+async def auth(request: Request) -> dict[str, str]:
+    """``docker login``: check the credentials against the registry."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidArgument("invalid auth configuration: body is not JSON") from None
+    config = AuthConfig.from_json(body)
+    return await run_in_threadpool(login, _images(request), config)
+
+
+# --- one image (the name may hold slashes: these come after the fixed paths) ----------------
+
+
+@router.get("/images/{name:path}/json")
+def inspect_image(request: Request, name: str) -> dict[str, Any]:
+    svc = _images(request)
+    return image_views.inspect(svc, svc.resolve(name))
+
+
+@router.get("/images/{name:path}/history")
+def image_history(request: Request, name: str) -> list[dict[str, Any]]:
+    svc = _images(request)
+    return image_views.history(svc, svc.resolve(name))
+
+
+@router.get("/images/{name:path}/get")
+async def save_image(request: Request, name: str) -> Response:
+    return await _save(request, [name])
+
+
+@router.post("/images/{name:path}/tag", status_code=201)
+def tag_image(request: Request, name: str, repo: str = "", tag: str = "") -> Response:
+    """``docker tag SOURCE REPO[:TAG]``: 201 and no body, as dockerd."""
+    if not repo:
+        raise InvalidArgument("repository name must have at least one component")
+    ref = parse_reference(repo, default_tag=None)
+    if ref.digest is not None:
+        raise InvalidArgument("refusing to create a tag with a digest reference")
+    ref = ref.with_tag(tag or ref.tag or "latest")
+    image = _images(request).tag(name, str(ref))
+    _publish(request, "tag", image.id, {"name": ref.familiar})
+    return Response(status_code=201)
+
+
+@router.delete("/images/{name:path}")
+def remove_image(request: Request, name: str, force: bool = False,
+                 noprune: bool = False) -> list[dict[str, str]]:
+    """``docker rmi``: Untagged/Deleted lines; 409 for Docker's conflicts."""
+    items = _images(request).remove(name, force=force, in_use=_in_use(request))
+    for item in items:
+        if item.untagged:
+            _publish(request, "untag", item.untagged, {"name": item.untagged})
+        else:
+            _publish(request, "delete", item.deleted, {"name": item.deleted})
+    return [item.to_json() for item in items]
+
+
+@router.post("/images/{name:path}/push")
+async def push_image(request: Request, name: str, tag: str = "",
+                     x_registry_auth: Annotated[str | None, Header()] = None) -> Response:
+    """``docker push NAME[:TAG]``; no tag: every tag of the repository, as dockerd."""
+    svc = _images(request)
+    creds = credentials_of(x_registry_auth)
+    ref = parse_reference(name, default_tag=None)
+    if tag:
+        ref = ref.with_digest(tag) if tag.startswith("sha256:") else ref.with_tag(tag)
+    refs = [ref] if ref.tag is not None or ref.digest is not None else _tags_of(svc, ref)
+    records = []
+    for each in refs:
+        try:
+            records.append(svc.stores.images.get(str(each)))
+        except NotFound:
+            raise NotFound(f"An image does not exist locally with the tag: "
+                           f"{each.familiar_name}") from None
+    hidden = _config_digests(svc, (r.target for r in records))
+
+    def job(emit: Emit) -> None:
+        renderer = PushRenderer(refs[0], hidden)
+        lock = threading.Lock()
+        emit_messages(emit, renderer.start())
+
+        def report(event: Event) -> None:
+            with lock:
+                emit_messages(emit, renderer.event(event))
+
+        for each in refs:
+            result = svc.push(each, credentials=creds, reporter=report)
+            with lock:
+                emit_messages(emit, renderer.done(each.tag or result.digest, result.digest,
+                                                  result.size))
+            _publish(request, "push", each.familiar, {"name": each.familiar_name})
+
+    return StreamingResponse(await run_streamed(job, name="api-push"), media_type=JSON_STREAM)
+
+
+def _tags_of(svc: ImageService, repository: Reference) -> list[Reference]:
+    found = []
+    for record in svc.stores.images.all():
+        ref = record.reference
+        if ref is not None and ref.name == repository.name and ref.tag is not None \
+                and ref.digest is None:
+            found.append(ref)
+    if not found:
+        raise NotFound(f"An image does not exist locally with the tag: "
+                       f"{repository.familiar_name}")
+    return found
+
+
+def _config_digests(svc: ImageService, targets: Iterable[oci.Descriptor]) -> set[str]:
+    """The config blobs of ``targets``' present platforms (push output lists layers only)."""
+    out: set[str] = set()
+    for target in targets:
+        with contextlib.suppress(NotFound, InvalidArgument):
+            for desc in available_manifests(svc.stores.content, target):
+                with contextlib.suppress(NotFound, InvalidArgument):
+                    out.add(image_manifests(svc.stores.content, desc)[1].config.digest)
+    return out
+
+
+# --- save --------------------------------------------------------------------------------------
+
+
+class _EmitWriter(io.RawIOBase):
+    """A write-only file whose writes become stream chunks (wrapped in a buffer)."""
+
+    def __init__(self, emit: Emit) -> None:
+        self._emit = emit
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        if chunk:
+            self._emit(chunk)
+        return len(chunk)
+
+
+def _no_tail(exc: BaseException) -> bytes | None:
+    return None  # a tar stream cannot carry an error message: the connection is cut
+
+
+async def _save(request: Request, names: Sequence[str]) -> Response:
+    svc = _images(request)
+    if not names:
+        raise InvalidArgument("no image names given")
+    for name in names:
+        svc.resolve(name)  # a missing image is a 404 before anything is sent
+
+    def job(emit: Emit) -> None:
+        with io.BufferedWriter(_EmitWriter(emit), _BODY_CHUNK) as out:
+            svc.save(out, names)
+        for name in names:
+            _publish(request, "save", svc.resolve(name).id, {"name": name})
+
+    return StreamingResponse(await run_streamed(job, name="api-save", on_error=_no_tail),
+                             media_type=TAR)
+
