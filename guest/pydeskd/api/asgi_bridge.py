@@ -23,6 +23,7 @@ import urllib.parse
 from typing import Any
 
 import h11
+from starlette.requests import ClientDisconnect
 
 from pydeskd.api.errors import error_body
 from pydeskd.api.http_conn import ClientGone, HttpConnection
@@ -56,7 +57,10 @@ class AsgiCycle:
         self.body_size = 0
         self.response_started = False
         self.response_done = False
+        # ``disconnected``: what receive reports to the app (also set when the body is refused);
+        # ``gone``: the client really left, so nothing more can be written.
         self.disconnected = asyncio.Event()
+        self.gone = False
         self.watcher: asyncio.Task[None] | None = None
         self.continue_sent = False
         self.too_large = False
@@ -115,6 +119,7 @@ class AsgiCycle:
             return {"type": "http.request", "body": b"", "more_body": False}
         # ConnectionClosed or PAUSED: the client is gone mid-body.
         self.body_done = True
+        self.gone = True
         self.disconnected.set()
         return {"type": "http.disconnect"}
 
@@ -129,6 +134,7 @@ class AsgiCycle:
             self.conn.h11.receive_data(data)
             if not data:
                 self.conn.disconnected = True
+                self.gone = True
                 self.disconnected.set()
                 return
             buffered += len(data)
@@ -143,6 +149,7 @@ class AsgiCycle:
             elif kind == "http.response.body":
                 await self._body(message)
         except ClientGone:
+            self.gone = True
             self.disconnected.set()
 
     async def _start(self, message: Message) -> None:
@@ -167,6 +174,8 @@ class AsgiCycle:
     async def run(self) -> bool:
         try:
             await self.app(self.scope(), self.receive, self.send)
+        except ClientDisconnect:
+            pass  # the app noticed the client leaving (or the body being refused)
         except Exception as exc:
             if self.response_started:
                 # Starlette's server-error middleware re-raises after replying; the API's
@@ -190,7 +199,7 @@ class AsgiCycle:
         return await self._drain_body()
 
     async def _fallback(self, status: int, body: bytes, close: bool = False) -> None:
-        if self.disconnected.is_set() or self.response_started:
+        if self.gone or self.response_started:
             return
         self.response_started = True
         with contextlib.suppress(ClientGone):
