@@ -42,10 +42,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from pydeskd.containerd import oci
@@ -125,13 +128,32 @@ class GCResult:
 
 class RWLock:
     """Many shared holders or one exclusive holder; a waiting exclusive holder blocks new shared
-    ones, so a stream of pulls cannot starve GC."""
+    ones, so a stream of pulls cannot starve GC.
 
-    def __init__(self) -> None:
+    With ``path``, the lock also holds across processes (``flock`` on that file, one open file
+    description per holder): ``pydesk-ctr`` and the daemon may work on one image root, and a GC
+    in one must not sweep what the other is committing. Within a process the condition variable
+    decides first (and keeps the writer priority); the ``flock`` is taken after it.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
         self._cond = threading.Condition()
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
+        self._path = path
+
+    @contextlib.contextmanager
+    def _flocked(self, operation: int) -> Iterator[None]:
+        if self._path is None:
+            yield
+            return
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, operation)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
@@ -140,7 +162,8 @@ class RWLock:
                 self._cond.wait()
             self._readers += 1
         try:
-            yield
+            with self._flocked(fcntl.LOCK_SH):
+                yield
         finally:
             with self._cond:
                 self._readers -= 1
@@ -157,7 +180,8 @@ class RWLock:
                 self._writers_waiting -= 1
             self._writer = True
         try:
-            yield
+            with self._flocked(fcntl.LOCK_EX):
+                yield
         finally:
             with self._cond:
                 self._writer = False
@@ -168,14 +192,15 @@ class GarbageCollector:
     """Collects ``content`` and the snapshotters' committed snapshots (by snapshotter name)."""
 
     def __init__(self, content: ContentStore, images: ImageStore, leases: LeaseManager,
-                 snapshotters: Mapping[str, Snapshotter] | None = None,
-                 stale_ingest_after: float | None = STALE_INGEST_AFTER) -> None:
+                 snapshotters: Mapping[str, Snapshotter] | None = None, *,
+                 stale_ingest_after: float | None = STALE_INGEST_AFTER,
+                 lock_path: Path | None = None) -> None:
         self.content = content
         self.stale_ingest_after = stale_ingest_after
         self.images = images
         self.leases = leases
         self.snapshotters = dict(snapshotters or {})
-        self.lock = RWLock()
+        self.lock = RWLock(lock_path)
 
     def collect(self, dry_run: bool = False) -> GCResult:
         """Mark and sweep once (``dry_run``: report what would go, delete nothing)."""

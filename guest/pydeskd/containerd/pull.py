@@ -12,9 +12,11 @@ The steps, each reported through ``progress``:
    with the same lower layers), and label the config with the top chainID so the GC keeps them;
 5. point the name at the target; a tag moved off another image leaves that one dangling.
 
-All of it runs under the GC lock (shared) and a lease, so neither a concurrent prune nor a crash
-half-way can remove what a pull wrote before its image record exists; after a crash the lease
-expires, and a new pull finds the verified blobs and resumes the partial ones.
+Everything a pull writes is held by a lease from before it is committed until the image record
+exists, so neither a concurrent prune nor a crash half-way can remove it; after a crash the lease
+expires, and a new pull finds the verified blobs and resumes the partial ones. The GC lock
+(shared, and across processes) is taken only for short steps: putting a blob under the lease,
+and unpack + record; the download itself never holds up a collection.
 
 What it must never do: record an image whose blobs are not all present and verified, or whose
 layers did not unpack to the diff_ids its config names.
@@ -35,13 +37,18 @@ from pydeskd.containerd.errors import (
     NotFound,
 )
 from pydeskd.containerd.images import read_blob
-from pydeskd.containerd.leases import KIND_CONTENT, KIND_INGESTS, Lease
+from pydeskd.containerd.leases import KIND_CONTENT, KIND_INGESTS, Lease, snapshot_kind
 from pydeskd.containerd.progress import Event, Reporter, Status, discard
 from pydeskd.containerd.reference import Reference
 from pydeskd.containerd.registry import RegistryClient, as_reference
 from pydeskd.containerd.registry.fetch import ingest_ref
-from pydeskd.containerd.stores import LABEL_DISTRIBUTION_SOURCE, LABEL_GC_SNAPSHOT, Stores
-from pydeskd.containerd.unpack import unpack_layers
+from pydeskd.containerd.stores import (
+    LABEL_DISTRIBUTION_SOURCE,
+    LABEL_GC_SNAPSHOT,
+    SNAPSHOTTER,
+    Stores,
+)
+from pydeskd.containerd.unpack import chain_ids, unpack_layers
 
 MAX_INDEX_DEPTH = 8
 
@@ -77,9 +84,14 @@ class _Pull:
         except NotFound:
             return False
 
-    def _hold(self, desc: oci.Descriptor) -> None:
-        """Put ``desc`` under the pull's lease (before it is committed: a crash keeps it)."""
-        self.stores.leases.add_resource(self.lease.id, KIND_CONTENT, desc.digest)
+    def _hold(self, desc: oci.Descriptor) -> bool:
+        """Put ``desc`` under the pull's lease (before it is committed: a crash keeps it); say
+        whether the store already has it. Under the GC lock, briefly: a collection that began
+        before the lease held it may not sweep a blob this pull is about to use, and one that
+        begins after sees the lease."""
+        with self.stores.gc.lock.shared():
+            self.stores.leases.add_resource(self.lease.id, KIND_CONTENT, desc.digest)
+            return self._have(desc)
 
     def _label_source(self, desc: oci.Descriptor) -> None:
         """Remember which repository of which registry has this blob (for cross-repo mounts)."""
@@ -93,8 +105,7 @@ class _Pull:
 
     def document(self, desc: oci.Descriptor) -> bytes:
         """A manifest, index or config: from the store, or fetched, verified and stored."""
-        self._hold(desc)
-        if self._have(desc):
+        if self._hold(desc):
             self._label_source(desc)
             return read_blob(self.stores.content, desc)
         if desc.media_type not in oci.MANIFEST_TYPES | oci.INDEX_TYPES:
@@ -144,8 +155,7 @@ class _Pull:
     def layers(self, manifest: oci.Manifest) -> None:
         todo = []
         for layer in manifest.layers:
-            self._hold(layer)
-            if self._have(layer):
+            if self._hold(layer):
                 self.reporter(Event(layer.digest, Status.ALREADY_EXISTS))
             else:
                 # The partial download is kept across a crash (GC spares leased ingests).
@@ -172,8 +182,9 @@ def pull(stores: Stores, client: RegistryClient, ref: Reference | str, *,
     """
     reference = as_reference(ref, "latest")
     matcher = oci.PlatformMatcher(platform or oci.Platform.host())
-    with stores.gc.lock.shared(), \
-            stores.leases.hold(labels={"pydesk/pull": reference.name}) as lease:
+    # Downloads run under the lease only, not the GC lock: a slow pull must not hold up
+    # `docker rmi` or a prune (nor, through the lock's writer priority, every other pull).
+    with stores.leases.hold(labels={"pydesk/pull": reference.name}) as lease:
         work = _Pull(stores, client, reference, lease, reporter)
         reporter(Event(reference.reference, Status.RESOLVING, detail=reference.familiar))
         target = client.resolve(reference)
@@ -185,13 +196,23 @@ def pull(stores: Stores, client: RegistryClient, ref: Reference | str, *,
                 f"specified platform: wanted {matcher.wanted}, actual: {config.platform}")
         work.layers(manifest)
         chain = ""
-        if unpack and manifest.layers:
-            chain = unpack_layers(manifest, config, stores.content, stores.snapshotter,
-                                  reporter)
-            stores.content.update(Info(manifest.config.digest, 0, 0, 0,
-                                       {LABEL_GC_SNAPSHOT: chain}),
-                                  [f"labels.{LABEL_GC_SNAPSHOT}"])
         name = str(reference)
-        stores.images.put(name, target)
+        with stores.gc.lock.shared():
+            if unpack and manifest.layers:
+                chain = unpack_into_snapshots(stores, lease, manifest, config, reporter)
+            stores.images.put(name, target)
         return PullResult(name, reference, target, manifest_desc, config, chain,
                           work.downloaded)
+
+
+def unpack_into_snapshots(stores: Stores, lease: Lease, manifest: oci.Manifest,
+                          config: oci.ImageConfig, reporter: Reporter) -> str:
+    """Unpack ``manifest``'s layers (the caller holds the GC lock shared and ``lease``); label
+    the config with the top chainID so the GC keeps the chain while the image exists."""
+    for chain in chain_ids(config.diff_ids):
+        # Held before they are committed: a committed snapshot is no root of its own.
+        stores.leases.add_resource(lease.id, snapshot_kind(SNAPSHOTTER), chain)
+    top = unpack_layers(manifest, config, stores.content, stores.snapshotter, reporter)
+    stores.content.update(Info(manifest.config.digest, 0, 0, 0, {LABEL_GC_SNAPSHOT: top}),
+                          [f"labels.{LABEL_GC_SNAPSHOT}"])
+    return top

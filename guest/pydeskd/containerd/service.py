@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import IO
 
 from pydeskd.containerd import oci
-from pydeskd.containerd.content import Info
 from pydeskd.containerd.errors import NotFound
 from pydeskd.containerd.gc import GCResult
 from pydeskd.containerd.imageio import docker_archive, oci_layout
@@ -38,7 +37,7 @@ from pydeskd.containerd.images import (
 )
 from pydeskd.containerd.leases import KIND_CONTENT
 from pydeskd.containerd.progress import Reporter, discard
-from pydeskd.containerd.pull import PullResult, pull
+from pydeskd.containerd.pull import PullResult, pull, unpack_into_snapshots
 from pydeskd.containerd.push import PushResult, push
 from pydeskd.containerd.reference import Reference
 from pydeskd.containerd.registry import (
@@ -52,8 +51,7 @@ from pydeskd.containerd.registry import (
 )
 from pydeskd.containerd.snapshots import Info as SnapshotInfo
 from pydeskd.containerd.snapshots import Kind
-from pydeskd.containerd.stores import LABEL_GC_SNAPSHOT, Stores
-from pydeskd.containerd.unpack import unpack_layers
+from pydeskd.containerd.stores import Stores
 
 # The key prefix unpack_layers gives its working snapshots, and when one counts as abandoned.
 EXTRACT_PREFIX = "extract-"
@@ -170,12 +168,7 @@ class ImageService:
             _, manifest, config = self._platform_image(target, matcher)
             for desc in (manifest.config, *manifest.layers):
                 stores.leases.add_resource(lease.id, KIND_CONTENT, desc.digest)
-            chain = unpack_layers(manifest, config, stores.content, stores.snapshotter,
-                                  reporter)
-            stores.content.update(Info(manifest.config.digest, 0, 0, 0,
-                                       {LABEL_GC_SNAPSHOT: chain}),
-                                  [f"labels.{LABEL_GC_SNAPSHOT}"])
-            return chain
+            return unpack_into_snapshots(stores, lease, manifest, config, reporter)
 
     def _platform_image(self, target: oci.Descriptor, matcher: oci.PlatformMatcher,
                         ) -> tuple[oci.Descriptor, oci.Manifest, oci.ImageConfig]:

@@ -7,6 +7,7 @@ must follow the same garbage-collection protocol; ``Stores.open(root)`` builds t
     root/snapshots/overlayfs snapshots (snapshots.overlay.OverlaySnapshotter)
     root/images/             image records (images.ImageStore)
     root/leases/             leases (leases.LeaseManager)
+    root/gc.lock             the garbage collector's readers-writer lock, across processes
 
 What it must never do: hide a store's own rules (each store keeps its interface), or be opened
 twice on one root in one process (sqlite and the GC lock are per process object).
@@ -50,7 +51,9 @@ class Stores:
         snapshotter = OverlaySnapshotter(root / "snapshots" / SNAPSHOTTER)
         images = ImageStore(root / "images")
         leases = LeaseManager(root / "leases")
-        gc = GarbageCollector(content, images, leases, {SNAPSHOTTER: snapshotter})
+        # The GC lock is a file lock too: another process (pydesk-ctr) may share this root.
+        gc = GarbageCollector(content, images, leases, {SNAPSHOTTER: snapshotter},
+                              lock_path=root / "gc.lock")
         return Stores(root, content, snapshotter, images, leases, gc)
 
     def commit_context(self, reporter: Reporter = discard) -> CommitContext:

@@ -10,6 +10,7 @@ import pytest
 
 from pydeskd.containerd.errors import FailedPrecondition, NotFound, Unauthorized
 from pydeskd.containerd.images import ContainerUse, image_manifests
+from pydeskd.containerd.progress import Status
 from pydeskd.containerd.registry import Credentials
 from pydeskd.containerd.service import ImageService
 from pydeskd.containerd.snapshots import Kind
@@ -139,3 +140,50 @@ def active(svc: ImageService) -> set[str]:
     svc.stores.snapshotter.walk(
         lambda info: found.add(info.name) if info.kind is Kind.ACTIVE else None)
     return found
+
+
+def test_a_slow_pull_does_not_hold_up_garbage_collection(
+        fresh_registry: Registry, service: ImageService, tmp_path: Path) -> None:
+    import threading
+
+    from tests.support.images import build_big
+
+    build_big(tmp_path / "big", n_layers=2, total_mb=16)
+    fresh_registry.push_layout(tmp_path / "big", "slow/big:latest")
+    downloading, release = threading.Event(), threading.Event()
+
+    def stall(event: object) -> None:
+        if getattr(event, "status", None) is Status.DOWNLOADING and not downloading.is_set():
+            downloading.set()
+            release.wait(30)
+
+    results: list[object] = []
+    puller = threading.Thread(target=lambda: results.append(
+        service.pull(fresh_registry.ref("slow/big:latest"), reporter=stall)))
+    puller.start()
+    try:
+        assert downloading.wait(30)
+        collector = threading.Thread(target=service.collect_garbage)
+        collector.start()
+        collector.join(10)
+        assert not collector.is_alive(), "GC waited for a pull's download"
+    finally:
+        release.set()
+        puller.join(60)
+    assert results, "the pull failed"
+    image = service.resolve(fresh_registry.ref("slow/big:latest"))
+    _, manifest, _ = image_manifests(service.stores.content, image.target)
+    assert {m.digest for m in manifest.layers} <= blobs(service)  # the lease kept them
+
+
+def test_the_gc_lock_holds_across_services_on_one_root(tmp_path: Path) -> None:
+    import threading
+
+    with ImageService(tmp_path / "shared") as first, ImageService(tmp_path / "shared") as second:
+        with first.stores.gc.lock.shared():
+            collector = threading.Thread(target=second.collect_garbage)
+            collector.start()
+            collector.join(1.0)
+            assert collector.is_alive(), "a GC in another process swept during a commit"
+        collector.join(10)
+        assert not collector.is_alive()
