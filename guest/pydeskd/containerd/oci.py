@@ -147,29 +147,40 @@ class Platform:
 class PlatformMatcher:
     """Which index entries can run where, best first (containerd's ``platforms.Only``).
 
-    A wanted ``linux/arm/v7`` also runs ``v6`` and ``v5`` images; ``linux/amd64`` runs amd64
-    entries of any variant the index marks as ``v1``/none. An entry without a platform never
-    matches: in practice such entries are attestations or foreign artifacts.
+    The wanted platform first; then what it can also run: ``linux/amd64`` runs ``386``;
+    ``linux/arm64`` runs ``arm/v8`` down to ``arm/v5``; ``linux/arm/v7`` runs ``v6`` and ``v5``.
+    An entry without a platform never matches: in practice such entries are attestations.
     """
 
     def __init__(self, wanted: Platform) -> None:
         self.wanted = wanted.normalized()
-        self._order = [self.wanted.variant]
-        if self.wanted.architecture == "arm" and self.wanted.variant.startswith("v"):
-            level = int(self.wanted.variant[1:] or 7)
-            self._order = [f"v{n}" for n in range(level, 4, -1)]
+        arch, variant = self.wanted.architecture, self.wanted.variant
+        order: list[tuple[str, str]] = [(arch, variant)]
+        if arch == "amd64":
+            order.append(("386", ""))
+        elif arch == "arm64":
+            order += [("arm", f"v{n}") for n in range(8, 4, -1)]
+        elif arch == "arm":
+            level = _arm_level(variant)
+            order = [("arm", f"v{n}") for n in range(level, 4, -1)]
+        self._order = order
 
     def rank(self, candidate: Platform) -> int | None:
         """0 for the best match, higher for worse, ``None`` if it cannot run."""
         c = candidate.normalized()
-        if c.os != self.wanted.os or c.architecture != self.wanted.architecture:
+        if c.os != self.wanted.os:
             return None
-        if c.variant in self._order:
-            return self._order.index(c.variant)
-        return None
+        key = (c.architecture, c.variant)
+        return self._order.index(key) if key in self._order else None
 
     def matches(self, candidate: Platform) -> bool:
         return self.rank(candidate) is not None
+
+
+def _arm_level(variant: str) -> int:
+    if len(variant) == 2 and variant[0] == "v" and variant[1] in "5678":
+        return int(variant[1])
+    raise InvalidArgument(f"invalid platform variant {variant!r} for arm: want v5, v6, v7 or v8")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,6 +41,10 @@ def test_platform_parse_refuses_malformed(text: str) -> None:
     ("linux/arm/v7", "linux/arm/v7", 0),
     ("linux/arm/v7", "linux/arm/v6", 1),
     ("linux/arm/v6", "linux/arm/v7", None),
+    ("linux/amd64", "linux/386", 1),
+    ("linux/arm64", "linux/arm/v7", 2),
+    ("linux/arm64", "linux/arm/v5", 4),
+    ("linux/386", "linux/amd64", None),
 ])
 def test_platform_matcher_ranks_compatible_variants(
         wanted: str, candidate: str, rank: int | None) -> None:
@@ -116,3 +120,15 @@ def test_image_config_parse() -> None:
     assert len(cfg.history) == 1
     with pytest.raises(InvalidArgument, match="diff_id"):
         oci.ImageConfig.parse(b'{"rootfs": {"type": "layers", "diff_ids": ["md5:x"]}}')
+
+
+def test_index_select_falls_back_like_containerd() -> None:
+    index = oci.Index.parse(json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_INDEX,
+        "manifests": [_entry(D1, "linux/386"), _entry(D2, "linux/arm/v7")]}).encode())
+    assert index.select(oci.PlatformMatcher(oci.Platform.parse("linux/amd64"))).digest == D1
+    assert index.select(oci.PlatformMatcher(oci.Platform.parse("linux/arm64"))).digest == D2
+
+
+def test_bad_arm_variant_is_invalid_argument() -> None:
+    with pytest.raises(InvalidArgument, match="invalid platform variant"):
+        oci.PlatformMatcher(oci.Platform.parse("linux/arm/vx"))
