@@ -32,9 +32,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydeskd.containerd.errors import ContainerdError
+from pydeskd.containerd.errors import ContainerdError, InvalidArgument
 from pydeskd.containerd.progress import Event, Status
-from pydeskd.containerd.reference import Reference
+from pydeskd.containerd.reference import Reference, parse_reference
 
 log = logging.getLogger(__name__)
 
@@ -197,12 +197,21 @@ class PushRenderer:
             self._final.add(ev.digest)
         text = ev.status.value
         if ev.status is Status.MOUNTED:
-            text = f"Mounted from {ev.detail}"
+            text = f"Mounted from {_repository_path(ev.detail)}"
         return [blob_status(text, ev.id, ev.current, ev.total, ev.status in _BYTE_STEPS)]
 
     def done(self, tag: str, digest: str, size: int) -> list[Message]:
         return [status(f"{tag}: digest: {digest} size: {size}"),
                 {"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest, "Size": size}}]
+
+
+def _repository_path(name: str) -> str:
+    """``127.0.0.1:5000/test/a`` -> ``test/a``, ``busybox`` -> ``library/busybox`` (Docker
+    names the source repository by its path)."""
+    try:
+        return parse_reference(name, default_tag=None).path
+    except InvalidArgument:
+        return name
 
 
 # --- load -----------------------------------------------------------------------------------

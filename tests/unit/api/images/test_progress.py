@@ -106,7 +106,7 @@ def test_push_renderer_hides_configs_and_ends_with_the_digest_line_and_aux() -> 
                         {"progressDetail": {}, "aux": {"Tag": "v1", "Digest": D2,
                                                        "Size": 527}}]
     mounted = PushRenderer(parse_reference("r:5000/a/b")).event(
-        Event(D1, Status.MOUNTED, detail="a/c"))
+        Event(D1, Status.MOUNTED, detail="r:5000/a/c"))
     assert mounted[0]["status"] == "Mounted from a/c"
 
 
