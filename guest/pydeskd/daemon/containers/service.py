@@ -1,0 +1,668 @@
+"""ContainerService: the lifecycle of containers -- create, start, stop, kill, wait, remove,
+pause, rename, restart policies and live restore -- over images, snapshots, shims and a runtime.
+
+What it is for: the one object the API routes call for containers. ``create`` resolves the
+image (never pulls: the API layer does that for the CLI), unpacks it, prepares the container's
+ACTIVE snapshot (key = container ID) and writes its record; ``start`` mounts the snapshot at
+``<exec-root>/containers/<id>/rootfs``, writes the bundle's config.json, starts a shim
+(``<exec-root>/s/<id>``, short enough for a unix socket path) and the process, and a monitor
+thread per container waits for the exit, records it, runs the restart policy and AutoRemove.
+``restore`` at daemon start finds running containers again through their shims.
+
+Locking: each container has one re-entrant lock (the store's), and one Condition over it that
+every waiter uses; state changes happen under it, blocking calls (shim waits, sleeps) outside.
+
+What it must never do: leave a mount, a shim or a snapshot behind a container it removed, or
+block one container's calls on another's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydeskd.containerd import oci
+from pydeskd.containerd.errors import InvalidArgument, NotFound
+from pydeskd.containerd.image_content import image_manifests
+from pydeskd.containerd.service import ImageService
+from pydeskd.containerd.snapshots import mount as snapmount
+from pydeskd.daemon.containers import cgroupfs, files
+from pydeskd.daemon.containers.errors import (
+    CommandNotRunnable,
+    Conflict,
+    NotModified,
+    StartFailed,
+)
+from pydeskd.daemon.containers.imageconfig import entrypoint_and_args, merge
+from pydeskd.daemon.containers.mounts import LocalVolumes, Resolved, VolumeService, resolve
+from pydeskd.daemon.containers.names import generate_name, new_id
+from pydeskd.daemon.containers.record import Container
+from pydeskd.daemon.containers.restart import RestartManager, RestartPolicy
+from pydeskd.daemon.containers.signals import parse_signal
+from pydeskd.daemon.containers.spec import BundleInputs, bundle_spec
+from pydeskd.daemon.containers.state import Status, now
+from pydeskd.daemon.containers.store import ContainerStore
+from pydeskd.shim.client import ShimClient, ShimStartError, start_shim
+from pydeskd.shim.paths import StatePaths, atomic_write
+from pydeskd.shim.protocol import ProtocolError, ShimError
+from pydeskd.shim.runtime import default_runtime
+
+WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
+KILL_GRACE = 30.0          # after SIGKILL, how long an exit may take before stop gives up
+ATTACH_GRACE = 2.0         # how long start waits for attachers that are connecting
+
+
+class EventPublisher(Protocol):
+    def publish(self, type: str, action: str, actor_id: str,
+                attributes: Mapping[str, str] | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ServicePaths:
+    data_root: Path                    # containers/<id>/ records, logs, /etc files
+    exec_root: Path                    # containers/<id>/ bundles, s/<id> shim state
+    runtime: Path | None = None        # pydesk-runc (default), runc or crun
+    runtime_root: Path | None = None   # the runtime's --root; default <exec-root>/runtime
+    cgroup_parent: str = "/pydesk"
+    durable: bool = True               # fsync records (tests may turn it off)
+
+    @property
+    def containers(self) -> Path:
+        return self.data_root / "containers"
+
+    def bundle(self, cid: str) -> Path:
+        return self.exec_root / "containers" / cid
+
+    def rootfs(self, cid: str) -> Path:
+        return self.bundle(cid) / "rootfs"
+
+    def shim_state(self, cid: str) -> Path:
+        return self.exec_root / "s" / cid
+
+    @property
+    def runtime_state(self) -> Path:
+        return self.runtime_root or self.exec_root / "runtime"
+
+    @property
+    def runtime_path(self) -> Path:
+        return self.runtime or default_runtime()
+
+    def cgroups_path(self, cid: str) -> str:
+        return f"{self.cgroup_parent.rstrip('/')}/{cid}"
+
+
+@dataclass
+class Live:
+    """What only the running daemon knows about a container (rebuilt by ``restore``)."""
+
+    restart: RestartManager
+    shim: ShimClient | None = None
+    generation: int = 0        # bumped per start: a monitor of an older run does nothing
+    started_mono: float = 0.0
+    exits: int = 0             # exits recorded since the daemon started (wait next-exit)
+    removed: bool = False
+    attach_pending: int = 0    # attachers connecting to a shim that has not started yet
+    monitors: list[threading.Thread] = field(default_factory=list)
+
+
+def _api(obj: Any) -> dict[str, Any]:
+    """The Docker JSON of a Config/HostConfig (H2's typed objects have ``to_api``)."""
+    if obj is None:
+        return {}
+    to_api = getattr(obj, "to_api", None)
+    if callable(to_api):
+        out: dict[str, Any] = to_api()
+        return out
+    return dict(obj)
+
+
+def parse_size(text: str) -> int:
+    """Docker's RAMInBytes for log options: ``10m``, ``1g``, ``512k``, ``100``."""
+    value = text.strip().lower().rstrip("b")
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    try:
+        if value and value[-1] in units:
+            return int(float(value[:-1]) * units[value[-1]])
+        return int(value)
+    except ValueError:
+        raise InvalidArgument(f"invalid size: '{text}'") from None
+
+
+class ContainerService:
+    def __init__(self, images: ImageService, events: EventPublisher, paths: ServicePaths,
+                 volumes: VolumeService | None = None,
+                 mounter: snapmount.Mounter | None = None) -> None:
+        self.images = images
+        self.events = events
+        self.paths = paths
+        self.volumes = volumes or LocalVolumes(paths.data_root / "volumes")
+        self.mounter = mounter
+        self.store = ContainerStore(paths.containers, durable=paths.durable)
+        self._live: dict[str, Live] = {}
+        self._conds: dict[str, threading.Condition] = {}
+        self._table = threading.Lock()
+        self._closed = False
+        for d in (paths.exec_root / "containers", paths.exec_root / "s", paths.runtime_state):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _cond(self, cid: str) -> threading.Condition:
+        with self._table:
+            cond = self._conds.get(cid)
+            if cond is None:
+                cond = self._conds[cid] = threading.Condition(self.store.lock(cid))
+            return cond
+
+    def live(self, c: Container) -> Live:
+        with self._table:
+            live = self._live.get(c.id)
+            if live is None:
+                policy = RestartPolicy.from_api(c.host_config.get("RestartPolicy"))
+                live = self._live[c.id] = Live(RestartManager(policy))
+            return live
+
+    def _publish(self, c: Container, action: str, **extra: str) -> None:
+        attrs = {"name": c.name.lstrip("/"), "image": c.image_name, **c.labels, **extra}
+        with contextlib.suppress(Exception):  # an event bus failure never fails the call
+            self.events.publish("container", action, c.id, attrs)
+
+    def get(self, ref: str) -> Container:
+        return self.store.get(ref)
+
+    def close(self) -> None:
+        """Stops following containers (they keep running: live restore finds them again)."""
+        self._closed = True
+
+    # --- create ---------------------------------------------------------------------------
+
+    def create(self, name: str | None, config: Any, host_config: Any = None,
+               platform: oci.Platform | None = None) -> Container:
+        """A new container in state created. Raises NotFound ("No such image: X"),
+        InvalidArgument (bad name, no command, bad mounts or policy), Conflict (name taken)."""
+        cfg, host = _api(config), _api(host_config)
+        image_ref = cfg.get("Image") or ""
+        if not image_ref:
+            raise InvalidArgument("config cannot be empty in order to create a container")
+        policy = RestartPolicy.from_api(host.get("RestartPolicy"))
+        if host.get("AutoRemove") and policy.name != "no":
+            raise InvalidArgument("conflicting options: cannot specify both --restart and --rm")
+        image = self.images.resolve(image_ref)
+        matcher = oci.PlatformMatcher(platform or self.images.platform)
+        _, _, image_config = image_manifests(self.images.stores.content, image.target, matcher)
+        merged = merge(cfg, image_config.config)
+        path, args = entrypoint_and_args(merged)
+        cid = new_id()
+        merged["Hostname"] = merged.get("Hostname") or cid[:12]
+        merged["Image"] = image_ref
+        stored = self._reserve(name, cid)
+        cdir = self.store.dir(cid)
+        try:
+            chain = self.images.unpack(image.target, platform)
+            cdir.mkdir(parents=True)
+            self.images.stores.snapshotter.prepare(cid, chain)
+            try:
+                plan = resolve(merged, host, self.volumes)
+                record = Container(
+                    id=cid, name=stored, created=now(), path=path, args=args, config=merged,
+                    host_config=host, image=image.id, image_name=image_ref,
+                    log_path=str(cdir / f"{cid}-json.log"),
+                    resolv_conf_path=str(cdir / "resolv.conf"),
+                    hostname_path=str(cdir / "hostname"), hosts_path=str(cdir / "hosts"),
+                    mounts=[m.inspect() for m in plan.mounts],
+                    resolved_mounts=[m.to_json() for m in plan.mounts], snapshot_key=cid)
+                self._write_etc(record)
+                self.store.add(record)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.images.stores.snapshotter.remove(cid)
+                raise
+        except BaseException:
+            self.store.release_name(stored, cid)
+            shutil.rmtree(cdir, ignore_errors=True)
+            raise
+        self.live(record)
+        self._publish(record, "create")
+        return record
+
+    def _reserve(self, name: str | None, cid: str) -> str:
+        if name:
+            return self.store.reserve_name(name, cid)
+        for retry in range(10):
+            candidate = generate_name(retry)
+            with contextlib.suppress(Conflict):
+                return self.store.reserve_name(candidate, cid)
+        return self.store.reserve_name(cid[:12], cid)
+
+    def _write_etc(self, c: Container) -> None:
+        host = c.host_config
+        hostname = c.config.get("Hostname") or c.short_id
+        files.write_file(Path(c.hostname_path), files.hostname_file(hostname))
+        files.write_file(Path(c.hosts_path), files.hosts_file(hostname,
+                                                              host.get("ExtraHosts") or []))
+        files.write_file(Path(c.resolv_conf_path), files.resolv_conf(
+            files.host_resolv_conf(), host.get("Dns") or [], host.get("DnsSearch") or [],
+            host.get("DnsOptions") or []))
+
+    # --- start ----------------------------------------------------------------------------
+
+    def start(self, ref: str) -> None:
+        """Raises NotModified (already running), Conflict (paused, being removed),
+        CommandNotRunnable / StartFailed (the runtime refused; recorded in State.Error)."""
+        c = self.get(ref)
+        with self._cond(c.id):
+            if c.state.is_running:
+                raise NotModified(f"container {c.id} is already running")
+            c.state.check_can_start(c.name)
+            c.manually_stopped = False
+            live = self.live(c)
+            live.restart = RestartManager(live.restart.policy)
+            self._start_locked(c, live)
+
+    def _start_locked(self, c: Container, live: Live) -> None:
+        cond = self._cond(c.id)
+        bundle, rootfs = self.paths.bundle(c.id), self.paths.rootfs(c.id)
+        state_dir = self.paths.shim_state(c.id)
+        try:
+            self._clear_task(c)
+            rootfs.mkdir(parents=True, exist_ok=True)
+            mounts = self.images.stores.snapshotter.mounts(c.snapshot_key)
+            snapmount.perform(mounts, rootfs, self.mounter)
+            try:
+                spec = bundle_spec(self._inputs(c))
+                atomic_write(bundle / "config.json", spec, durable=False)
+                log = (c.host_config.get("LogConfig") or {}).get("Config") or {}
+                shim = start_shim(
+                    c.id, bundle, state_dir, runtime=self.paths.runtime_path,
+                    runtime_root=self.paths.runtime_state,
+                    stdin=bool(c.config.get("OpenStdin")), log_path=Path(c.log_path),
+                    log_max_size=parse_size(str(log.get("max-size") or "0")),
+                    log_max_files=int(log.get("max-file") or 1))
+                live.generation += 1
+                live.shim = shim
+                cond.notify_all()  # attachers waiting for the shim connect now
+                deadline = time.monotonic() + ATTACH_GRACE
+                while live.attach_pending > 0 and time.monotonic() < deadline:
+                    cond.wait(0.02)
+                started = shim.start()
+            except BaseException:
+                self._clear_task(c)
+                raise
+        except (ShimStartError, ShimError, OSError, ProtocolError, InvalidArgument) as err:
+            message = str(err)
+            code = 127 if "not found" in message or "no such file" in message.lower() else (
+                126 if "permission denied" in message.lower() else 128)
+            c.state.exit_code = code
+            c.state.set_error(message)
+            self.store.save(c)
+            live.shim = None
+            if code in (126, 127):
+                raise CommandNotRunnable(f"failed to create task for container: {message}"
+                                         ) from None
+            raise StartFailed(f"failed to create task for container: {message}") from None
+        c.state.set_running(started.pid)
+        c.has_been_started = True
+        self.store.save(c)
+        live.started_mono = time.monotonic()
+        monitor = threading.Thread(target=self._monitor, args=(c.id, shim, live.generation),
+                                   name=f"monitor-{c.short_id}", daemon=True)
+        live.monitors = [t for t in live.monitors if t.is_alive()] + [monitor]
+        monitor.start()
+        self._publish(c, "start")
+
+    def _inputs(self, c: Container) -> BundleInputs:
+        return BundleInputs(
+            cid=c.id, config=c.config, host_config=c.host_config,
+            rootfs=self.paths.rootfs(c.id), args=[c.path, *c.args],
+            mounts=[Resolved.from_json(m) for m in c.resolved_mounts],
+            cgroups_path=self.paths.cgroups_path(c.id), hostname_path=c.hostname_path,
+            hosts_path=c.hosts_path, resolv_conf_path=c.resolv_conf_path)
+
+    def _clear_task(self, c: Container) -> None:
+        """Whatever a previous run left: its shim (deleted), the runtime's state, the rootfs
+        mount. Safe to call when nothing is there."""
+        state_dir = self.paths.shim_state(c.id)
+        if (state_dir / "shim.sock").exists():
+            client = ShimClient.for_state_dir(state_dir, timeout=10)
+            with contextlib.suppress(Exception):
+                client.kill(signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                client.wait(timeout=10)
+            with contextlib.suppress(Exception):
+                client.delete()
+        if state_dir.exists():
+            self._runtime("delete", "--force", c.id)
+            shutil.rmtree(state_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            snapmount.unmount(self.paths.rootfs(c.id), self.mounter)
+
+    def _runtime(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The one place the daemon runs the OCI runtime itself (pause, resume, cleanup)."""
+        argv = [str(self.paths.runtime_path), "--root", str(self.paths.runtime_state), *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+    # --- exits ----------------------------------------------------------------------------
+
+    def _monitor(self, cid: str, shim: ShimClient, generation: int) -> None:
+        try:
+            st = shim.wait(timeout=None)
+            code, at = st.exit_code if st.exit_code is not None else 255, st.exited_at
+        except (OSError, ProtocolError, ShimError):
+            if self._closed:
+                return
+            code, at = self._exit_from_disk(cid)
+        if self._closed:
+            return
+        self._on_exit(cid, generation, code, at)
+
+    def _exit_from_disk(self, cid: str) -> tuple[int, str | None]:
+        import json
+
+        try:
+            obj = json.loads(StatePaths(self.paths.shim_state(cid)).exit_json.read_text())
+            return int(obj["exit_code"]), str(obj.get("exited_at") or "") or None
+        except (OSError, ValueError, KeyError, TypeError):
+            return 255, None
+
+    def _on_exit(self, cid: str, generation: int, code: int, at: str | None) -> None:
+        c = self.store.find(cid)
+        if c is None:
+            return
+        cond = self._cond(cid)
+        delay: float | None = None
+        auto_remove = False
+        with cond:
+            live = self.live(c)
+            if live.generation != generation or not (c.state.running or c.state.paused):
+                return
+            oom = cgroupfs.oom_killed(self.paths.cgroups_path(cid))
+            self._clear_task(c)
+            live.shim = None
+            removing = c.state.removal_in_progress
+            if not removing:
+                delay = live.restart.should_restart(code, c.manually_stopped, c.restart_count,
+                                                    time.monotonic() - live.started_mono)
+            if delay is not None:
+                c.state.set_restarting(code, at, oom)
+            else:
+                c.state.set_stopped(code, at, oom)
+                if removing:
+                    c.state.set_removing()
+            self.store.save(c)
+            live.exits += 1
+            cond.notify_all()
+            auto_remove = delay is None and not removing and bool(c.host_config.get("AutoRemove"))
+        if oom:
+            self._publish(c, "oom")
+        self._publish(c, "die", exitCode=str(code))
+        if delay is not None:
+            timer = threading.Timer(delay, self._restart_after, (cid, live.generation))
+            timer.daemon = True
+            timer.start()
+        elif auto_remove:
+            threading.Thread(target=self._auto_remove, args=(cid,), daemon=True).start()
+
+    def _restart_after(self, cid: str, generation: int) -> None:
+        c = self.store.find(cid)
+        if c is None or self._closed:
+            return
+        with self._cond(cid):
+            live = self.live(c)
+            if live.generation != generation or live.restart.cancelled or \
+                    c.state.status is not Status.RESTARTING:
+                return
+            c.restart_count += 1
+            try:
+                self._start_locked(c, live)
+            except (StartFailed, NotFound, InvalidArgument) as err:
+                c.state.set_stopped(c.state.exit_code or 128, error=str(err))
+                self.store.save(c)
+                live.exits += 1
+                self._cond(cid).notify_all()
+
+    def _auto_remove(self, cid: str) -> None:
+        with contextlib.suppress(NotFound, Conflict):
+            self.remove(cid, force=True, volumes=True)
+
+    # --- stop / kill / restart ------------------------------------------------------------
+
+    def _wait_exit(self, c: Container, live: Live, exits_before: int,
+                   timeout: float | None) -> bool:
+        cond = self._cond(c.id)
+        with cond:
+            return cond.wait_for(lambda: live.exits > exits_before or not c.state.is_running,
+                                 timeout)
+
+    def _send(self, c: Container, shim: ShimClient, sig: int) -> None:
+        try:
+            shim.kill(sig, all=False)
+        except ShimError as err:
+            raise Conflict(f"Cannot kill container: {c.id}: {err.message}") from None
+        except OSError:
+            return  # the shim is gone: the monitor records the exit
+        self._publish(c, "kill", signal=str(sig))
+        if c.state.paused and sig == signal.SIGKILL:
+            self._runtime("resume", c.id)
+
+    def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
+        """``docker stop``: StopSignal (or ``sig``), then SIGKILL after ``timeout`` seconds
+        (StopTimeout, default 10; -1 waits forever). Raises NotModified when not running."""
+        c = self.get(ref)
+        with self._cond(c.id):
+            live = self.live(c)
+            live.restart.cancel()
+            c.manually_stopped = True
+            if c.state.restarting:
+                c.state.set_stopped(c.state.exit_code, c.state.finished_at)
+                self.store.save(c)
+                live.exits += 1
+                self._cond(c.id).notify_all()
+                self._publish(c, "stop")
+                return
+            if not c.state.is_running or live.shim is None:
+                self.store.save(c)
+                raise NotModified(f"container {c.id} is already stopped")
+            self.store.save(c)
+            number = parse_signal(sig or c.config.get("StopSignal"), signal.SIGTERM)
+            if timeout is None:
+                stop_timeout = c.config.get("StopTimeout")
+                timeout = 10 if stop_timeout is None else int(stop_timeout)
+            exits, shim = live.exits, live.shim
+        self._send(c, shim, number)
+        if not self._wait_exit(c, live, exits, None if timeout < 0 else float(timeout)):
+            self._send(c, shim, signal.SIGKILL)
+            if not self._wait_exit(c, live, exits, KILL_GRACE):
+                raise StartFailed(f"cannot stop container: {c.id}: tried to kill container, "
+                                  f"but did not receive an exit event")
+        self._publish(c, "stop")
+
+    def kill(self, ref: str, sig: str | int | None = None) -> None:
+        """``docker kill``. Raises Conflict when not running, InvalidArgument (bad signal)."""
+        c = self.get(ref)
+        number = parse_signal(sig, signal.SIGKILL)
+        with self._cond(c.id):
+            live = self.live(c)
+            if not c.state.is_running or live.shim is None:
+                raise Conflict(f"Cannot kill container: {ref}: container {c.id} is not "
+                               f"running")
+            stop_signal = parse_signal(c.config.get("StopSignal"), signal.SIGTERM)
+            if number in (signal.SIGKILL, stop_signal):
+                c.manually_stopped = True
+                self.store.save(c)
+            shim = live.shim
+        self._send(c, shim, number)
+
+    def restart(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
+        c = self.get(ref)
+        with contextlib.suppress(NotModified):
+            self.stop(c.id, timeout, sig)
+        self.start(c.id)
+        self._publish(c, "restart")
+
+    # --- wait -----------------------------------------------------------------------------
+
+    def wait(self, ref: str, condition: str = "not-running",
+             timeout: float | None = None) -> tuple[int, str]:
+        """Blocks until ``condition``; (exit code, error message). Raises InvalidArgument
+        (unknown condition), NotFound, TimeoutError (after ``timeout``)."""
+        if not condition:
+            condition = "not-running"
+        if condition not in WAIT_CONDITIONS:
+            raise InvalidArgument(f"invalid condition: \"{condition}\"")
+        c = self.get(ref)
+        cond = self._cond(c.id)
+        with cond:
+            live = self.live(c)
+            exits = live.exits
+            if condition == "not-running":
+                def done() -> bool:
+                    return not c.state.running or live.removed
+            elif condition == "next-exit":
+                def done() -> bool:
+                    return live.exits > exits or live.removed
+            else:
+                def done() -> bool:
+                    return live.removed
+            if not cond.wait_for(done, timeout):
+                raise TimeoutError(f"container {c.id}: still waiting for {condition}")
+            return c.state.exit_code, c.state.error
+
+    # --- remove ---------------------------------------------------------------------------
+
+    def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        """``docker rm``. Raises Conflict (running without force, removal in progress)."""
+        c = self.get(ref)
+        with self._cond(c.id):
+            live = self.live(c)
+            if c.state.removal_in_progress:
+                raise Conflict(f"removal of container {c.id} is already in progress")
+            if c.state.running and not force:
+                raise Conflict(f'cannot remove container "{c.name}": container is running: '
+                               f'stop the container before removing or force remove')
+            live.restart.cancel()
+            shim, exits = live.shim, live.exits
+            running = c.state.is_running and shim is not None
+            c.state.set_removing()
+            self.store.save(c)
+        if running and shim is not None:
+            self._send(c, shim, signal.SIGKILL)
+            self._wait_exit(c, live, exits, KILL_GRACE)
+        cond = self._cond(c.id)
+        with cond:
+            live.generation += 1  # a late monitor of this run does nothing
+            self._clear_task(c)
+            live.shim = None
+            shutil.rmtree(self.paths.bundle(c.id), ignore_errors=True)
+            with contextlib.suppress(NotFound):
+                self.images.stores.snapshotter.remove(c.snapshot_key)
+            if volumes:
+                for m in c.resolved_mounts:
+                    if m.get("anonymous") and m.get("type") == "volume":
+                        shutil.rmtree(Path(str(m["source"])).parent, ignore_errors=True)
+            self.store.delete(c)
+            live.removed = True
+            cond.notify_all()
+        with self._table:
+            self._live.pop(c.id, None)
+        self._publish(c, "destroy")
+
+    # --- pause / rename -------------------------------------------------------------------
+
+    def pause(self, ref: str) -> None:
+        c = self.get(ref)
+        with self._cond(c.id):
+            c.state.check_can_pause(c.id)
+            done = self._runtime("pause", c.id)
+            if done.returncode != 0:
+                raise StartFailed(f"Cannot pause container {c.id}: {done.stderr.strip()}")
+            c.state.set_paused(True)
+            self.store.save(c)
+        self._publish(c, "pause")
+
+    def unpause(self, ref: str) -> None:
+        c = self.get(ref)
+        with self._cond(c.id):
+            c.state.check_can_unpause(c.id)
+            done = self._runtime("resume", c.id)
+            if done.returncode != 0:
+                raise StartFailed(f"Cannot unpause container {c.id}: {done.stderr.strip()}")
+            c.state.set_paused(False)
+            self.store.save(c)
+        self._publish(c, "unpause")
+
+    def rename(self, ref: str, new_name: str) -> None:
+        """Raises Conflict (name taken), InvalidArgument (bad name or the same name)."""
+        c = self.get(ref)
+        with self._cond(c.id):
+            old = c.name
+            if new_name.lstrip("/") == old.lstrip("/"):
+                raise InvalidArgument("Renaming a container with the same name as its current "
+                                      "name")
+            self.store.rename(c, new_name)
+        self._publish(c, "rename", oldName=old)
+
+    # --- restore --------------------------------------------------------------------------
+
+    def restore(self) -> list[Container]:
+        """At daemon start: load the records, re-attach to live shims, record the exits of
+        containers whose shim is gone, finish interrupted removals, and start again what the
+        restart policies say. Returns the containers found running."""
+        running: list[Container] = []
+        to_start: list[Container] = []
+        for c in self.store.load():
+            live = self.live(c)
+            if c.state.removal_in_progress:
+                with contextlib.suppress(NotFound, Conflict):
+                    c.state.removal_in_progress = False
+                    self.remove(c.id, force=True)
+                continue
+            if c.state.running or c.state.paused:
+                client = ShimClient.for_state_dir(self.paths.shim_state(c.id))
+                if not c.state.restarting and client.alive():
+                    with self._cond(c.id):
+                        live.generation += 1
+                        live.shim = client
+                        live.started_mono = time.monotonic()
+                        monitor = threading.Thread(target=self._monitor,
+                                                   args=(c.id, client, live.generation),
+                                                   name=f"monitor-{c.short_id}", daemon=True)
+                        live.monitors.append(monitor)
+                        monitor.start()
+                    running.append(c)
+                    continue
+                with self._cond(c.id):
+                    code, at = (c.state.exit_code, c.state.finished_at) if c.state.restarting \
+                        else self._exit_from_disk(c.id)
+                    self._clear_task(c)
+                    c.state.set_stopped(code, at)
+                    self.store.save(c)
+                self._publish(c, "die", exitCode=str(code))
+            else:
+                with contextlib.suppress(OSError):
+                    snapmount.unmount(self.paths.rootfs(c.id), self.mounter)
+            policy = live.restart.policy
+            if c.has_been_started and c.state.status is Status.EXITED and \
+                    policy.restarts_at_daemon_start(c.manually_stopped, c.state.exit_code):
+                to_start.append(c)
+        for c in to_start:
+            with contextlib.suppress(StartFailed, NotModified, Conflict, NotFound):
+                self.start(c.id)
+        return running
+
+    # --- callbacks for others -------------------------------------------------------------
+
+    def image_in_use(self, image_id: str) -> bool:
+        """For ``docker rmi``: does a container use this image?"""
+        return any(c.image == image_id for c in self.store.all())
+
+    def on_each(self, fn: Callable[[Container], None]) -> None:
+        for c in self.store.all():
+            fn(c)

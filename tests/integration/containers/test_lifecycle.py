@@ -1,0 +1,163 @@
+"""The container lifecycle on real shims and pydesk-runc: create, start, wait, logs, stop,
+kill, restart policies, remove (nothing left), live restore."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from pydeskd.containerd.errors import NotFound
+from pydeskd.daemon.containers.errors import Conflict, NotModified
+from pydeskd.daemon.containers.state import Status
+from pydeskd.daemon.logs import LogOptions, read_logs
+from tests.integration.containers.conftest import IMAGE, Env, mounts_under
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_exists(env: Env, cid: str) -> bool:
+    rel = f"{env.cgroup_parent.strip('/')}/{cid}"
+    return any((h / rel).exists() for h in CGROUP_ROOT.iterdir())
+
+
+def logs(env: Env, cid: str, **kw: object) -> str:
+    c = env.service.get(cid)
+    options = LogOptions(**kw)  # type: ignore[arg-type]
+    return b"".join(e.data for e in read_logs(Path(c.log_path), options)).decode()
+
+
+def test_run_wait_exit_code_and_logs(env: Env) -> None:
+    svc = env.service
+    c = svc.create("first", {"Image": IMAGE, "Cmd": ["sh", "-c", "echo out; echo err >&2; exit 3"]})
+    assert c.state.status is Status.CREATED and c.name == "/first"
+    with pytest.raises(NotFound, match="No such image: nope"):
+        svc.create(None, {"Image": "nope"})
+    svc.start("first")
+    code, error = svc.wait("first", "not-running", timeout=30)
+    assert (code, error) == (3, "")
+    c = svc.get("first")
+    assert c.state.status is Status.EXITED and c.state.exit_code == 3 and not c.state.running
+    # two pipes: their relative order is not kept (in Docker neither)
+    assert sorted(logs(env, c.id).splitlines()) == ["err", "out"]
+    assert logs(env, c.id, stderr=False) == "out\n"
+    assert env.events.actions(c.id) == ["create", "start", "die"]
+    assert env.events.events[-1][3]["exitCode"] == "3"
+    inspect = c.to_inspect()
+    assert inspect["State"]["ExitCode"] == 3 and inspect["Config"]["Hostname"] == c.id[:12]
+    assert inspect["Path"] == "sh" and inspect["Args"][0] == "-c"
+    # it can start again, and its files are there
+    svc.start(c.id)
+    assert svc.wait(c.id, timeout=30)[0] == 3
+    assert logs(env, c.id).count("out\n") == 2
+
+
+def test_stop_with_timeout_kill_and_remove_cleans_everything(env: Env) -> None:
+    svc = env.service
+    # sh ignores SIGTERM as pid 1 without a handler: stop has to SIGKILL after the timeout
+    c = svc.create(None, {"Image": IMAGE, "Cmd": ["sleep", "1000"]})
+    svc.start(c.id)
+    with pytest.raises(NotModified):
+        svc.start(c.id)
+    with pytest.raises(Conflict, match="container is running"):
+        svc.remove(c.id)
+    assert mounts_under(env.base) and cgroup_exists(env, c.id)
+    t0 = time.monotonic()
+    svc.stop(c.id, timeout=1)
+    assert 0.9 < time.monotonic() - t0 < 10
+    assert svc.get(c.id).state.exit_code == 137
+    assert env.events.actions(c.id)[-4:] == ["kill", "kill", "die", "stop"]
+    with pytest.raises(NotModified):
+        svc.stop(c.id)
+    svc.start(c.id)
+    svc.kill(c.id, "SIGTERM")  # pid 1 ignores it
+    time.sleep(0.3)
+    assert svc.get(c.id).state.running
+    svc.kill(c.id, "KILL")
+    assert svc.wait(c.id, timeout=30)[0] == 137
+    with pytest.raises(Conflict, match="is not running"):
+        svc.kill(c.id)
+    svc.remove(c.id)
+    assert mounts_under(env.base) == []
+    assert not cgroup_exists(env, c.id)
+    assert not (env.paths.containers / c.id).exists()
+    assert not env.paths.shim_state(c.id).exists()
+    assert not env.paths.bundle(c.id).exists()
+    with pytest.raises(NotFound):
+        env.images.stores.snapshotter.stat(c.id)
+    with pytest.raises(NotFound):
+        svc.get(c.id)
+    assert env.events.actions(c.id)[-1] == "destroy"
+
+
+def test_force_remove_running(env: Env) -> None:
+    svc = env.service
+    c = svc.create("victim", {"Image": IMAGE, "Cmd": ["sleep", "1000"]})
+    svc.start(c.id)
+    svc.remove("victim", force=True)
+    assert mounts_under(env.base) == [] and not cgroup_exists(env, c.id)
+    assert svc.store.all() == []
+
+
+def test_restart_always_after_the_process_is_killed(env: Env) -> None:
+    svc = env.service
+    c = svc.create(None, {"Image": IMAGE, "Cmd": ["sleep", "1000"]},
+                   {"RestartPolicy": {"Name": "always"}})
+    svc.start(c.id)
+    first_pid = svc.get(c.id).state.pid
+    os.kill(first_pid, 9)  # the process dies outside the daemon's control
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        now = svc.get(c.id)
+        if now.state.is_running and now.state.pid != first_pid:
+            break
+        time.sleep(0.05)
+    now = svc.get(c.id)
+    assert now.state.is_running and now.state.pid != first_pid and now.restart_count == 1
+    svc.stop(c.id, timeout=0)
+    time.sleep(0.5)  # no restart after an explicit stop
+    assert svc.get(c.id).state.status is Status.EXITED
+
+
+def test_on_failure_limit_and_auto_remove(env: Env) -> None:
+    svc = env.service
+    c = svc.create(None, {"Image": IMAGE, "Cmd": ["false"]},
+                   {"RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 2}})
+    svc.start(c.id)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (
+            svc.get(c.id).restart_count == 2 and svc.get(c.id).state.status is Status.EXITED):
+        time.sleep(0.05)
+    assert svc.get(c.id).restart_count == 2 and svc.get(c.id).state.exit_code == 1
+    rm = svc.create(None, {"Image": IMAGE, "Cmd": ["sh", "-c", "exit 5"]}, {"AutoRemove": True})
+    svc.start(rm.id)
+    assert svc.wait(rm.id, "removed", timeout=30)[0] == 5
+    with pytest.raises(NotFound):
+        svc.get(rm.id)
+
+
+def test_live_restore(env: Env) -> None:
+    svc = env.service
+    loop = "while true; do echo tick; sleep 0.2; done"
+    keep = svc.create("keep", {"Image": IMAGE, "Cmd": ["sh", "-c", loop]})
+    svc.start(keep.id)
+    gone = svc.create("gone", {"Image": IMAGE, "Cmd": ["sleep", "1000"]},
+                      {"RestartPolicy": {"Name": "unless-stopped"}})
+    svc.start(gone.id)
+    pid = svc.get(keep.id).state.pid
+    svc = env.reopen()  # the old object is dropped: its monitors no longer act
+    os.kill(pid, 0)  # still running while no service follows it
+    svc.restore()
+    c = svc.get("keep")
+    assert c.state.is_running and c.state.pid == pid
+    old_gone_pid = svc.get("gone").state.pid
+    os.kill(old_gone_pid, 9)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and svc.get("gone").state.pid in (old_gone_pid, 0):
+        time.sleep(0.05)
+    assert svc.get("gone").state.is_running  # unless-stopped came back
+    assert "tick" in logs(env, c.id, tail=1)
+    svc.stop("keep", timeout=1)
+    assert not svc.get("keep").state.running
