@@ -24,7 +24,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,13 +34,16 @@ from pydeskd.containerd.errors import InvalidArgument, NotFound
 from pydeskd.containerd.image_content import image_manifests
 from pydeskd.containerd.service import ImageService
 from pydeskd.containerd.snapshots import mount as snapmount
-from pydeskd.daemon.containers import cgroupfs, files
+from pydeskd.daemon.containers import cgroupfs, files, listing
+from pydeskd.daemon.containers.attach import Attachment
 from pydeskd.daemon.containers.errors import (
     CommandNotRunnable,
     Conflict,
     NotModified,
     StartFailed,
 )
+from pydeskd.daemon.containers.execs import Execs
+from pydeskd.daemon.containers.filters import ListOptions
 from pydeskd.daemon.containers.imageconfig import entrypoint_and_args, merge
 from pydeskd.daemon.containers.mounts import LocalVolumes, Resolved, VolumeService, resolve
 from pydeskd.daemon.containers.names import generate_name, new_id
@@ -50,6 +53,7 @@ from pydeskd.daemon.containers.signals import parse_signal
 from pydeskd.daemon.containers.spec import BundleInputs, bundle_spec
 from pydeskd.daemon.containers.state import Status, now
 from pydeskd.daemon.containers.store import ContainerStore
+from pydeskd.daemon.logs import LogEntry, LogOptions, read_logs
 from pydeskd.shim.client import ShimClient, ShimStartError, start_shim
 from pydeskd.shim.paths import StatePaths, atomic_write
 from pydeskd.shim.protocol import ProtocolError, ShimError
@@ -150,6 +154,7 @@ class ContainerService:
         self._conds: dict[str, threading.Condition] = {}
         self._table = threading.Lock()
         self._closed = False
+        self.execs = Execs(self)
         for d in (paths.exec_root / "containers", paths.exec_root / "s", paths.runtime_state):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -170,7 +175,7 @@ class ContainerService:
                 live = self._live[c.id] = Live(RestartManager(policy))
             return live
 
-    def _publish(self, c: Container, action: str, **extra: str) -> None:
+    def publish(self, c: Container, action: str, **extra: str) -> None:
         attrs = {"name": c.name.lstrip("/"), "image": c.image_name, **c.labels, **extra}
         with contextlib.suppress(Exception):  # an event bus failure never fails the call
             self.events.publish("container", action, c.id, attrs)
@@ -230,7 +235,7 @@ class ContainerService:
             shutil.rmtree(cdir, ignore_errors=True)
             raise
         self.live(record)
-        self._publish(record, "create")
+        self.publish(record, "create")
         return record
 
     def _reserve(self, name: str | None, cid: str) -> str:
@@ -277,7 +282,7 @@ class ContainerService:
             mounts = self.images.stores.snapshotter.mounts(c.snapshot_key)
             snapmount.perform(mounts, rootfs, self.mounter)
             try:
-                spec = bundle_spec(self._inputs(c))
+                spec = bundle_spec(self.bundle_inputs(c))
                 atomic_write(bundle / "config.json", spec, durable=False)
                 log = (c.host_config.get("LogConfig") or {}).get("Config") or {}
                 shim = start_shim(
@@ -316,9 +321,9 @@ class ContainerService:
                                    name=f"monitor-{c.short_id}", daemon=True)
         live.monitors = [t for t in live.monitors if t.is_alive()] + [monitor]
         monitor.start()
-        self._publish(c, "start")
+        self.publish(c, "start")
 
-    def _inputs(self, c: Container) -> BundleInputs:
+    def bundle_inputs(self, c: Container) -> BundleInputs:
         return BundleInputs(
             cid=c.id, config=c.config, host_config=c.host_config,
             rootfs=self.paths.rootfs(c.id), args=[c.path, *c.args],
@@ -401,8 +406,8 @@ class ContainerService:
             cond.notify_all()
             auto_remove = delay is None and not removing and bool(c.host_config.get("AutoRemove"))
         if oom:
-            self._publish(c, "oom")
-        self._publish(c, "die", exitCode=str(code))
+            self.publish(c, "oom")
+        self.publish(c, "die", exitCode=str(code))
         if delay is not None:
             timer = threading.Timer(delay, self._restart_after, (cid, live.generation))
             timer.daemon = True
@@ -448,7 +453,7 @@ class ContainerService:
             raise Conflict(f"Cannot kill container: {c.id}: {err.message}") from None
         except OSError:
             return  # the shim is gone: the monitor records the exit
-        self._publish(c, "kill", signal=str(sig))
+        self.publish(c, "kill", signal=str(sig))
         if c.state.paused and sig == signal.SIGKILL:
             self._runtime("resume", c.id)
 
@@ -465,7 +470,7 @@ class ContainerService:
                 self.store.save(c)
                 live.exits += 1
                 self._cond(c.id).notify_all()
-                self._publish(c, "stop")
+                self.publish(c, "stop")
                 return
             if not c.state.is_running or live.shim is None:
                 self.store.save(c)
@@ -482,7 +487,7 @@ class ContainerService:
             if not self._wait_exit(c, live, exits, KILL_GRACE):
                 raise StartFailed(f"cannot stop container: {c.id}: tried to kill container, "
                                   f"but did not receive an exit event")
-        self._publish(c, "stop")
+        self.publish(c, "stop")
 
     def kill(self, ref: str, sig: str | int | None = None) -> None:
         """``docker kill``. Raises Conflict when not running, InvalidArgument (bad signal)."""
@@ -505,7 +510,7 @@ class ContainerService:
         with contextlib.suppress(NotModified):
             self.stop(c.id, timeout, sig)
         self.start(c.id)
-        self._publish(c, "restart")
+        self.publish(c, "restart")
 
     # --- wait -----------------------------------------------------------------------------
 
@@ -572,7 +577,8 @@ class ContainerService:
             cond.notify_all()
         with self._table:
             self._live.pop(c.id, None)
-        self._publish(c, "destroy")
+        self.execs.forget_container(c.id)
+        self.publish(c, "destroy")
 
     # --- pause / rename -------------------------------------------------------------------
 
@@ -585,7 +591,7 @@ class ContainerService:
                 raise StartFailed(f"Cannot pause container {c.id}: {done.stderr.strip()}")
             c.state.set_paused(True)
             self.store.save(c)
-        self._publish(c, "pause")
+        self.publish(c, "pause")
 
     def unpause(self, ref: str) -> None:
         c = self.get(ref)
@@ -596,7 +602,7 @@ class ContainerService:
                 raise StartFailed(f"Cannot unpause container {c.id}: {done.stderr.strip()}")
             c.state.set_paused(False)
             self.store.save(c)
-        self._publish(c, "unpause")
+        self.publish(c, "unpause")
 
     def rename(self, ref: str, new_name: str) -> None:
         """Raises Conflict (name taken), InvalidArgument (bad name or the same name)."""
@@ -607,7 +613,7 @@ class ContainerService:
                 raise InvalidArgument("Renaming a container with the same name as its current "
                                       "name")
             self.store.rename(c, new_name)
-        self._publish(c, "rename", oldName=old)
+        self.publish(c, "rename", oldName=old)
 
     # --- restore --------------------------------------------------------------------------
 
@@ -644,7 +650,7 @@ class ContainerService:
                     self._clear_task(c)
                     c.state.set_stopped(code, at)
                     self.store.save(c)
-                self._publish(c, "die", exitCode=str(code))
+                self.publish(c, "die", exitCode=str(code))
             else:
                 with contextlib.suppress(OSError):
                     snapmount.unmount(self.paths.rootfs(c.id), self.mounter)
@@ -656,6 +662,107 @@ class ContainerService:
             with contextlib.suppress(StartFailed, NotModified, Conflict, NotFound):
                 self.start(c.id)
         return running
+
+    # --- attach / logs --------------------------------------------------------------------
+
+    def attach(self, ref: str, *, stdin: bool = False, stdout: bool = True,
+               stderr: bool = True, timeout: float | None = None) -> Attachment:
+        """The live streams of a container (``docker attach``, ``docker run`` without -d).
+        On a created (or restarting) container it waits for the next start, which itself
+        waits (briefly) for attachers, so no output is lost. Raises Conflict (stopped),
+        TimeoutError."""
+        c = self.get(ref)
+        cond = self._cond(c.id)
+        with cond:
+            live = self.live(c)
+            if c.state.is_running and live.shim is not None:
+                shim = live.shim
+                pending = False
+            elif c.state.status in (Status.CREATED, Status.RESTARTING, Status.EXITED) \
+                    and not c.state.removal_in_progress:
+                # Docker lets a client attach to a stopped container and waits for the start
+                # (docker start -a attaches first).
+                live.attach_pending += 1
+                pending = True
+                generation = live.generation
+                if not cond.wait_for(lambda: (live.generation != generation and
+                                     live.shim is not None) or live.removed, timeout):
+                    live.attach_pending -= 1
+                    raise TimeoutError(f"container {c.id} did not start")
+                if live.removed or live.shim is None:
+                    live.attach_pending -= 1
+                    raise Conflict(f"container {c.id} was removed")
+                shim = live.shim
+            else:
+                raise Conflict("You cannot attach to a stopped container, start it first")
+        try:
+            stream = shim.attach(stdin=stdin and bool(c.config.get("OpenStdin")))
+        finally:
+            if pending:
+                with cond:
+                    live.attach_pending -= 1
+                    cond.notify_all()
+        return Attachment(stream, c.tty, stdin, stdout, stderr)
+
+    def logs(self, ref: str, options: LogOptions,
+             stop: threading.Event | None = None) -> Iterator[LogEntry]:
+        """``docker logs``: entries of the json-file log; with ``follow``, until the container
+        stops (or ``stop`` is set). Raises NotFound, InvalidArgument (a log driver without
+        read support)."""
+        c = self.get(ref)
+        driver = (c.host_config.get("LogConfig") or {}).get("Type") or "json-file"
+        if driver not in ("json-file", "local"):
+            raise InvalidArgument('configured logging driver does not support reading')
+        return read_logs(Path(c.log_path), options, lambda: c.state.running, stop)
+
+    # --- exec, listing (see execs.py, listing.py) ----------------------------------------
+
+    def exec_create(self, ref: str, cmd: Sequence[str], **kwargs: Any) -> str:
+        return self.execs.create(ref, cmd, **kwargs)
+
+    def exec_start(self, exec_id: str, detach: bool = False,
+                   tty: bool | None = None) -> Attachment | None:
+        return self.execs.start(exec_id, detach, tty)
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]:
+        return self.execs.inspect(exec_id)
+
+    def exec_resize(self, exec_id: str, height: int, width: int) -> None:
+        self.execs.resize(exec_id, height, width)
+
+    def resize(self, ref: str, height: int, width: int) -> None:
+        c = self.get(ref)
+        shim = self.live(c).shim
+        if shim is None or not c.state.is_running:
+            raise Conflict(f"Container {c.id} is not running")
+        try:
+            shim.resize(width, height)
+        except ShimError as err:
+            raise Conflict(err.message) from None
+
+    def inspect(self, ref: str, size: bool = False) -> dict[str, Any]:
+        c = self.get(ref)
+        with self.store.lock(c.id):
+            if size:
+                rw, root = listing.sizes(self, c)
+                return c.to_inspect(rw, root)
+            return c.to_inspect()
+
+    def list(self, options: ListOptions, size: bool = False) -> list[dict[str, Any]]:
+        return listing.list_containers(self, options, size)
+
+    def top(self, ref: str, ps_args: str = "") -> dict[str, Any]:
+        return listing.top(self, ref, ps_args)
+
+    def stats(self, ref: str, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+        return listing.stats(self, ref, previous)
+
+    def prune(self, filters: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+        return listing.prune(self, filters)
+
+    def counts(self) -> Any:
+        """``docker info``'s container counts (the daemon's ContainerCounter)."""
+        return listing.counts(self)
 
     # --- callbacks for others -------------------------------------------------------------
 
