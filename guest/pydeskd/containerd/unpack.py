@@ -9,7 +9,8 @@ DiffID(Ln))``). A layer whose chainID is already committed is not applied again 
 Per missing layer: Prepare an ACTIVE snapshot under a unique key (``extract-<random>-<chainID>``)
 on the previous chainID, apply the blob (``archive.apply``), check that the diff_id of what was
 applied is the config's, Commit it as the chainID. If anything fails the active snapshot is
-removed and the error raised: nothing half-applied is ever committed.
+removed and the error raised: nothing half-applied is ever committed. (If that removal fails
+too, it is logged and the unpack's own error is still the one raised.)
 
 Two unpacks of the same image at once (two pulls, or a pull and a load) are safe: each extracts
 under its own key, the first Commit wins, the second finds ``AlreadyExists``, removes its own
@@ -21,8 +22,8 @@ anything but the chainID of the verified diff_ids below it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,8 @@ from pydeskd.containerd.errors import AlreadyExists, FailedPrecondition, Invalid
 from pydeskd.containerd.oci import Descriptor, ImageConfig, Manifest
 from pydeskd.containerd.progress import Event, Reporter, Status
 from pydeskd.containerd.snapshots import Kind, Snapshotter
+
+log = logging.getLogger(__name__)
 
 # Progress events at most this often per layer (a reporter is called inline).
 _PROGRESS_INTERVAL = 0.1
@@ -129,9 +132,22 @@ class _Unpacker:
                 self.snapshotter.commit(chain, key, {**self.labels, LABEL_DIFF_ID: diff_id})
             except AlreadyExists:
                 # Another unpack of the same layer committed first: use its snapshot, drop ours.
-                self.snapshotter.remove(key)
+                self._drop(key)
         except BaseException:
-            with contextlib.suppress(NotFound):
-                self.snapshotter.remove(key)
+            self._drop(key)
             raise
         reporter(Event(digest, Status.PULL_COMPLETE))
+
+    def _drop(self, key: str) -> None:
+        """Remove the extract snapshot ``key``; a failure is logged, never raised.
+
+        It runs while the unpack's own error (a diff_id mismatch, a hostile layer) is being
+        raised, and that error is the one the caller must see; an extract snapshot left behind
+        is collected later (the service removes abandoned ``extract-*`` snapshots).
+        """
+        try:
+            self.snapshotter.remove(key)
+        except NotFound:
+            pass
+        except Exception:
+            log.exception("unpack: could not remove snapshot %s", key)

@@ -8,7 +8,9 @@ path is in tests/integration/snapshots.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import shutil
 import threading
 from collections.abc import Mapping
@@ -168,3 +170,20 @@ def test_concurrent_unpacks_of_one_image(store: FileStore, sn: CopyingSnapshotte
     assert sorted(i.name for i in infos) == sorted(chain_ids(config.diff_ids))
     assert all(i.kind is Kind.COMMITTED for i in infos)
     assert (snapshot_dir(sn, top) / "etc/b").read_bytes() == b"b3"
+
+
+class UnremovableSnapshotter(CopyingSnapshotter):
+    """Removal fails (a tree that cannot be deleted): the unpack's own error must still show."""
+
+    def remove(self, key: str) -> None:
+        raise OSError(errno.EBUSY, "cannot remove")
+
+
+def test_a_failed_cleanup_does_not_hide_the_unpack_error(
+        store: FileStore, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sn = UnremovableSnapshotter(tmp_path / "unremovable")
+    manifest, config = image(store, [L1], diff_ids=[sha256(b"not L1")])
+    with caplog.at_level(logging.ERROR, logger="pydeskd.containerd.unpack"), \
+            pytest.raises(FailedPrecondition, match="diff_id"):
+        unpack_layers(manifest, config, store, sn, Collector())
+    assert "could not remove snapshot extract-" in caplog.text
