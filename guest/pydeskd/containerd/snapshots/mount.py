@@ -233,11 +233,19 @@ def _mount_one(mounter: Mounter, mount: Mount, target: str) -> None:
     fstype = "" if parsed.flags & MS_BIND else mount.type
     mounter.mount(mount.source, target, fstype, parsed.flags & ~MS_RDONLY
                   if parsed.flags & MS_BIND else parsed.flags, data)
-    if parsed.flags & MS_BIND and parsed.flags & MS_RDONLY:
-        # The kernel ignores MS_RDONLY on a new bind: it takes a remount to make it read-only.
-        mounter.mount("", target, "", MS_REMOUNT | MS_BIND | (parsed.flags & ~MS_REC), "")
-    if parsed.propagation:
-        mounter.mount("", target, "", parsed.propagation, "")
+    try:
+        if parsed.flags & MS_BIND and parsed.flags & MS_RDONLY:
+            # The kernel ignores MS_RDONLY on a new bind: it takes a remount to make it
+            # read-only.
+            mounter.mount("", target, "", MS_REMOUNT | MS_BIND | (parsed.flags & ~MS_REC), "")
+        if parsed.propagation:
+            mounter.mount("", target, "", parsed.propagation, "")
+    except BaseException:
+        # The mount is there but not as asked (a committed layer bound read-write, say): undo
+        # it here, as ``perform`` rolls back only the mounts that completed.
+        with contextlib.suppress(OSError):
+            mounter.umount(target, MNT_DETACH)
+        raise
 
 
 def perform(mounts: Sequence[Mount], target: str | os.PathLike[str],

@@ -111,3 +111,19 @@ def test_mounted_context_mounts_and_cleans_up(tmp_path: Path) -> None:
         assert rec.mounted == [str(where)]
     assert rec.mounted == []
     assert not where.exists()
+
+
+def test_a_failed_read_only_remount_undoes_its_bind() -> None:
+    """The bind is there, read-write, when the remount fails: it must not stay mounted."""
+    rec = Refusing(fail_on=1)
+    with pytest.raises(OSError, match="refused"):
+        perform([Mount("bind", "/s/1/fs", options=("ro", "rbind"))], "/t", rec)
+    assert rec.calls[-1] == ("umount", "/t", MNT_DETACH)
+    assert rec.mounted == []
+
+
+def test_a_failed_propagation_change_undoes_its_mount() -> None:
+    rec = Refusing(fail_on=1)
+    with pytest.raises(OSError, match="refused"):
+        perform([Mount("tmpfs", "tmpfs", options=("rprivate",))], "/t", rec)
+    assert rec.mounted == []
