@@ -16,7 +16,13 @@ this layer or below; a whiteout of ``..``, ``.`` or "" is rejected; aufs metadat
 (``.wh..wh.*`` other than the opaque marker) is skipped; unknown entry types are rejected;
 device nodes need root (FailedPrecondition otherwise) and are created inside the snapshot only
 (the runtime's device cgroup is what keeps a container from using a host device node).
-Directory times are set after all their content.
+Directory modes and times are set after all their content (found again by inode: a directory
+reached through a symlinked parent gets them too).
+
+Depth is not capped (decided; neither containerd nor moby caps it, so an image Docker runs is
+never refused for it): a name is at most 4095 bytes, but a symlinked parent lets a layer build
+trees of any depth, so everything that walks a snapshot must be iterative, never recursive
+(``snapshots.removal`` removes them; ``overlay.disk_usage`` measures them).
 
 What it must never do: follow a symlink when creating, chmod'ing, chown'ing or touching an entry;
 write outside the root; leave a half-applied layer looking complete (the unpacker removes the
@@ -36,18 +42,13 @@ from typing import IO
 
 from pydeskd.containerd.archive import attrs
 from pydeskd.containerd.archive.compression import DiffReader, open_layer
-from pydeskd.containerd.archive.confine import (
-    RESOLVE_NO_SYMLINKS,
-    Root,
-    clean_name,
-    empty_dir_at,
-    lstat_at,
-    remove_at,
-)
+from pydeskd.containerd.archive.confine import Root, clean_name, lstat_at
 from pydeskd.containerd.archive.lowers import Lowers
 from pydeskd.containerd.content import ReaderAt
 from pydeskd.containerd.errors import FailedPrecondition, InvalidArgument, NotFound
 from pydeskd.containerd.snapshots import Mount
+from pydeskd.containerd.snapshots.removal import empty_dir as empty_dir_at
+from pydeskd.containerd.snapshots.removal import remove_entry as remove_at
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -82,8 +83,11 @@ class _Applier:
         self.lowers = Lowers(lowers) if overlay and lowers else None
         # Directory modes and times, set when the layer is done (as GNU tar's delayed set_stat):
         # adding entries changes a directory's mtime, and a 0555 directory must still be
-        # writable while its entries are created (without root, too). The last entry wins.
-        self.dir_meta: dict[tuple[str, ...], tuple[int, tuple[int, int]]] = {}
+        # writable while its entries are created (without root, too). Keyed by the directory's
+        # (dev, ino), with the path its entry named: two names can reach one directory (one
+        # through a symlinked parent, ``lib/sub`` for ``usr/lib/sub``), and the last entry of
+        # that directory wins whichever name it used.
+        self.dir_meta: dict[tuple[int, int], tuple[tuple[str, ...], int, tuple[int, int]]] = {}
         self.written: set[tuple[str, ...]] = set()
         # The last parent directory opened, kept for the next entry (tars list a directory's
         # entries together): saves re-resolving every component. Dropped before anything that
@@ -192,7 +196,8 @@ class _Applier:
     def _dir_meta(self, fd: int, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
         meta = attrs.Meta.of(member)
         attrs.apply_fd(fd, attrs.Meta(meta.uid, meta.gid, None, meta.xattrs))
-        self.dir_meta[parts] = (member.mode, meta.times_ns or (0, 0))
+        st = os.fstat(fd)
+        self.dir_meta[(st.st_dev, st.st_ino)] = (parts, member.mode, meta.times_ns or (0, 0))
 
     def _file(self, tar: tarfile.TarFile, pfd: int, base: str, member: tarfile.TarInfo) -> None:
         source = tar.extractfile(member)
@@ -297,12 +302,36 @@ class _Applier:
 
     # --- end ----------------------------------------------------------------------------------
 
+    def _reopen_dir(self, parts: tuple[str, ...], key: tuple[int, int]) -> int | None:
+        """The directory ``parts`` named when it was created, if it is still that inode.
+
+        The parents resolve inside the root as they did then (a symlinked parent is followed,
+        confined); the directory itself is never followed. None if it was removed or replaced.
+        """
+        if not parts:
+            fd = os.open(".", _DIR_FLAGS, dir_fd=self.root.fd)
+        else:
+            try:
+                parent = self.root.open(parts[:-1], os.O_RDONLY | os.O_DIRECTORY)
+            except (OSError, InvalidArgument):
+                return None
+            try:
+                fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=parent)
+            except OSError:
+                return None
+            finally:
+                os.close(parent)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != key:
+            os.close(fd)
+            return None
+        return fd
+
     def finish(self) -> None:
         self._drop_cache()
-        for parts, (mode, times) in self.dir_meta.items():
-            try:
-                fd = self.root.open(parts, os.O_RDONLY | os.O_DIRECTORY, RESOLVE_NO_SYMLINKS)
-            except OSError:
+        for key, (parts, mode, times) in self.dir_meta.items():
+            fd = self._reopen_dir(parts, key)
+            if fd is None:
                 continue  # replaced later in the layer by something else: its own metadata stands
             try:
                 os.fchmod(fd, stat.S_IMODE(mode))

@@ -8,8 +8,10 @@ The xattr rule: ``user.*``, ``trusted.*``, ``security.capability`` (file capabil
 ``ping``) and POSIX ACLs (``system.posix_acl_*``) are set; ``trusted.overlay.*`` is **dropped**
 (a layer must not forge overlayfs metadata such as ``opaque``, ``redirect`` or ``metacopy``), and
 every other ``security.*`` (SELinux, SMACK, IMA labels from the machine that built the image) is
-dropped too: those are the host's policy, not the image's. Without root, EPERM on ``trusted.*``
-and on chown is ignored (rootless ``import``); as root every failure is an error.
+dropped too: those are the host's policy, not the image's. Setting an allowed xattr may fail
+with ENOTSUP or EPERM (``user.*`` on a device node or a fifo is EPERM even for root): that xattr
+is skipped and logged, as moby's ``pkg/archive`` does; any other xattr error is fatal. Without
+root, EPERM on chown is ignored too (rootless ``import``); as root a chown failure is an error.
 
 What it must never do: take a path with more than one component, or follow the entry itself.
 """
@@ -18,11 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import stat
 import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
 
 _XATTR_PREFIX = "SCHILY.xattr."
 _ALLOWED_EXACT = frozenset({"security.capability", "system.posix_acl_access",
@@ -46,6 +51,20 @@ def xattrs_from_pax(pax: Mapping[str, str]) -> dict[str, bytes]:
                 # tarfile decodes PAX values with surrogateescape: this gives the bytes back.
                 out[name] = value.encode("utf-8", "surrogateescape")
     return out
+
+
+def _skip_xattr(err: OSError, name: str, fd_or_path: int | str) -> bool:
+    """True if a failed setxattr is skipped (and logged) rather than failing the layer.
+
+    As moby's ``pkg/archive``: ENOTSUP (the filesystem keeps no such xattrs) and EPERM (the
+    kernel refuses them here: ``user.*`` on a device node or a fifo, even as root; a user
+    namespace with restrictions) are skipped; any other error stays fatal.
+    """
+    if err.errno in (errno.ENOTSUP, errno.EPERM) or _tolerable(err):
+        log.warning("xattr %s not set on %s: %s (skipped, as Docker does)", name,
+                    fd_or_path, os.strerror(err.errno or 0))
+        return True
+    return False
 
 
 def _tolerable(err: OSError) -> bool:
@@ -102,7 +121,7 @@ def apply_fd(fd: int, meta: Meta, via_path: bool = False) -> None:
         try:
             os.setxattr(path if via_path else fd, name, value)
         except OSError as err:
-            if not (_tolerable(err) or (err.errno == errno.ENOTSUP and name.startswith("user."))):
+            if not _skip_xattr(err, name, path):
                 raise
     if mode is not None:
         if via_path:
@@ -127,7 +146,7 @@ def apply_symlink(dir_fd: int, name: str, meta: Meta) -> None:
         try:
             os.setxattr(f"{fd_path(dir_fd)}/{name}", key, value, follow_symlinks=False)
         except OSError as err:
-            if not _tolerable(err):
+            if not _skip_xattr(err, key, name):
                 raise
     if times_ns is not None:
         os.utime(name, ns=times_ns, dir_fd=dir_fd, follow_symlinks=False)
@@ -147,5 +166,5 @@ def copy_xattrs(src_fd_path: str, dst_fd_path: str, follow: bool = True) -> None
             try:
                 os.setxattr(dst_fd_path, name, value, follow_symlinks=follow)
             except OSError as err:
-                if not _tolerable(err):
+                if not _skip_xattr(err, name, dst_fd_path):
                     raise

@@ -32,7 +32,6 @@ import contextlib
 import ctypes
 import errno
 import os
-import stat
 from collections.abc import Callable, Iterator
 
 from pydeskd.containerd.errors import InvalidArgument, Unavailable
@@ -193,27 +192,3 @@ def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return None
-
-
-def remove_at(dir_fd: int, name: str) -> None:
-    """Remove one entry (recursively if a directory), never following a symlink."""
-    st = lstat_at(dir_fd, name)
-    if st is None:
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(name, dir_fd=dir_fd)
-        return
-    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 dir_fd=dir_fd)
-    try:
-        empty_dir_at(fd)
-    finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=dir_fd)
-
-
-def empty_dir_at(dir_fd: int, keep: frozenset[str] = frozenset()) -> None:
-    """Remove every entry of an opened directory except the names in ``keep``."""
-    for name in os.listdir(dir_fd):
-        if name not in keep:
-            remove_at(dir_fd, name)

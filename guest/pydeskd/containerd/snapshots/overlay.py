@@ -31,8 +31,8 @@ snapshot's files, or delete a directory the database still names.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import shutil
 import stat
 import tempfile
 import uuid
@@ -43,6 +43,9 @@ from pathlib import Path
 from pydeskd.containerd.errors import FailedPrecondition, InvalidArgument
 from pydeskd.containerd.snapshots import Info, Kind, Mount, Usage
 from pydeskd.containerd.snapshots.metadata import Row, Store
+from pydeskd.containerd.snapshots.removal import remove_path
+
+log = logging.getLogger(__name__)
 
 
 def disk_usage(path: Path) -> Usage:
@@ -123,6 +126,18 @@ class OverlaySnapshotter:
             return [Mount("bind", parent_fs, options=("ro", "rbind"))]
         return [Mount("overlay", "overlay", options=(f"lowerdir={lower}",))]
 
+    @staticmethod
+    def _discard(path: Path) -> None:
+        """Delete a directory already out of the database's view; a failure is only logged.
+
+        The snapshot is gone either way (its row is, or never was, there): what could not be
+        deleted is an ``rm-*`` (or ``new-*``) leftover that ``cleanup`` tries again.
+        """
+        try:
+            remove_path(path)
+        except OSError:
+            log.exception("could not remove %s; cleanup will try again", path)
+
     def _trash(self, path: Path) -> Path:
         """Rename ``path`` out of the way (atomic); the caller deletes the returned path."""
         trash = self._snapshots / f"rm-{path.name}-{uuid.uuid4().hex[:8]}"
@@ -189,18 +204,18 @@ class OverlaySnapshotter:
                     (tmp / "work").mkdir(mode=0o700)
                 final = self._dir(row.id)
                 if final.exists():  # debris of a create that crashed with the same id
-                    shutil.rmtree(self._trash(final), ignore_errors=True)
+                    self._discard(self._trash(final))
                 os.rename(tmp, final)
                 tmp = None
                 chain = tx.chain(key)
         except BaseException:
             if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
+                self._discard(tmp)
             if final is not None and tmp is None and final.exists():
                 # Renamed, then the transaction failed (rolled back): the row is not there.
                 with self._db.read() as tx:
                     if tx.find(key) is None:
-                        shutil.rmtree(self._trash(final), ignore_errors=True)
+                        self._discard(self._trash(final))
             raise
         return self._mounts(chain)
 
@@ -217,7 +232,7 @@ class OverlaySnapshotter:
             row = tx.remove(key)
         directory = self._dir(row.id)
         if directory.exists():
-            shutil.rmtree(self._trash(directory), ignore_errors=True)
+            self._discard(self._trash(directory))
 
     def walk(self, fn: Callable[[Info], None], filters: Sequence[str] = ()) -> None:
         parsed = [_Filter.parse(f) for f in filters]
@@ -235,10 +250,14 @@ class OverlaySnapshotter:
                 if entry.name.isdigit() and int(entry.name) in known:
                     continue
                 path = Path(entry.path)
-                doomed.append(path if entry.name.startswith("rm-") else self._trash(path))
+                try:
+                    doomed.append(path if entry.name.startswith("rm-") else self._trash(path))
+                except OSError:
+                    log.exception("cleanup: could not move %s aside; left as it is", path)
         for path in doomed:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+            # One leftover that cannot be removed must not stop the rest (nor the service,
+            # whose start-up runs this): it stays for the next cleanup, and is logged.
+            try:
+                remove_path(path)
+            except Exception:
+                log.exception("cleanup: could not remove %s; left for the next cleanup", path)

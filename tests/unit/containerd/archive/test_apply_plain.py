@@ -6,6 +6,7 @@ and trusted.* xattrs are in tests/integration/snapshots.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -257,3 +258,64 @@ def test_symlink_loops_are_rejected(root: Path, outside: Path) -> None:
     with pytest.raises(InvalidArgument, match="symlinks"):
         apply(root, symlink("self", "self", **ME), hardlink("h", "self/x", **ME))
     check_unchanged(outside, before)
+
+
+def test_a_directory_made_through_a_symlinked_parent_gets_its_mode_and_time(root: Path) -> None:
+    """``lib -> usr/lib``, then ``lib/sub/``: the directory is ``usr/lib/sub`` and takes the
+    entry's mode and mtime (it once stayed 0700, as created, because the delayed metadata pass
+    refused to resolve through the symlink)."""
+    apply(root, directory("usr", **ME), directory("usr/lib", **ME), symlink("lib", "usr/lib", **ME),
+          directory("lib/sub", 0o755, mtime=1_234_567, **ME), file("lib/sub/f", b"x", **ME))
+    st = os.lstat(root / "usr/lib/sub")
+    assert stat.S_IMODE(st.st_mode) == 0o755
+    assert st.st_mtime == 1_234_567
+    assert (root / "usr/lib/sub/f").read_bytes() == b"x"
+
+
+def test_a_directory_named_twice_through_a_symlink_takes_its_last_entry(root: Path) -> None:
+    apply(root, directory("usr", **ME), directory("usr/lib", **ME), symlink("lib", "usr/lib", **ME),
+          directory("usr/lib/sub", 0o750, mtime=10, **ME),
+          directory("lib/sub", 0o711, mtime=20, **ME))
+    st = os.lstat(root / "usr/lib/sub")
+    assert (stat.S_IMODE(st.st_mode), st.st_mtime) == (0o711, 20)
+    apply(root, directory("lib/sub", 0o750, mtime=30, **ME),
+          directory("usr/lib/sub", 0o755, mtime=40, **ME))
+    st = os.lstat(root / "usr/lib/sub")
+    assert (stat.S_IMODE(st.st_mode), st.st_mtime) == (0o755, 40)
+
+
+def test_a_directory_replaced_later_in_the_layer_keeps_the_replacement(root: Path) -> None:
+    apply(root, directory("d", 0o751, mtime=10, **ME), whiteout("d"),
+          directory("d", 0o700, mtime=20, **ME), symlink("s", "d", **ME),
+          directory("e", 0o755, **ME), whiteout("e"), symlink("e", "d", **ME))
+    st = os.lstat(root / "d")
+    assert (stat.S_IMODE(st.st_mode), st.st_mtime) == (0o700, 20)
+    assert os.path.islink(root / "e")
+
+
+def test_user_xattr_on_a_fifo_is_skipped_not_fatal(root: Path) -> None:
+    """The kernel refuses ``user.*`` on a fifo or device node with EPERM, as root too; moby skips
+    it (and ENOTSUP), so the layer applies."""
+    pax = {"SCHILY.xattr.user.note": "hello"}
+    apply(root, Entry("p", tarfile.FIFOTYPE, mode=0o644, pax=pax, **ME), file("after", b"a", **ME))
+    assert stat.S_ISFIFO(os.lstat(root / "p").st_mode)
+    assert (root / "after").read_bytes() == b"a"
+
+
+@pytest.mark.parametrize(("code", "fatal"), [(errno.EPERM, False), (errno.ENOTSUP, False),
+                                             (errno.ENOSPC, True), (errno.E2BIG, True)])
+def test_which_xattr_errors_are_fatal(root: Path, monkeypatch: pytest.MonkeyPatch, code: int,
+                                      fatal: bool) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # as root: only these rules apply
+    monkeypatch.setattr(os, "setxattr", refuse)
+    entry = file("f", b"x", pax={"SCHILY.xattr.security.capability": "\x01"}, **ME)
+    if fatal:
+        with pytest.raises(OSError) as info:
+            apply(root, entry)
+        assert info.value.errno == code
+    else:
+        apply(root, entry)
+        assert (root / "f").read_bytes() == b"x"
