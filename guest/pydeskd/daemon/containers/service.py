@@ -25,17 +25,24 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pydeskd.containerd import oci
 from pydeskd.containerd.errors import InvalidArgument, NotFound
 from pydeskd.containerd.image_content import image_manifests
 from pydeskd.containerd.service import ImageService
 from pydeskd.containerd.snapshots import mount as snapmount
-from pydeskd.daemon.containers import cgroupfs, files, listing
+from pydeskd.daemon.containers import cgroupfs, files, listing, streams
+from pydeskd.daemon.containers import restore as restore_mod
 from pydeskd.daemon.containers.attach import Attachment
+from pydeskd.daemon.containers.context import (
+    EventPublisher,
+    Live,
+    ServicePaths,
+    api_json,
+    parse_size,
+)
 from pydeskd.daemon.containers.errors import (
     CommandNotRunnable,
     Conflict,
@@ -53,91 +60,14 @@ from pydeskd.daemon.containers.signals import parse_signal
 from pydeskd.daemon.containers.spec import BundleInputs, bundle_spec
 from pydeskd.daemon.containers.state import Status, now
 from pydeskd.daemon.containers.store import ContainerStore
-from pydeskd.daemon.logs import LogEntry, LogOptions, read_logs
+from pydeskd.daemon.logs import LogEntry, LogOptions
 from pydeskd.shim.client import ShimClient, ShimStartError, start_shim
 from pydeskd.shim.paths import StatePaths, atomic_write
 from pydeskd.shim.protocol import ProtocolError, ShimError
-from pydeskd.shim.runtime import default_runtime
 
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 KILL_GRACE = 30.0          # after SIGKILL, how long an exit may take before stop gives up
 ATTACH_GRACE = 2.0         # how long start waits for attachers that are connecting
-
-
-class EventPublisher(Protocol):
-    def publish(self, type: str, action: str, actor_id: str,
-                attributes: Mapping[str, str] | None = None) -> Any: ...
-
-
-@dataclass(frozen=True)
-class ServicePaths:
-    data_root: Path                    # containers/<id>/ records, logs, /etc files
-    exec_root: Path                    # containers/<id>/ bundles, s/<id> shim state
-    runtime: Path | None = None        # pydesk-runc (default), runc or crun
-    runtime_root: Path | None = None   # the runtime's --root; default <exec-root>/runtime
-    cgroup_parent: str = "/pydesk"
-    durable: bool = True               # fsync records (tests may turn it off)
-
-    @property
-    def containers(self) -> Path:
-        return self.data_root / "containers"
-
-    def bundle(self, cid: str) -> Path:
-        return self.exec_root / "containers" / cid
-
-    def rootfs(self, cid: str) -> Path:
-        return self.bundle(cid) / "rootfs"
-
-    def shim_state(self, cid: str) -> Path:
-        return self.exec_root / "s" / cid
-
-    @property
-    def runtime_state(self) -> Path:
-        return self.runtime_root or self.exec_root / "runtime"
-
-    @property
-    def runtime_path(self) -> Path:
-        return self.runtime or default_runtime()
-
-    def cgroups_path(self, cid: str) -> str:
-        return f"{self.cgroup_parent.rstrip('/')}/{cid}"
-
-
-@dataclass
-class Live:
-    """What only the running daemon knows about a container (rebuilt by ``restore``)."""
-
-    restart: RestartManager
-    shim: ShimClient | None = None
-    generation: int = 0        # bumped per start: a monitor of an older run does nothing
-    started_mono: float = 0.0
-    exits: int = 0             # exits recorded since the daemon started (wait next-exit)
-    removed: bool = False
-    attach_pending: int = 0    # attachers connecting to a shim that has not started yet
-    monitors: list[threading.Thread] = field(default_factory=list)
-
-
-def _api(obj: Any) -> dict[str, Any]:
-    """The Docker JSON of a Config/HostConfig (H2's typed objects have ``to_api``)."""
-    if obj is None:
-        return {}
-    to_api = getattr(obj, "to_api", None)
-    if callable(to_api):
-        out: dict[str, Any] = to_api()
-        return out
-    return dict(obj)
-
-
-def parse_size(text: str) -> int:
-    """Docker's RAMInBytes for log options: ``10m``, ``1g``, ``512k``, ``100``."""
-    value = text.strip().lower().rstrip("b")
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    try:
-        if value and value[-1] in units:
-            return int(float(value[:-1]) * units[value[-1]])
-        return int(value)
-    except ValueError:
-        raise InvalidArgument(f"invalid size: '{text}'") from None
 
 
 class ContainerService:
@@ -160,7 +90,7 @@ class ContainerService:
 
     # --- plumbing -------------------------------------------------------------------------
 
-    def _cond(self, cid: str) -> threading.Condition:
+    def condition(self, cid: str) -> threading.Condition:
         with self._table:
             cond = self._conds.get(cid)
             if cond is None:
@@ -193,7 +123,7 @@ class ContainerService:
                platform: oci.Platform | None = None) -> Container:
         """A new container in state created. Raises NotFound ("No such image: X"),
         InvalidArgument (bad name, no command, bad mounts or policy), Conflict (name taken)."""
-        cfg, host = _api(config), _api(host_config)
+        cfg, host = api_json(config), api_json(host_config)
         image_ref = cfg.get("Image") or ""
         if not image_ref:
             raise InvalidArgument("config cannot be empty in order to create a container")
@@ -263,7 +193,7 @@ class ContainerService:
         """Raises NotModified (already running), Conflict (paused, being removed),
         CommandNotRunnable / StartFailed (the runtime refused; recorded in State.Error)."""
         c = self.get(ref)
-        with self._cond(c.id):
+        with self.condition(c.id):
             if c.state.is_running:
                 raise NotModified(f"container {c.id} is already running")
             c.state.check_can_start(c.name)
@@ -273,11 +203,11 @@ class ContainerService:
             self._start_locked(c, live)
 
     def _start_locked(self, c: Container, live: Live) -> None:
-        cond = self._cond(c.id)
+        cond = self.condition(c.id)
         bundle, rootfs = self.paths.bundle(c.id), self.paths.rootfs(c.id)
         state_dir = self.paths.shim_state(c.id)
         try:
-            self._clear_task(c)
+            self.clear_task(c)
             rootfs.mkdir(parents=True, exist_ok=True)
             mounts = self.images.stores.snapshotter.mounts(c.snapshot_key)
             snapmount.perform(mounts, rootfs, self.mounter)
@@ -299,7 +229,7 @@ class ContainerService:
                     cond.wait(0.02)
                 started = shim.start()
             except BaseException:
-                self._clear_task(c)
+                self.clear_task(c)
                 raise
         except (ShimStartError, ShimError, OSError, ProtocolError, InvalidArgument) as err:
             message = str(err)
@@ -317,7 +247,7 @@ class ContainerService:
         c.has_been_started = True
         self.store.save(c)
         live.started_mono = time.monotonic()
-        monitor = threading.Thread(target=self._monitor, args=(c.id, shim, live.generation),
+        monitor = threading.Thread(target=self.monitor, args=(c.id, shim, live.generation),
                                    name=f"monitor-{c.short_id}", daemon=True)
         live.monitors = [t for t in live.monitors if t.is_alive()] + [monitor]
         monitor.start()
@@ -331,7 +261,7 @@ class ContainerService:
             cgroups_path=self.paths.cgroups_path(c.id), hostname_path=c.hostname_path,
             hosts_path=c.hosts_path, resolv_conf_path=c.resolv_conf_path)
 
-    def _clear_task(self, c: Container) -> None:
+    def clear_task(self, c: Container) -> None:
         """Whatever a previous run left: its shim (deleted), the runtime's state, the rootfs
         mount. Safe to call when nothing is there."""
         state_dir = self.paths.shim_state(c.id)
@@ -356,19 +286,19 @@ class ContainerService:
 
     # --- exits ----------------------------------------------------------------------------
 
-    def _monitor(self, cid: str, shim: ShimClient, generation: int) -> None:
+    def monitor(self, cid: str, shim: ShimClient, generation: int) -> None:
         try:
             st = shim.wait(timeout=None)
             code, at = st.exit_code if st.exit_code is not None else 255, st.exited_at
         except (OSError, ProtocolError, ShimError):
             if self._closed:
                 return
-            code, at = self._exit_from_disk(cid)
+            code, at = self.exit_from_disk(cid)
         if self._closed:
             return
         self._on_exit(cid, generation, code, at)
 
-    def _exit_from_disk(self, cid: str) -> tuple[int, str | None]:
+    def exit_from_disk(self, cid: str) -> tuple[int, str | None]:
         import json
 
         try:
@@ -381,7 +311,7 @@ class ContainerService:
         c = self.store.find(cid)
         if c is None:
             return
-        cond = self._cond(cid)
+        cond = self.condition(cid)
         delay: float | None = None
         auto_remove = False
         with cond:
@@ -389,7 +319,7 @@ class ContainerService:
             if live.generation != generation or not (c.state.running or c.state.paused):
                 return
             oom = cgroupfs.oom_killed(self.paths.cgroups_path(cid))
-            self._clear_task(c)
+            self.clear_task(c)
             live.shim = None
             removing = c.state.removal_in_progress
             if not removing:
@@ -419,7 +349,7 @@ class ContainerService:
         c = self.store.find(cid)
         if c is None or self._closed:
             return
-        with self._cond(cid):
+        with self.condition(cid):
             live = self.live(c)
             if live.generation != generation or live.restart.cancelled or \
                     c.state.status is not Status.RESTARTING:
@@ -431,7 +361,7 @@ class ContainerService:
                 c.state.set_stopped(c.state.exit_code or 128, error=str(err))
                 self.store.save(c)
                 live.exits += 1
-                self._cond(cid).notify_all()
+                self.condition(cid).notify_all()
 
     def _auto_remove(self, cid: str) -> None:
         with contextlib.suppress(NotFound, Conflict):
@@ -441,7 +371,7 @@ class ContainerService:
 
     def _wait_exit(self, c: Container, live: Live, exits_before: int,
                    timeout: float | None) -> bool:
-        cond = self._cond(c.id)
+        cond = self.condition(c.id)
         with cond:
             return cond.wait_for(lambda: live.exits > exits_before or not c.state.is_running,
                                  timeout)
@@ -461,7 +391,7 @@ class ContainerService:
         """``docker stop``: StopSignal (or ``sig``), then SIGKILL after ``timeout`` seconds
         (StopTimeout, default 10; -1 waits forever). Raises NotModified when not running."""
         c = self.get(ref)
-        with self._cond(c.id):
+        with self.condition(c.id):
             live = self.live(c)
             live.restart.cancel()
             c.manually_stopped = True
@@ -469,7 +399,7 @@ class ContainerService:
                 c.state.set_stopped(c.state.exit_code, c.state.finished_at)
                 self.store.save(c)
                 live.exits += 1
-                self._cond(c.id).notify_all()
+                self.condition(c.id).notify_all()
                 self.publish(c, "stop")
                 return
             if not c.state.is_running or live.shim is None:
@@ -493,7 +423,7 @@ class ContainerService:
         """``docker kill``. Raises Conflict when not running, InvalidArgument (bad signal)."""
         c = self.get(ref)
         number = parse_signal(sig, signal.SIGKILL)
-        with self._cond(c.id):
+        with self.condition(c.id):
             live = self.live(c)
             if not c.state.is_running or live.shim is None:
                 raise Conflict(f"Cannot kill container: {ref}: container {c.id} is not "
@@ -523,7 +453,7 @@ class ContainerService:
         if condition not in WAIT_CONDITIONS:
             raise InvalidArgument(f"invalid condition: \"{condition}\"")
         c = self.get(ref)
-        cond = self._cond(c.id)
+        cond = self.condition(c.id)
         with cond:
             live = self.live(c)
             exits = live.exits
@@ -545,7 +475,7 @@ class ContainerService:
     def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         """``docker rm``. Raises Conflict (running without force, removal in progress)."""
         c = self.get(ref)
-        with self._cond(c.id):
+        with self.condition(c.id):
             live = self.live(c)
             if c.state.removal_in_progress:
                 raise Conflict(f"removal of container {c.id} is already in progress")
@@ -560,10 +490,10 @@ class ContainerService:
         if running and shim is not None:
             self._send(c, shim, signal.SIGKILL)
             self._wait_exit(c, live, exits, KILL_GRACE)
-        cond = self._cond(c.id)
+        cond = self.condition(c.id)
         with cond:
             live.generation += 1  # a late monitor of this run does nothing
-            self._clear_task(c)
+            self.clear_task(c)
             live.shim = None
             shutil.rmtree(self.paths.bundle(c.id), ignore_errors=True)
             with contextlib.suppress(NotFound):
@@ -584,7 +514,7 @@ class ContainerService:
 
     def pause(self, ref: str) -> None:
         c = self.get(ref)
-        with self._cond(c.id):
+        with self.condition(c.id):
             c.state.check_can_pause(c.id)
             done = self._runtime("pause", c.id)
             if done.returncode != 0:
@@ -595,7 +525,7 @@ class ContainerService:
 
     def unpause(self, ref: str) -> None:
         c = self.get(ref)
-        with self._cond(c.id):
+        with self.condition(c.id):
             c.state.check_can_unpause(c.id)
             done = self._runtime("resume", c.id)
             if done.returncode != 0:
@@ -607,7 +537,7 @@ class ContainerService:
     def rename(self, ref: str, new_name: str) -> None:
         """Raises Conflict (name taken), InvalidArgument (bad name or the same name)."""
         c = self.get(ref)
-        with self._cond(c.id):
+        with self.condition(c.id):
             old = c.name
             if new_name.lstrip("/") == old.lstrip("/"):
                 raise InvalidArgument("Renaming a container with the same name as its current "
@@ -615,105 +545,22 @@ class ContainerService:
             self.store.rename(c, new_name)
         self.publish(c, "rename", oldName=old)
 
-    # --- restore --------------------------------------------------------------------------
+    # --- restore, attach, logs (restore.py, streams.py) ----------------------------------
 
     def restore(self) -> list[Container]:
-        """At daemon start: load the records, re-attach to live shims, record the exits of
-        containers whose shim is gone, finish interrupted removals, and start again what the
-        restart policies say. Returns the containers found running."""
-        running: list[Container] = []
-        to_start: list[Container] = []
-        for c in self.store.load():
-            live = self.live(c)
-            if c.state.removal_in_progress:
-                with contextlib.suppress(NotFound, Conflict):
-                    c.state.removal_in_progress = False
-                    self.remove(c.id, force=True)
-                continue
-            if c.state.running or c.state.paused:
-                client = ShimClient.for_state_dir(self.paths.shim_state(c.id))
-                if not c.state.restarting and client.alive():
-                    with self._cond(c.id):
-                        live.generation += 1
-                        live.shim = client
-                        live.started_mono = time.monotonic()
-                        monitor = threading.Thread(target=self._monitor,
-                                                   args=(c.id, client, live.generation),
-                                                   name=f"monitor-{c.short_id}", daemon=True)
-                        live.monitors.append(monitor)
-                        monitor.start()
-                    running.append(c)
-                    continue
-                with self._cond(c.id):
-                    code, at = (c.state.exit_code, c.state.finished_at) if c.state.restarting \
-                        else self._exit_from_disk(c.id)
-                    self._clear_task(c)
-                    c.state.set_stopped(code, at)
-                    self.store.save(c)
-                self.publish(c, "die", exitCode=str(code))
-            else:
-                with contextlib.suppress(OSError):
-                    snapmount.unmount(self.paths.rootfs(c.id), self.mounter)
-            policy = live.restart.policy
-            if c.has_been_started and c.state.status is Status.EXITED and \
-                    policy.restarts_at_daemon_start(c.manually_stopped, c.state.exit_code):
-                to_start.append(c)
-        for c in to_start:
-            with contextlib.suppress(StartFailed, NotModified, Conflict, NotFound):
-                self.start(c.id)
-        return running
-
-    # --- attach / logs --------------------------------------------------------------------
+        """At daemon start (see :func:`.restore.restore`)."""
+        return restore_mod.restore(self)
 
     def attach(self, ref: str, *, stdin: bool = False, stdout: bool = True,
                stderr: bool = True, timeout: float | None = None) -> Attachment:
-        """The live streams of a container (``docker attach``, ``docker run`` without -d).
-        On a created (or restarting) container it waits for the next start, which itself
-        waits (briefly) for attachers, so no output is lost. Raises Conflict (stopped),
-        TimeoutError."""
-        c = self.get(ref)
-        cond = self._cond(c.id)
-        with cond:
-            live = self.live(c)
-            if c.state.is_running and live.shim is not None:
-                shim = live.shim
-                pending = False
-            elif c.state.status in (Status.CREATED, Status.RESTARTING, Status.EXITED) \
-                    and not c.state.removal_in_progress:
-                # Docker lets a client attach to a stopped container and waits for the start
-                # (docker start -a attaches first).
-                live.attach_pending += 1
-                pending = True
-                generation = live.generation
-                if not cond.wait_for(lambda: (live.generation != generation and
-                                     live.shim is not None) or live.removed, timeout):
-                    live.attach_pending -= 1
-                    raise TimeoutError(f"container {c.id} did not start")
-                if live.removed or live.shim is None:
-                    live.attach_pending -= 1
-                    raise Conflict(f"container {c.id} was removed")
-                shim = live.shim
-            else:
-                raise Conflict("You cannot attach to a stopped container, start it first")
-        try:
-            stream = shim.attach(stdin=stdin and bool(c.config.get("OpenStdin")))
-        finally:
-            if pending:
-                with cond:
-                    live.attach_pending -= 1
-                    cond.notify_all()
-        return Attachment(stream, c.tty, stdin, stdout, stderr)
+        """The live streams of a container (see :func:`.streams.attach`)."""
+        return streams.attach(self, ref, stdin=stdin, stdout=stdout, stderr=stderr,
+                              timeout=timeout)
 
     def logs(self, ref: str, options: LogOptions,
              stop: threading.Event | None = None) -> Iterator[LogEntry]:
-        """``docker logs``: entries of the json-file log; with ``follow``, until the container
-        stops (or ``stop`` is set). Raises NotFound, InvalidArgument (a log driver without
-        read support)."""
-        c = self.get(ref)
-        driver = (c.host_config.get("LogConfig") or {}).get("Type") or "json-file"
-        if driver not in ("json-file", "local"):
-            raise InvalidArgument('configured logging driver does not support reading')
-        return read_logs(Path(c.log_path), options, lambda: c.state.running, stop)
+        """``docker logs`` (see :func:`.streams.logs`)."""
+        return streams.logs(self, ref, options, stop)
 
     # --- exec, listing (see execs.py, listing.py) ----------------------------------------
 

@@ -1,0 +1,74 @@
+"""Live restore: what ``ContainerService.restore`` does at daemon start.
+
+For every record: a container whose shim still answers is running again (its monitor is
+re-attached, so its exit is recorded and its restart policy applies as before); one whose shim
+is gone gets its exit recorded (from the shim's exit.json when the shim wrote it, else 255)
+and its leftovers cleaned; a removal a crash interrupted is finished; then the restart
+policies say which stopped containers start again (``always``, ``unless-stopped``...).
+
+What it must never do: stop or restart a container whose shim is alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from pydeskd.containerd.errors import NotFound
+from pydeskd.containerd.snapshots import mount as snapmount
+from pydeskd.daemon.containers.errors import Conflict, NotModified, StartFailed
+from pydeskd.daemon.containers.record import Container
+from pydeskd.daemon.containers.state import Status
+from pydeskd.shim.client import ShimClient
+
+if TYPE_CHECKING:
+    from pydeskd.daemon.containers.service import ContainerService
+
+
+def restore(svc: ContainerService) -> list[Container]:
+    """At daemon start: load the records, re-attach to live shims, record the exits of
+    containers whose shim is gone, finish interrupted removals, and start again what the
+    restart policies say. Returns the containers found running."""
+    running: list[Container] = []
+    to_start: list[Container] = []
+    for c in svc.store.load():
+        live = svc.live(c)
+        if c.state.removal_in_progress:
+            with contextlib.suppress(NotFound, Conflict):
+                c.state.removal_in_progress = False
+                svc.remove(c.id, force=True)
+            continue
+        if c.state.running or c.state.paused:
+            client = ShimClient.for_state_dir(svc.paths.shim_state(c.id))
+            if not c.state.restarting and client.alive():
+                with svc.condition(c.id):
+                    live.generation += 1
+                    live.shim = client
+                    live.started_mono = time.monotonic()
+                    monitor = threading.Thread(target=svc.monitor,
+                                               args=(c.id, client, live.generation),
+                                               name=f"monitor-{c.short_id}", daemon=True)
+                    live.monitors.append(monitor)
+                    monitor.start()
+                running.append(c)
+                continue
+            with svc.condition(c.id):
+                code, at = (c.state.exit_code, c.state.finished_at) if c.state.restarting \
+                    else svc.exit_from_disk(c.id)
+                svc.clear_task(c)
+                c.state.set_stopped(code, at)
+                svc.store.save(c)
+            svc.publish(c, "die", exitCode=str(code))
+        else:
+            with contextlib.suppress(OSError):
+                snapmount.unmount(svc.paths.rootfs(c.id), svc.mounter)
+        policy = live.restart.policy
+        if c.has_been_started and c.state.status is Status.EXITED and \
+                policy.restarts_at_daemon_start(c.manually_stopped, c.state.exit_code):
+            to_start.append(c)
+    for c in to_start:
+        with contextlib.suppress(StartFailed, NotModified, Conflict, NotFound):
+            svc.start(c.id)
+    return running
