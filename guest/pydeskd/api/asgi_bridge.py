@@ -26,7 +26,7 @@ import h11
 from starlette.requests import ClientDisconnect
 
 from pydeskd.api.errors import error_body
-from pydeskd.api.http_conn import ClientGone, HttpConnection
+from pydeskd.api.http_conn import ClientGone, HttpConnection, reason
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,6 @@ Message = dict[str, Any]
 _READ_AHEAD = 64 * 1024
 
 
-class BodyTooLarge(Exception):
-    pass
 
 
 class AsgiCycle:
@@ -64,6 +62,7 @@ class AsgiCycle:
         self.watcher: asyncio.Task[None] | None = None
         self.continue_sent = False
         self.too_large = False
+        self.pending = b""  # response head held back to go out with a sized body
 
     def scope(self) -> Message:
         target = self.request.target
@@ -156,20 +155,33 @@ class AsgiCycle:
         if self.response_started:
             raise RuntimeError("http.response.start sent twice")
         self.response_started = True
+        status = int(message["status"])
         headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
-        await self.conn.send(h11.Response(status_code=int(message["status"]), headers=headers))
+        head = self.conn.h11.send(h11.Response(status_code=status, headers=headers,
+                                               reason=reason(status)))
+        if any(k.lower() == b"content-length" for k, _ in headers):
+            # A sized response goes out in one write with its body.
+            self.pending = head
+        else:
+            # A stream: headers now, so a client waiting for them (docker events, wait, logs
+            # -f) knows the request is registered before any output.
+            await self.conn.write(head)
 
     async def _body(self, message: Message) -> None:
         if not self.response_started:
             raise RuntimeError("http.response.body before http.response.start")
         data = bytes(message.get("body", b""))
         more = bool(message.get("more_body", False))
+        out = self.pending
+        self.pending = b""
         # h11 knows a HEAD response (and a 204/304) has no body, and refuses one.
         if data and self.method != "HEAD" and self.conn.h11.our_state is h11.SEND_BODY:
-            await self.conn.send(h11.Data(data=data))
+            out += self.conn.h11.send(h11.Data(data=data)) or b""
         if not more:
-            await self.conn.send(h11.EndOfMessage())
+            out += self.conn.h11.send(h11.EndOfMessage()) or b""
             self.response_done = True
+        if out:
+            await self.conn.write(out)
 
     async def run(self) -> bool:
         try:

@@ -10,6 +10,7 @@ What it must never do: decide anything about routes or applications.
 from __future__ import annotations
 
 import asyncio
+from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -17,6 +18,14 @@ import h11
 READ_SIZE = 64 * 1024
 # A request head larger than this is refused (431 in spirit; h11 raises RemoteProtocolError).
 MAX_HEAD = 64 * 1024
+
+
+def reason(status: int) -> bytes:
+    """The standard reason phrase (Docker's Go server sends one; some clients print it)."""
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
 
 
 class ClientGone(Exception):
@@ -69,10 +78,12 @@ class HttpConnection:
         headers += extra or []
         if close:
             headers.append((b"connection", b"close"))
-        await self.send(h11.Response(status_code=status, headers=headers))
+        out = self.h11.send(h11.Response(status_code=status, headers=headers,
+                                         reason=reason(status))) or b""
         if body:
-            await self.send(h11.Data(data=body))
-        await self.send(h11.EndOfMessage())
+            out += self.h11.send(h11.Data(data=body)) or b""
+        out += self.h11.send(h11.EndOfMessage()) or b""
+        await self.write(out)
 
     def close(self) -> None:
         if not self.writer.is_closing():
