@@ -33,7 +33,8 @@ from pydeskd.containerd.errors import InvalidArgument, NotFound
 from pydeskd.containerd.image_content import image_manifests
 from pydeskd.containerd.service import ImageService
 from pydeskd.containerd.snapshots import mount as snapmount
-from pydeskd.daemon.containers import cgroupfs, files, listing, streams
+from pydeskd.daemon.containers import files, listing, streams
+from pydeskd.daemon.containers import monitor as monitor_mod
 from pydeskd.daemon.containers import restore as restore_mod
 from pydeskd.daemon.containers.attach import Attachment
 from pydeskd.daemon.containers.context import (
@@ -58,11 +59,11 @@ from pydeskd.daemon.containers.record import Container
 from pydeskd.daemon.containers.restart import RestartManager, RestartPolicy
 from pydeskd.daemon.containers.signals import parse_signal
 from pydeskd.daemon.containers.spec import BundleInputs, bundle_spec
-from pydeskd.daemon.containers.state import Status, now
+from pydeskd.daemon.containers.state import now
 from pydeskd.daemon.containers.store import ContainerStore
 from pydeskd.daemon.logs import LogEntry, LogOptions
 from pydeskd.shim.client import ShimClient, ShimStartError, start_shim
-from pydeskd.shim.paths import StatePaths, atomic_write
+from pydeskd.shim.paths import atomic_write
 from pydeskd.shim.protocol import ProtocolError, ShimError
 
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
@@ -83,7 +84,7 @@ class ContainerService:
         self._live: dict[str, Live] = {}
         self._conds: dict[str, threading.Condition] = {}
         self._table = threading.Lock()
-        self._closed = False
+        self.closed = False
         self.execs = Execs(self)
         for d in (paths.exec_root / "containers", paths.exec_root / "s", paths.runtime_state):
             d.mkdir(parents=True, exist_ok=True)
@@ -115,7 +116,7 @@ class ContainerService:
 
     def close(self) -> None:
         """Stops following containers (they keep running: live restore finds them again)."""
-        self._closed = True
+        self.closed = True
 
     # --- create ---------------------------------------------------------------------------
 
@@ -200,9 +201,9 @@ class ContainerService:
             c.manually_stopped = False
             live = self.live(c)
             live.restart = RestartManager(live.restart.policy)
-            self._start_locked(c, live)
+            self.start_locked(c, live)
 
-    def _start_locked(self, c: Container, live: Live) -> None:
+    def start_locked(self, c: Container, live: Live) -> None:
         cond = self.condition(c.id)
         bundle, rootfs = self.paths.bundle(c.id), self.paths.rootfs(c.id)
         state_dir = self.paths.shim_state(c.id)
@@ -284,88 +285,14 @@ class ContainerService:
         argv = [str(self.paths.runtime_path), "--root", str(self.paths.runtime_state), *args]
         return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
-    # --- exits ----------------------------------------------------------------------------
+    # --- exits (monitor.py) ---------------------------------------------------------------
 
     def monitor(self, cid: str, shim: ShimClient, generation: int) -> None:
-        try:
-            st = shim.wait(timeout=None)
-            code, at = st.exit_code if st.exit_code is not None else 255, st.exited_at
-        except (OSError, ProtocolError, ShimError):
-            if self._closed:
-                return
-            code, at = self.exit_from_disk(cid)
-        if self._closed:
-            return
-        self._on_exit(cid, generation, code, at)
+        """Thread body: follows one run of a container to its exit (see :mod:`.monitor`)."""
+        monitor_mod.follow(self, cid, shim, generation)
 
     def exit_from_disk(self, cid: str) -> tuple[int, str | None]:
-        import json
-
-        try:
-            obj = json.loads(StatePaths(self.paths.shim_state(cid)).exit_json.read_text())
-            return int(obj["exit_code"]), str(obj.get("exited_at") or "") or None
-        except (OSError, ValueError, KeyError, TypeError):
-            return 255, None
-
-    def _on_exit(self, cid: str, generation: int, code: int, at: str | None) -> None:
-        c = self.store.find(cid)
-        if c is None:
-            return
-        cond = self.condition(cid)
-        delay: float | None = None
-        auto_remove = False
-        with cond:
-            live = self.live(c)
-            if live.generation != generation or not (c.state.running or c.state.paused):
-                return
-            oom = cgroupfs.oom_killed(self.paths.cgroups_path(cid))
-            self.clear_task(c)
-            live.shim = None
-            removing = c.state.removal_in_progress
-            if not removing:
-                delay = live.restart.should_restart(code, c.manually_stopped, c.restart_count,
-                                                    time.monotonic() - live.started_mono)
-            if delay is not None:
-                c.state.set_restarting(code, at, oom)
-            else:
-                c.state.set_stopped(code, at, oom)
-                if removing:
-                    c.state.set_removing()
-            self.store.save(c)
-            live.exits += 1
-            cond.notify_all()
-            auto_remove = delay is None and not removing and bool(c.host_config.get("AutoRemove"))
-        if oom:
-            self.publish(c, "oom")
-        self.publish(c, "die", exitCode=str(code))
-        if delay is not None:
-            timer = threading.Timer(delay, self._restart_after, (cid, live.generation))
-            timer.daemon = True
-            timer.start()
-        elif auto_remove:
-            threading.Thread(target=self._auto_remove, args=(cid,), daemon=True).start()
-
-    def _restart_after(self, cid: str, generation: int) -> None:
-        c = self.store.find(cid)
-        if c is None or self._closed:
-            return
-        with self.condition(cid):
-            live = self.live(c)
-            if live.generation != generation or live.restart.cancelled or \
-                    c.state.status is not Status.RESTARTING:
-                return
-            c.restart_count += 1
-            try:
-                self._start_locked(c, live)
-            except (StartFailed, NotFound, InvalidArgument) as err:
-                c.state.set_stopped(c.state.exit_code or 128, error=str(err))
-                self.store.save(c)
-                live.exits += 1
-                self.condition(cid).notify_all()
-
-    def _auto_remove(self, cid: str) -> None:
-        with contextlib.suppress(NotFound, Conflict):
-            self.remove(cid, force=True, volumes=True)
+        return monitor_mod.exit_from_disk(self.paths.shim_state(cid))
 
     # --- stop / kill / restart ------------------------------------------------------------
 
