@@ -161,3 +161,54 @@ def test_live_restore(env: Env) -> None:
     assert "tick" in logs(env, c.id, tail=1)
     svc.stop("keep", timeout=1)
     assert not svc.get("keep").state.running
+
+
+def test_restore_after_the_shim_died_records_the_exit_and_restarts(env: Env) -> None:
+    import json
+    import signal as sig
+
+    svc = env.service
+    plain = svc.create("plain", {"Image": IMAGE, "Cmd": ["sleep", "1000"]})
+    svc.start(plain.id)
+    always = svc.create("always", {"Image": IMAGE, "Cmd": ["sleep", "1000"]},
+                        {"RestartPolicy": {"Name": "always"}})
+    svc.start(always.id)
+    victims = {}
+    for c in (plain, always):
+        state = env.paths.shim_state(c.id)
+        victims[c.id] = (json.loads((state / "shim.json").read_text())["pid"],
+                         svc.get(c.id).state.pid)
+    svc.close()  # the daemon is "down"; its monitors must not act on what follows
+    for shim_pid, init_pid in victims.values():
+        os.kill(shim_pid, sig.SIGKILL)
+        os.kill(init_pid, sig.SIGKILL)
+    time.sleep(0.3)
+    svc = env.reopen()
+    assert svc.restore() == []
+    p = svc.get("plain")
+    assert p.state.status is Status.EXITED and p.state.exit_code == 255
+    assert "die" in env.events.actions(p.id)
+    a = svc.get("always")
+    assert a.state.is_running and a.state.pid != victims[a.id][1]  # started again
+    assert mounts_under(env.base) and len([m for m in mounts_under(env.base)
+                                           if m.endswith("/rootfs")]) == 1
+    svc.remove("always", force=True)
+    svc.remove("plain")
+    assert mounts_under(env.base) == []
+
+
+def test_typed_config_from_the_api_layer(env: Env) -> None:
+    from pydeskd.daemon.config_types import Config, HostConfig
+
+    svc = env.service
+    config = Config.from_api({"Image": IMAGE, "Cmd": ["sh", "-c", "echo $A; exit 2"],
+                              "Env": ["A=typed"], "Labels": {"k": "v"}, "StopTimeout": 3})
+    host = HostConfig.from_api({"RestartPolicy": {"Name": "no"},
+                                "LogConfig": {"Type": "json-file",
+                                              "Config": {"max-size": "1m", "max-file": "2"}}})
+    c = svc.create("typed", config, host)
+    assert c.config["Labels"] == {"k": "v"}
+    assert c.host_config["LogConfig"]["Config"]["max-file"] == "2"
+    svc.start(c.id)
+    assert svc.wait(c.id, timeout=30)[0] == 2
+    assert logs(env, c.id) == "typed\n"
