@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from pydeskd.containerd.service import ImageService
-from pydeskd.daemon.containers.service import ContainerService, ServicePaths
+from pydeskd.daemon.containers.context import ServicePaths
+from pydeskd.daemon.containers.service import ContainerService
 from tests.integration.shim.conftest import PYDESK_RUNC, kill_processes_mentioning, remove_cgroups
 from tests.support.images import build_single
 
