@@ -63,6 +63,7 @@ class AsgiCycle:
         self.continue_sent = False
         self.too_large = False
         self.pending = b""  # response head held back to go out with a sized body
+        self.status = 0
 
     def scope(self) -> Message:
         target = self.request.target
@@ -155,7 +156,7 @@ class AsgiCycle:
         if self.response_started:
             raise RuntimeError("http.response.start sent twice")
         self.response_started = True
-        status = int(message["status"])
+        status = self.status = int(message["status"])
         headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
         head = self.conn.h11.send(h11.Response(status_code=status, headers=headers,
                                                reason=reason(status)))
@@ -184,6 +185,13 @@ class AsgiCycle:
             await self.conn.write(out)
 
     async def run(self) -> bool:
+        keep = await self._run()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s -> %s", self.method, self.request.target.decode("latin-1"),
+                      self.status or "no response")
+        return keep
+
+    async def _run(self) -> bool:
         try:
             await self.app(self.scope(), self.receive, self.send)
         except ClientDisconnect:
@@ -203,6 +211,7 @@ class AsgiCycle:
                     await self.watcher
         if self.too_large and not self.response_started:
             limit = self.body_limit or 0
+            self.status = 413
             await self._fallback(413, error_body(
                 f"request body too large: the limit is {limit // (1 << 20)} MB"), close=True)
             return False

@@ -16,8 +16,9 @@ from typing import Any
 import h11
 
 READ_SIZE = 64 * 1024
-# A request head larger than this is refused (431 in spirit; h11 raises RemoteProtocolError).
-MAX_HEAD = 64 * 1024
+# A request head larger than this is refused (h11 raises RemoteProtocolError; the front answers
+# 431). Go's http server allows 1 MB, and X-Registry-Config headers can be large.
+MAX_HEAD = 1 << 20
 
 
 def reason(status: int) -> bytes:

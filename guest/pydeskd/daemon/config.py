@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydeskd.containerd.errors import InvalidArgument
+
 DEFAULT_HOST = "unix:///run/pydesk/docker.sock"
 DEFAULT_DATA_ROOT = Path("/var/lib/pydesk")
 DEFAULT_EXEC_ROOT = Path("/run/pydesk")
@@ -99,6 +101,15 @@ class DaemonConfig:
                 name, _, port = host.removeprefix("tcp://").rpartition(":")
                 out.append((name.strip("[]"), int(port)))
         return out
+
+    def runtime(self, name: str | None = None) -> RuntimeConfig:
+        """The runtime named in HostConfig.Runtime (None or "": the default one);
+        InvalidArgument, as Docker says it, for a name not configured."""
+        name = name or self.default_runtime
+        try:
+            return self.runtimes[name]
+        except KeyError:
+            raise InvalidArgument(f"unknown or invalid runtime name: {name}") from None
 
     @staticmethod
     def load(argv: Sequence[str]) -> DaemonConfig:

@@ -138,6 +138,10 @@ def _strip_tag(name: str) -> str:
     return name[:colon] if colon > slash else name
 
 
+# The marker that ends a feed; never published.
+_CLOSED = Event("", "", "", {}, 0)
+
+
 class Subscription:
     """A live feed of events on one asyncio loop; iterate it, close it when done."""
 
@@ -159,8 +163,14 @@ class Subscription:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
                 self._loop.call_soon_threadsafe(self._deliver, ev)
 
-    async def get(self) -> Event:
-        return await self._queue.get()
+    async def get(self) -> Event | None:
+        """The next event; None once the bus is closed (the daemon is shutting down)."""
+        ev = await self._queue.get()
+        return None if ev is _CLOSED else ev
+
+    def end(self) -> None:  # any thread
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, _CLOSED)
 
     def close(self) -> None:
         self._bus._unsubscribe(self)
@@ -169,8 +179,8 @@ class Subscription:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Event]:
-        while True:
-            yield await self.get()
+        while (ev := await self.get()) is not None:
+            yield ev
 
 
 class EventBus:
@@ -217,6 +227,14 @@ class EventBus:
             past = [] if since is None else self._select(self._buffer, flt, since, until)
             self._subscribers.append(sub)
         return past, sub
+
+    def close(self) -> None:
+        """End every live feed (shutdown): their readers get None and finish their streams."""
+        with self._lock:
+            subscribers = list(self._subscribers)
+            self._subscribers.clear()
+        for sub in subscribers:
+            sub.end()
 
     def _unsubscribe(self, sub: Subscription) -> None:
         with self._lock, contextlib.suppress(ValueError):

@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import anyio.to_thread
+
 from pydeskd.api.app import create_app, hijack_routes
 from pydeskd.api.server import HttpFront
 from pydeskd.containerd.errors import ContainerdError
@@ -31,6 +33,7 @@ log = logging.getLogger("pydeskd")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "error": logging.ERROR, "fatal": logging.CRITICAL}
 SHUTDOWN_GRACE = 5.0
+WORKER_THREADS = 256
 
 
 def setup_logging(config: DaemonConfig) -> None:
@@ -57,6 +60,9 @@ async def serve(daemon: Daemon, stop: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # Routes that block (waits, log follows, pulls) hold a worker thread each: anyio's default
+    # of 40 would let 40 slow requests stall every other sync route.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     front = HttpFront(create_app(daemon), hijack_routes())
     try:
         for path in daemon.config.unix_sockets:
@@ -68,6 +74,7 @@ async def serve(daemon: Daemon, stop: asyncio.Event | None = None) -> None:
         log.info("pydeskd ready")
         await stop.wait()
         log.info("shutting down")
+        daemon.events.close()  # event streams end now rather than at the grace deadline
     finally:
         await front.shutdown(SHUTDOWN_GRACE)
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -135,3 +135,18 @@ def test_a_second_daemon_on_the_same_pidfile_is_refused(pydeskd: Pydeskd,
     second.stop()
     assert pydeskd.client().ping() is True
     assert os.path.exists(pydeskd.pidfile)
+
+
+def test_sigterm_ends_event_streams_at_once(tmp_path: Path) -> None:
+    import subprocess
+    daemon = Pydeskd(tmp_path)
+    daemon.start()
+    try:
+        live = daemon.popen_docker("events", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - started < 3.0  # not the 5 s grace of busy requests
+        live.wait(timeout=10)
+    finally:
+        daemon.stop()

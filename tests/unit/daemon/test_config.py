@@ -112,3 +112,12 @@ def test_config_is_frozen(tmp_path: Path) -> None:
     config = load(tmp_path, [])
     with pytest.raises(AttributeError):
         config.debug = True  # type: ignore[misc]
+
+
+def test_runtime_lookup(tmp_path: Path) -> None:
+    from pydeskd.containerd.errors import InvalidArgument
+    config = load(tmp_path, [], {"runtimes": {"crun": {"path": "/usr/bin/crun"}}})
+    assert config.runtime() == RuntimeConfig("pydesk-runc")
+    assert config.runtime("crun").path == "/usr/bin/crun"
+    with pytest.raises(InvalidArgument, match="unknown or invalid runtime name: kata"):
+        config.runtime("kata")

@@ -116,3 +116,17 @@ def test_subscribe_without_since_replays_nothing() -> None:
         return len(past)
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_close_ends_live_feeds() -> None:
+    bus = EventBus()
+
+    async def scenario() -> list[object]:
+        _, sub = bus.subscribe()
+        bus.publish("image", "tag", "x")
+        bus.close()
+        got: list[object] = [e.action async for e in sub]
+        assert bus.subscriber_count == 0
+        return got
+
+    assert asyncio.run(scenario()) == ["tag"]

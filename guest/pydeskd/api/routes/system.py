@@ -106,6 +106,8 @@ async def events(request: Request, since: str | None = None, until: str | None =
                 ev = await asyncio.wait_for(sub.get(), timeout)
             except TimeoutError:
                 return
+            if ev is None:  # the daemon is shutting down
+                return
             if until_ns is not None and ev.time_nano > until_ns:
                 return
             yield _line(ev)
