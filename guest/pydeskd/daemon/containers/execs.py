@@ -1,9 +1,10 @@
 """Execs: ``docker exec`` as Docker models it -- create (an ID and a recorded config), start
 (attached or detached), inspect, resize -- on the container's shim.
 
-What it is for: the process of an exec is built like the container's own (the container's
-env merged with the exec's, user resolved in the container's /etc/passwd, Docker's
-capabilities, or all of them when privileged), handed to ``ShimClient.exec``; a thread waits for
+What it is for: the process of an exec is the container's own (from its config.json, as moby
+does) with the exec's args, env (overriding the container's), user (resolved in the
+container's /etc/passwd), cwd and tty, and every capability when privileged, handed to
+``ShimClient.exec``; a thread waits for
 its exit and records the code. Exec records live in memory, as in dockerd (a daemon restart
 forgets them), and are dropped with their container.
 
@@ -14,6 +15,7 @@ one exec twice.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from pydeskd.containerd.errors import InvalidArgument, NotFound
 from pydeskd.daemon.containers.attach import Attachment
 from pydeskd.daemon.containers.errors import Conflict, StartFailed
 from pydeskd.daemon.containers.names import new_id
-from pydeskd.daemon.containers.spec import process
+from pydeskd.daemon.containers.spec import exec_process
 from pydeskd.shim.client import ShimClient
 from pydeskd.shim.protocol import ProtocolError, ShimError
 
@@ -117,9 +119,13 @@ class Execs:
                 raise Conflict(f"container {c.id} is not running")
             record.started = True
         use_tty = record.tty if tty is None else tty
-        inputs = svc.bundle_inputs(c)
-        proc = process(inputs, record.cmd, env=record.env, user=record.user,
-                       cwd=record.workdir, tty=use_tty, privileged=record.privileged)
+        try:
+            template = json.loads((svc.paths.bundle(c.id) / "config.json").read_text())
+        except (OSError, ValueError) as err:
+            raise StartFailed(f"cannot read the container's spec: {err}") from None
+        proc = exec_process(template.get("process") or {}, svc.paths.rootfs(c.id), record.cmd,
+                            env=record.env, user=record.user, cwd=record.workdir, tty=use_tty,
+                            privileged=record.privileged)
         attachment: Attachment | None = None
         try:
             shim.exec(exec_id, proc, tty=use_tty, stdin=record.attach_stdin and not detach)

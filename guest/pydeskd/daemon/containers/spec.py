@@ -243,3 +243,40 @@ def bundle_spec(inputs: BundleInputs) -> dict[str, Any]:
         "mounts": mounts,
         "linux": linux,
     }
+
+
+def replace_or_append_env(base: Sequence[str], extra: Sequence[str]) -> list[str]:
+    """Docker's ReplaceOrAppendEnvValues: ``extra`` overrides same-named variables in place."""
+    out = list(base)
+    index = {e.partition("=")[0]: n for n, e in enumerate(out)}
+    for item in extra:
+        key = item.partition("=")[0]
+        if key in index:
+            out[index[key]] = item
+        else:
+            index[key] = len(out)
+            out.append(item)
+    return out
+
+
+def exec_process(template: Mapping[str, Any], rootfs: Path, args: Sequence[str], *,
+                 env: Sequence[str] = (), user: str = "", cwd: str = "", tty: bool = False,
+                 privileged: bool = False) -> dict[str, Any]:
+    """An exec's OCI process as moby builds it: the container's own process (from its
+    config.json) with the exec's args, env (overriding), user, cwd and terminal; all
+    capabilities when privileged."""
+    proc = {k: v for k, v in template.items() if k not in ("consoleSize",)}
+    proc["args"] = list(args)
+    proc["terminal"] = tty
+    base_env = [e for e in template.get("env") or [] if not e.startswith("TERM=")]
+    if tty:
+        base_env.append("TERM=xterm")
+    proc["env"] = replace_or_append_env(base_env, env)
+    if user:
+        proc["user"] = resolve_user(rootfs, user)
+    if cwd:
+        proc["cwd"] = posixpath.normpath(cwd)
+    if privileged:
+        caps = list(ALL_CAPS)
+        proc["capabilities"] = {k: list(caps) for k in ("bounding", "effective", "permitted")}
+    return proc

@@ -172,3 +172,23 @@ def test_process_env() -> None:
     env = process_env(["A=1"], "host1", True, "/root")
     assert env[0].startswith("PATH=") and "HOSTNAME=host1" in env and "TERM=xterm" in env
     assert env[-1] == "HOME=/root"
+
+
+def test_exec_process_from_the_container_process(tmp_path: Path) -> None:
+    from pydeskd.daemon.containers.spec import exec_process, replace_or_append_env
+
+    assert replace_or_append_env(["A=1", "B=2"], ["B=3", "C=4"]) == ["A=1", "B=3", "C=4"]
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text("nobody:x:65534:65534::/:/bin/false\n")
+    template = {"args": ["sleep"], "env": ["PATH=/bin", "X=c"], "cwd": "/", "terminal": False,
+                "user": {"uid": 0, "gid": 0}, "consoleSize": {"height": 1, "width": 1},
+                "capabilities": {"bounding": ["CAP_KILL"]}}
+    proc = exec_process(template, tmp_path, ["sh"], env=["X=e"], user="nobody", cwd="/tmp/",
+                        tty=True)
+    assert proc["args"] == ["sh"] and proc["env"] == ["PATH=/bin", "X=e", "TERM=xterm"]
+    assert proc["user"] == {"uid": 65534, "gid": 65534} and proc["cwd"] == "/tmp"
+    assert proc["terminal"] and "consoleSize" not in proc
+    assert proc["capabilities"] == {"bounding": ["CAP_KILL"]}
+    assert "CAP_SYS_ADMIN" in exec_process(template, tmp_path, ["sh"], privileged=True)[
+        "capabilities"]["effective"]
+    assert template["env"] == ["PATH=/bin", "X=c"]  # the template is not changed
