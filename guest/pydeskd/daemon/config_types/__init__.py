@@ -24,6 +24,7 @@ from pydeskd.daemon.config_types.host_config import (
     RestartPolicy,
     Ulimit,
 )
+from pydeskd.daemon.config_types.merge import entrypoint_and_args, merge_image_config
 from pydeskd.daemon.config_types.mounts import (
     BindOptions,
     Mount,
@@ -56,6 +57,7 @@ __all__ = [
     "DEFAULT_MASKED_PATHS", "DEFAULT_READONLY_PATHS", "DEFAULT_SHM_SIZE", "BindOptions",
     "Config", "DeviceMapping", "HealthConfig", "HostConfig",
     "LogConfig", "Mount", "NetworkingConfig", "PortBinding", "RestartPolicy", "SecurityOptions",
-    "TmpfsOptions", "Ulimit", "VolumeOptions", "networking_config_from_api",
+    "TmpfsOptions", "Ulimit", "VolumeOptions", "entrypoint_and_args", "merge_image_config",
+    "networking_config_from_api",
     "normalize_capabilities", "parse_security_opt", "tmpfs_mount_options", "validate_create",
 ]
