@@ -150,3 +150,13 @@ def test_sigterm_ends_event_streams_at_once(tmp_path: Path) -> None:
         live.wait(timeout=10)
     finally:
         daemon.stop()
+
+
+def test_docker_py_events_decode_with_since_until(pydeskd: Pydeskd) -> None:
+    start = time.time_ns()
+    pydeskd.docker("import", "-", "pd-py:one", input=_rootfs_tar())
+    end = time.time_ns()
+    client = pydeskd.client(version="auto")
+    events = list(client.events(since=start / 1e9, until=end / 1e9 + 0.001, decode=True))
+    assert [(e["Type"], e["Action"]) for e in events] == [("image", "import")]
+    assert events[0]["Actor"]["Attributes"]["name"].endswith("pd-py:one")
