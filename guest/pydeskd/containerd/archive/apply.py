@@ -32,7 +32,6 @@ snapshot when ``apply_layer`` raises).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import stat
 import tarfile
@@ -44,6 +43,7 @@ from pydeskd.containerd.archive import attrs
 from pydeskd.containerd.archive.compression import DiffReader, open_layer
 from pydeskd.containerd.archive.confine import Root, clean_name, lstat_at
 from pydeskd.containerd.archive.lowers import Lowers
+from pydeskd.containerd.archive.target import layer_target, syncfs
 from pydeskd.containerd.content import ReaderAt
 from pydeskd.containerd.errors import FailedPrecondition, InvalidArgument, NotFound
 from pydeskd.containerd.snapshots import Mount
@@ -358,46 +358,6 @@ def apply_tar(stream: IO[bytes], root: str, overlay: bool = False,
         applier.finish()
     finally:
         applier.close()
-
-
-def layer_target(mounts: Sequence[Mount]) -> tuple[str, bool, list[str]]:
-    """Where to write a layer for the mounts of an ACTIVE snapshot: (dir, overlay?, lowerdirs).
-
-    Raises InvalidArgument for mounts a layer cannot be applied to (read-only, several, other).
-    """
-    if len(mounts) != 1:
-        raise InvalidArgument(f"cannot apply a layer to {len(mounts)} mounts")
-    mount = mounts[0]
-    if "ro" in mount.options:
-        raise InvalidArgument("cannot apply a layer to a read-only mount")
-    if mount.type == "bind":
-        return mount.source, False, []
-    if mount.type == "overlay":
-        upper, lowers = "", []
-        for option in mount.options:
-            key, _, value = option.partition("=")
-            if key == "upperdir":
-                upper = value
-            elif key == "lowerdir":
-                lowers = value.split(":")
-        if not upper:
-            raise InvalidArgument("cannot apply a layer to an overlay without upperdir")
-        return upper, True, lowers
-    raise InvalidArgument(f"cannot apply a layer to a {mount.type!r} mount")
-
-
-def syncfs(path: str) -> None:
-    """Flush the filesystem holding ``path`` (``syncfs(2)``): what was written is on disk."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        if _libc.syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"syncfs({path!r}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def apply_layer(reader: ReaderAt, mounts: Sequence[Mount],

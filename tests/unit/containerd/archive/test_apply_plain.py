@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pydeskd.containerd.archive.apply import apply_tar, layer_target
+from pydeskd.containerd.archive.apply import apply_tar
+from pydeskd.containerd.archive.target import layer_target
 from pydeskd.containerd.errors import InvalidArgument
 from pydeskd.containerd.snapshots import Mount
 from tests.unit.containerd.archive.layers import (
