@@ -138,7 +138,7 @@ def top(svc: ContainerService, ref: str, ps_args: str = "") -> dict[str, Any]:
     c = svc.get(ref)
     if not c.state.is_running:
         raise Conflict(f"container {c.id} is not running")
-    pids = set(cgroupfs.pids(svc.paths.cgroups_path(c.id)))
+    pids = set(cgroupfs.pids(svc.cgroups_path(c)))
     args = (ps_args or "-ef").split()
     done = subprocess.run(["ps", *args], capture_output=True, text=True, timeout=30,
                           check=False)
@@ -163,7 +163,7 @@ def stats(svc: ContainerService, ref: str,
           previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """One stats sample (Docker's JSON) from the container's cgroup; zeros when stopped."""
     c = svc.get(ref)
-    return cgroupfs.stats(c.id, c.name, svc.paths.cgroups_path(c.id), previous=previous)
+    return cgroupfs.stats(c.id, c.name, svc.cgroups_path(c), previous=previous)
 
 
 def prune(svc: ContainerService,

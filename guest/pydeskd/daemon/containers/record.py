@@ -36,6 +36,7 @@ class Container:
     mounts: list[dict[str, Any]] = field(default_factory=list)  # inspect MountPoints
     resolved_mounts: list[dict[str, Any]] = field(default_factory=list)  # mounts.Resolved
     snapshot_key: str = ""
+    cgroups_path: str = ""           # the spec's linux.cgroupsPath of the last start
     has_been_started: bool = False
     manually_stopped: bool = False   # docker stop: no restart policy, unless-stopped stays down
     exec_ids: list[str] = field(default_factory=list)
@@ -67,7 +68,8 @@ class Container:
             "resolv_conf_path": self.resolv_conf_path, "hostname_path": self.hostname_path,
             "hosts_path": self.hosts_path, "mounts": self.mounts,
             "resolved_mounts": self.resolved_mounts,
-            "snapshot_key": self.snapshot_key, "has_been_started": self.has_been_started,
+            "snapshot_key": self.snapshot_key, "cgroups_path": self.cgroups_path,
+            "has_been_started": self.has_been_started,
             "manually_stopped": self.manually_stopped, "exec_ids": self.exec_ids,
         }
 

@@ -25,6 +25,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from pydeskd.containerd.errors import InvalidArgument, NotFound
 from pydeskd.containerd.image_content import image_manifests
 from pydeskd.containerd.service import ImageService
 from pydeskd.containerd.snapshots import mount as snapmount
+from pydeskd.daemon.config_types import Config, entrypoint_and_args, merge_image_config
 from pydeskd.daemon.containers import files, listing, streams
 from pydeskd.daemon.containers import monitor as monitor_mod
 from pydeskd.daemon.containers import restore as restore_mod
@@ -52,13 +54,13 @@ from pydeskd.daemon.containers.errors import (
 )
 from pydeskd.daemon.containers.execs import Execs
 from pydeskd.daemon.containers.filters import ListOptions
-from pydeskd.daemon.containers.imageconfig import entrypoint_and_args, merge
 from pydeskd.daemon.containers.mounts import LocalVolumes, Resolved, VolumeService, resolve
 from pydeskd.daemon.containers.names import generate_name, new_id
+from pydeskd.daemon.containers.ocibridge import docker_spec
 from pydeskd.daemon.containers.record import Container
 from pydeskd.daemon.containers.restart import RestartManager, RestartPolicy
 from pydeskd.daemon.containers.signals import parse_signal
-from pydeskd.daemon.containers.spec import BundleInputs, bundle_spec
+from pydeskd.daemon.containers.spec import BundleInputs
 from pydeskd.daemon.containers.state import now
 from pydeskd.daemon.containers.store import ContainerStore
 from pydeskd.daemon.logs import LogEntry, LogOptions
@@ -134,11 +136,11 @@ class ContainerService:
         image = self.images.resolve(image_ref)
         matcher = oci.PlatformMatcher(platform or self.images.platform)
         _, _, image_config = image_manifests(self.images.stores.content, image.target, matcher)
-        merged = merge(cfg, image_config.config)
-        path, args = entrypoint_and_args(merged)
+        # Docker stores the Config merged with the image's (inspect shows the result).
+        typed = merge_image_config(Config.from_api(cfg), image_config.config)
+        path, args = entrypoint_and_args(typed)
         cid = new_id()
-        merged["Hostname"] = merged.get("Hostname") or cid[:12]
-        merged["Image"] = image_ref
+        merged = replace(typed, hostname=typed.hostname or cid[:12]).to_api()
         stored = self._reserve(name, cid)
         cdir = self.store.dir(cid)
         try:
@@ -148,7 +150,7 @@ class ContainerService:
             try:
                 plan = resolve(merged, host, self.volumes)
                 record = Container(
-                    id=cid, name=stored, created=now(), path=path, args=args, config=merged,
+                    id=cid, name=stored, created=now(), path=path, args=list(args), config=merged,
                     host_config=host, image=image.id, image_name=image_ref,
                     log_path=str(cdir / f"{cid}-json.log"),
                     resolv_conf_path=str(cdir / "resolv.conf"),
@@ -213,7 +215,8 @@ class ContainerService:
             mounts = self.images.stores.snapshotter.mounts(c.snapshot_key)
             snapmount.perform(mounts, rootfs, self.mounter)
             try:
-                spec = bundle_spec(self.bundle_inputs(c))
+                spec = docker_spec(self.bundle_inputs(c), self.paths.cgroup_parent)
+                c.cgroups_path = str(spec.get("linux", {}).get("cgroupsPath") or "")
                 atomic_write(bundle / "config.json", spec, durable=False)
                 log = (c.host_config.get("LogConfig") or {}).get("Config") or {}
                 shim = start_shim(
@@ -254,12 +257,15 @@ class ContainerService:
         monitor.start()
         self.publish(c, "start")
 
+    def cgroups_path(self, c: Container) -> str:
+        return c.cgroups_path or self.paths.cgroups_path(c.id)
+
     def bundle_inputs(self, c: Container) -> BundleInputs:
         return BundleInputs(
             cid=c.id, config=c.config, host_config=c.host_config,
-            rootfs=self.paths.rootfs(c.id), args=[c.path, *c.args],
+            rootfs=self.paths.rootfs(c.id),
             mounts=[Resolved.from_json(m) for m in c.resolved_mounts],
-            cgroups_path=self.paths.cgroups_path(c.id), hostname_path=c.hostname_path,
+            hostname_path=c.hostname_path,
             hosts_path=c.hosts_path, resolv_conf_path=c.resolv_conf_path)
 
     def clear_task(self, c: Container) -> None:

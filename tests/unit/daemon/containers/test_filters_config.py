@@ -9,10 +9,8 @@ import pytest
 from pydeskd.containerd.errors import InvalidArgument, NotFound
 from pydeskd.daemon.containers.files import hosts_file, resolv_conf
 from pydeskd.daemon.containers.filters import ListOptions, select
-from pydeskd.daemon.containers.imageconfig import entrypoint_and_args, merge
 from pydeskd.daemon.containers.mounts import LocalVolumes, resolve
 from pydeskd.daemon.containers.record import Container
-from pydeskd.daemon.containers.spec import capabilities, process_env, resolve_user
 
 
 def c(n: int, name: str, *, running: bool = False, exit_code: int | None = None,
@@ -87,26 +85,6 @@ def test_bad_filters() -> None:
         names(ListOptions(filters={"before": ["ghost"]}))
 
 
-def test_merge_image_config() -> None:
-    image = {"Env": ["PATH=/bin", "A=image"], "Cmd": ["sh"], "Entrypoint": ["/init"],
-             "WorkingDir": "/app", "User": "app", "Labels": {"x": "1", "y": "2"},
-             "StopSignal": "SIGQUIT", "Volumes": {"/data": {}}}
-    out = merge({"Env": ["A=user"], "Labels": {"y": "u"}}, image)
-    assert out["Env"] == ["A=user", "PATH=/bin"]
-    assert out["Labels"] == {"x": "1", "y": "u"}
-    assert out["Cmd"] == ["sh"] and out["Entrypoint"] == ["/init"]
-    assert out["WorkingDir"] == "/app" and out["User"] == "app"
-    assert out["StopSignal"] == "SIGQUIT" and out["Volumes"] == {"/data": {}}
-    assert entrypoint_and_args(out) == ("/init", ["sh"])
-    # An entrypoint from the user drops the image's Cmd.
-    out = merge({"Entrypoint": ["echo"]}, image)
-    assert entrypoint_and_args(out) == ("echo", [])
-    out = merge({"Cmd": ["ls", "-l"]}, {"Cmd": ["sh"]})
-    assert entrypoint_and_args(out) == ("ls", ["-l"])
-    with pytest.raises(InvalidArgument, match="No command specified"):
-        entrypoint_and_args(merge({}, {}))
-
-
 def test_resolv_conf_drops_loopback_servers() -> None:
     host = "# c\nnameserver 127.0.0.53\nnameserver ::1\nsearch lan\noptions edns0\n"
     assert resolv_conf(host) == ("nameserver 8.8.8.8\nnameserver 8.8.4.4\nsearch lan\n"
@@ -146,34 +124,6 @@ def test_mounts(tmp_path: Path) -> None:
         resolve({}, {"Binds": ["v1:/x", "v2:/x"]}, volumes)
 
 
-def test_capabilities() -> None:
-    caps = capabilities(["NET_ADMIN"], ["chown"])
-    assert "CAP_NET_ADMIN" in caps and "CAP_CHOWN" not in caps and "CAP_KILL" in caps
-    assert capabilities([], ["ALL"]) == []
-    assert capabilities(["KILL"], ["ALL"]) == ["CAP_KILL"]
-    with pytest.raises(InvalidArgument, match="unknown capability"):
-        capabilities(["NOPE"], [])
-
-
-def test_resolve_user(tmp_path: Path) -> None:
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\n"
-                                             "app:x:1000:1000::/home/app:/bin/sh\n")
-    (tmp_path / "etc" / "group").write_text("root:x:0:\napp:x:1000:\nwheel:x:10:app\n")
-    assert resolve_user(tmp_path, "") == {"uid": 0, "gid": 0}
-    assert resolve_user(tmp_path, "app") == {"uid": 1000, "gid": 1000, "additionalGids": [10]}
-    assert resolve_user(tmp_path, "1234:5") == {"uid": 1234, "gid": 5}
-    assert resolve_user(tmp_path, "app:wheel") == {"uid": 1000, "gid": 10}
-    with pytest.raises(InvalidArgument, match="unable to find user ghost"):
-        resolve_user(tmp_path, "ghost")
-
-
-def test_process_env() -> None:
-    env = process_env(["A=1"], "host1", True, "/root")
-    assert env[0].startswith("PATH=") and "HOSTNAME=host1" in env and "TERM=xterm" in env
-    assert env[-1] == "HOME=/root"
-
-
 def test_exec_process_from_the_container_process(tmp_path: Path) -> None:
     from pydeskd.daemon.containers.spec import exec_process, replace_or_append_env
 
@@ -186,7 +136,8 @@ def test_exec_process_from_the_container_process(tmp_path: Path) -> None:
     proc = exec_process(template, tmp_path, ["sh"], env=["X=e"], user="nobody", cwd="/tmp/",
                         tty=True)
     assert proc["args"] == ["sh"] and proc["env"] == ["PATH=/bin", "X=e", "TERM=xterm"]
-    assert proc["user"] == {"uid": 65534, "gid": 65534} and proc["cwd"] == "/tmp"
+    assert proc["user"]["uid"] == 65534 and proc["user"]["gid"] == 65534
+    assert proc["cwd"] == "/tmp"
     assert proc["terminal"] and "consoleSize" not in proc
     assert proc["capabilities"] == {"bounding": ["CAP_KILL"]}
     assert "CAP_SYS_ADMIN" in exec_process(template, tmp_path, ["sh"], privileged=True)[
