@@ -111,6 +111,8 @@ def test_sigterm_removes_socket_and_pidfile(tmp_path: Path) -> None:
     assert daemon.pidfile.read_text().strip() == str(daemon.proc.pid if daemon.proc else 0)
     sock = daemon.socket
     assert oct(sock.stat().st_mode & 0o777) == oct(0o660)
+    import grp
+    assert sock.stat().st_gid == grp.getgrnam("docker").gr_gid
     assert daemon.stop() == 0
     assert not sock.exists() and not daemon.pidfile.exists()
 
@@ -160,3 +162,13 @@ def test_docker_py_events_decode_with_since_until(pydeskd: Pydeskd) -> None:
     events = list(client.events(since=start / 1e9, until=end / 1e9 + 0.001, decode=True))
     assert [(e["Type"], e["Action"]) for e in events] == [("image", "import")]
     assert events[0]["Actor"]["Attributes"]["name"].endswith("pd-py:one")
+
+
+def test_loopback_tcp_host_serves_too(tmp_path: Path) -> None:
+    from tests.support.registry import free_port
+    port = free_port()
+    with Pydeskd(tmp_path, extra_args=("-H", f"tcp://127.0.0.1:{port}")) as daemon:
+        got = daemon.docker("-H", f"tcp://127.0.0.1:{port}", "version", "--format",
+                            "{{.Server.APIVersion}}")
+        assert got.stdout.strip() == b"1.50"
+        assert daemon.docker("version").returncode == 0  # the unix socket as well
