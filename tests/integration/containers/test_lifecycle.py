@@ -212,3 +212,45 @@ def test_typed_config_from_the_api_layer(env: Env) -> None:
     svc.start(c.id)
     assert svc.wait(c.id, timeout=30)[0] == 2
     assert logs(env, c.id) == "typed\n"
+
+
+def test_parallel_runs_leave_nothing_behind(env: Env) -> None:
+    import threading
+
+    svc = env.service
+    errors: list[BaseException] = []
+    codes: list[int] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(3):
+                c = svc.create(None, {"Image": IMAGE, "Cmd": ["sh", "-c", f"exit {n + i}"]},
+                               {"AutoRemove": True})
+                svc.start(c.id)
+                codes.append(svc.wait(c.id, "removed", timeout=60)[0])
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert sorted(codes) == sorted(n + i for n in range(8) for i in range(3))
+    assert svc.store.all() == [] and mounts_under(env.base) == []
+    assert list(env.paths.containers.iterdir()) == []
+    assert list((env.paths.exec_root / "s").iterdir()) == []
+    assert list((env.paths.exec_root / "containers").iterdir()) == []
+
+
+def test_logs_follow_ends_when_the_container_stops(env: Env) -> None:
+    svc = env.service
+    c = svc.create(None, {"Image": IMAGE,
+                          "Cmd": ["sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.2; done"]})
+    svc.start(c.id)
+    t0 = time.monotonic()
+    got = b"".join(e.data for e in svc.logs(c.id, LogOptions(follow=True)))
+    assert got == b"1\n2\n3\n" and time.monotonic() - t0 < 10
+    stamped = [e.data for e in svc.logs(c.id, LogOptions(timestamps=True, tail=1))]
+    assert len(stamped) == 1 and stamped[0].endswith(b"Z 3\n")
