@@ -21,6 +21,7 @@ from typing import Any
 
 from pydeskd.containerd.errors import InvalidArgument
 
+PYDESK_VERSION = "0.1.0"
 DEFAULT_HOST = "unix:///run/pydesk/docker.sock"
 DEFAULT_DATA_ROOT = Path("/var/lib/pydesk")
 DEFAULT_EXEC_ROOT = Path("/run/pydesk")
@@ -136,6 +137,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-registry", dest="insecure_registries", action="append")
     p.add_argument("--default-runtime", dest="default_runtime")
     p.add_argument("--log-driver", dest="log_driver", choices=LOG_DRIVERS)
+    p.add_argument("-v", "--version", action="version",
+                   version=f"pydeskd version {PYDESK_VERSION}")
     return p
 
 

@@ -19,10 +19,9 @@ from typing import Any, Protocol
 
 from pydeskd.containerd.registry import RegistryHosts
 from pydeskd.containerd.service import ImageService
-from pydeskd.daemon.config import DaemonConfig
+from pydeskd.daemon.config import PYDESK_VERSION, DaemonConfig
 from pydeskd.daemon.events import EventBus
 
-PYDESK_VERSION = "0.1.0"
 # The engine version reported to clients. Tools gate features on it (Compose, buildx,
 # Testcontainers compare it), so it names the Docker Engine release whose API pydeskd serves;
 # pydesk's own version is in Platform and Components.

@@ -77,6 +77,7 @@ def test_ping_get_and_head_carry_dockers_headers(client: TestClient) -> None:
         assert got.headers["ostype"] == "linux"
         assert got.headers["docker-experimental"] == "false"
         assert got.headers["builder-version"] == "1"
+        assert got.headers["swarm"] == "inactive"
         assert got.headers["cache-control"] == "no-cache, no-store, must-revalidate"
         assert got.headers["pragma"] == "no-cache"
     head = client.head("/_ping")

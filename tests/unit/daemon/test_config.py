@@ -121,3 +121,10 @@ def test_runtime_lookup(tmp_path: Path) -> None:
     assert config.runtime("crun").path == "/usr/bin/crun"
     with pytest.raises(InvalidArgument, match="unknown or invalid runtime name: kata"):
         config.runtime("kata")
+
+
+def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        DaemonConfig.load(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("pydeskd version ")

@@ -29,6 +29,7 @@ _PING_HEADERS = {
     "Docker-Experimental": "false",
     "Ostype": "linux",
     "Builder-Version": "1",
+    "Swarm": "inactive",
     "Cache-Control": "no-cache, no-store, must-revalidate",
     "Pragma": "no-cache",
 }
