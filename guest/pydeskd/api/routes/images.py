@@ -47,7 +47,7 @@ from pydeskd.api.progress import (
     stream_line,
 )
 from pydeskd.containerd import oci
-from pydeskd.containerd.errors import InvalidArgument, NotFound
+from pydeskd.containerd.errors import InvalidArgument, NotFound, Unauthorized
 from pydeskd.containerd.images import InUse, available_manifests, image_manifests
 from pydeskd.containerd.progress import Event
 from pydeskd.containerd.reference import Reference, parse_reference
@@ -192,7 +192,16 @@ async def _pull(request: Request, svc: ImageService, ref: Reference,
             emit_messages(emit, renderer.done(result.target.digest, result.downloaded))
         _publish(request, "pull", ref.familiar, {"name": ref.familiar_name})
 
-    return StreamingResponse(await run_streamed(job, name="api-pull"), media_type=JSON_STREAM)
+    try:
+        chunks = await run_streamed(job, name="api-pull")
+    except Unauthorized as e:
+        # moby answers an anonymous refusal as NotFound (404), "pull access denied for X,
+        # repository does not exist or may require 'docker login'": a 401 would make the docker
+        # CLI prompt for a login instead of failing. Refused credentials stay a 401.
+        if str(e).startswith("pull access denied"):
+            raise NotFound(str(e)) from None
+        raise
+    return StreamingResponse(chunks, media_type=JSON_STREAM)
 
 
 @dataclass(frozen=True)
