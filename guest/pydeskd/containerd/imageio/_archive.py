@@ -5,33 +5,33 @@ What it is for: ``docker load`` and OCI layout imports read a tar stream of unkn
 (plus the sha256 of its decompressed bytes when it is gzip or zstd, which is the diff_id
 ``manifest.json`` archives are checked against) and kept in memory if small, or written to an
 uncommitted ingest of the content store if large. ``Archive.commit`` then makes one member a
-blob, verified against the expected digest and size.
+blob, verified against the expected digest and size. Every decompression is bounded
+(``_inflate``): a small archive may inflate to gigabytes, hashed or spooled piece by piece.
 
 What it must never do: create a file from a member name (names are dictionary keys), resolve a
 link outside the archive, keep an ingest after ``abort``, or trust a header's size (a short
-member, a truncated stream, or garbage after an early end is an error).
+member, a truncated stream, or garbage after an early end is an error), or hold the output of
+a decompression whole.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import posixpath
 import stat
 import tarfile
 import uuid
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import zstandard
-
+from pydeskd.containerd.archive.compression import Kind, detect
 from pydeskd.containerd.content import Store, validate_digest
 from pydeskd.containerd.errors import AlreadyExists, InvalidArgument, NotFound
+from pydeskd.containerd.imageio._inflate import CorruptStream, Inflater, open_archive_stream
 
 # Members up to this size stay in memory (every manifest, config and index.json is far
 # smaller); larger ones go to an ingest. The memory budget bounds a tar of many small members.
@@ -40,8 +40,8 @@ MEMORY_BUDGET = 256 << 20
 MAX_MEMBERS = 100_000
 MAX_LINK_HOPS = 8
 _CHUNK = 1 << 20
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_SNIFF = 6  # enough to tell gzip, bzip2, xz and zstd apart
+_KIND_NAMES = {Kind.PLAIN: "none", Kind.GZIP: "gzip", Kind.ZSTD: "zstd"}
 
 
 def clean_member_name(name: str) -> str:
@@ -55,32 +55,31 @@ def clean_member_name(name: str) -> str:
 
 
 class _DiffHasher:
-    """sha256 of the decompressed bytes of a gzip or zstd stream, fed chunk by chunk."""
+    """sha256 of the decompressed bytes of a gzip or zstd stream, fed chunk by chunk.
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    Decompression is bounded (``Inflater``): a member of a few KiB may inflate to gigabytes,
+    which are hashed piece by piece as Docker does, never held. A stream that is corrupt or
+    truncated has no diff_id (None), so the diff_id check refuses it."""
+
+    def __init__(self, kind: Kind) -> None:
         self._hash = hashlib.sha256()
-        self._zstd: Any = zstandard.ZstdDecompressor().decompressobj() if kind == "zstd" \
-            else None
-        self._gzip: Any = zlib.decompressobj(wbits=47) if kind == "gzip" else None
+        self._inflater = Inflater(kind, self._hash.update)
         self.failed = False
 
     def update(self, data: bytes) -> None:
         if self.failed:
             return
         try:
-            if self._zstd is not None:
-                self._hash.update(self._zstd.decompress(data))
-                return
-            while data:
-                self._hash.update(self._gzip.decompress(data))
-                data = self._gzip.unused_data
-                if data:  # a multi-member gzip stream: the next member starts here
-                    self._gzip = zlib.decompressobj(wbits=47)
-        except (zlib.error, zstandard.ZstdError):
+            self._inflater.feed(data)
+        except CorruptStream:
             self.failed = True  # not really compressed: the diff_id check will fail
 
     def hexdigest(self) -> str | None:
+        if not self.failed:
+            try:
+                self._inflater.finish()
+            except CorruptStream:
+                self.failed = True
         return None if self.failed else "sha256:" + self._hash.hexdigest()
 
 
@@ -124,9 +123,8 @@ class Archive:
             raise InvalidArgument(f"archive has more than {MAX_MEMBERS} members")
         digest = hashlib.sha256()
         head = fileobj.read(min(size, _CHUNK)) if size else b""
-        kind = "gzip" if head.startswith(_GZIP_MAGIC) else \
-            "zstd" if head.startswith(_ZSTD_MAGIC) else "none"
-        diff = _DiffHasher(kind) if kind != "none" else None
+        kind = detect(head)
+        diff = _DiffHasher(kind) if kind is not Kind.PLAIN else None
         keep = size <= SMALL_MEMBER and self._memory + size <= MEMORY_BUDGET
         chunks: list[bytes] = []
         writer = None
@@ -163,7 +161,7 @@ class Archive:
             raise
         if writer is not None:
             writer.close()
-        member = Member(name, size, "sha256:" + digest.hexdigest(), kind,
+        member = Member(name, size, "sha256:" + digest.hexdigest(), _KIND_NAMES[kind],
                         diff.hexdigest() if diff is not None else None, ref=ref)
         if member.compression == "none":
             member.diff_id = member.digest
@@ -255,20 +253,18 @@ class Archive:
 
 
 def spool_tar(stream: IO[bytes], archive: Archive) -> None:
-    """Read a (possibly gzip/bzip2/xz-compressed) tar stream into ``archive``.
+    """Read a (possibly gzip, bzip2, xz or zstd compressed) tar stream into ``archive``.
 
     Raises InvalidArgument for a malformed or hostile archive: names with ``..`` or a leading
     ``/``, links that leave the archive, devices and FIFOs, truncated members, trailing
     garbage after what looks like the end.
     """
-    head = read_full(stream, len(_ZSTD_MAGIC))
-    source: IO[bytes] = _Prefixed(head, stream)  # type: ignore[assignment]
-    if head == _ZSTD_MAGIC:
-        # tarfile knows gzip, bzip2 and xz; Docker also loads zstd-compressed archives.
-        reader = zstandard.ZstdDecompressor().stream_reader(source)
-        source = io.BufferedReader(reader)
+    head = read_full(stream, _SNIFF)
+    # Not tarfile's "r|*": it inflates a whole input record per read without a bound, and
+    # 10 KiB of bzip2 can be gigabytes.
+    source = open_archive_stream(head, _Prefixed(head, stream))  # type: ignore[arg-type]
     try:
-        tar = tarfile.open(fileobj=source, mode="r|*")  # noqa: SIM115 (closed below)
+        tar = tarfile.open(fileobj=source, mode="r|")  # noqa: SIM115 (closed below)
     except tarfile.TarError as e:
         raise InvalidArgument(f"invalid tar archive: {e}") from None
     with tar:

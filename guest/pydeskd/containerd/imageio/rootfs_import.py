@@ -8,8 +8,9 @@ and an OCI manifest are written, and the image record is created -- named, or da
 name is given -- all under a lease, as every other import.
 
 What it must never do: unpack the tar here (unpacking, with its confinement rules, is the
-snapshotter's job when a container is created), keep the whole tar in memory, or accept a
-stream that is not a tar.
+snapshotter's job when a container is created), keep the whole tar in memory (decompression is
+bounded: a few KiB of zstd may be gigabytes of tar, which pass through a piece at a time), or
+accept a stream that is not a tar or stops before its end.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-import zstandard
-
 from pydeskd.containerd import oci
+from pydeskd.containerd.archive.compression import detect
 from pydeskd.containerd.content import Store
 from pydeskd.containerd.errors import AlreadyExists, InvalidArgument, NotFound
 from pydeskd.containerd.imageio._archive import read_full
+from pydeskd.containerd.imageio._inflate import CorruptStream, Inflater
 from pydeskd.containerd.imageio._load import (
     LABEL_UNCOMPRESSED,
     CommitContext,
@@ -43,43 +44,6 @@ from pydeskd.containerd.progress import Event, Status
 _CHUNK = 1 << 20
 _BLOCK = 512
 _SIMPLE = {"USER": "User", "WORKDIR": "WorkingDir", "STOPSIGNAL": "StopSignal"}
-
-
-def _decompressor(head: bytes) -> Any:
-    if head.startswith(b"\x1f\x8b"):
-        return zlib.decompressobj(wbits=47)
-    if head.startswith(b"\x28\xb5\x2f\xfd"):
-        return zstandard.ZstdDecompressor().decompressobj()
-    return None
-
-
-class _Inflater:
-    """Plain, gzip (multi-member too) or zstd bytes in, tar bytes out."""
-
-    def __init__(self, head: bytes) -> None:
-        self._d = _decompressor(head)
-        self._gzip = head.startswith(b"\x1f\x8b")
-
-    def feed(self, data: bytes) -> bytes:
-        if self._d is None:
-            return data
-        try:
-            if not self._gzip:
-                return bytes(self._d.decompress(data))
-            out = []
-            while data:
-                out.append(self._d.decompress(data))
-                data = self._d.unused_data
-                if data:
-                    self._d = zlib.decompressobj(wbits=47)
-            return b"".join(out)
-        except (zlib.error, zstandard.ZstdError) as e:
-            raise InvalidArgument(f"the imported archive is corrupt: {e}") from None
-
-    def finish(self) -> None:
-        """Raises InvalidArgument if a compressed stream ended before its end marker."""
-        if self._d is not None and not self._d.eof:
-            raise InvalidArgument("the imported archive is truncated")
 
 
 def _check_tar_start(block: bytes) -> None:
@@ -202,32 +166,39 @@ def import_rootfs(stream: IO[bytes], content: Store, ctx: CommitContext, *,
     base: dict[str, Any] = apply_changes({}, changes)
     # A full block (or all there is), so that a short first read cannot hide the magic bytes.
     head = read_full(stream, _BLOCK)
-    inflater = _Inflater(head)
     deflater = zlib.compressobj(6, zlib.DEFLATED, 31)
     diff_hash, blob_hash = hashlib.sha256(), hashlib.sha256()
     ref = f"import-{uuid.uuid4().hex}"
     size = 0
+    start = bytearray()
     with guarded(ctx) as protect:
         writer = content.writer(ref)
-        try:
-            start = b""
-            chunk = head
-            while chunk:
-                tar_bytes = inflater.feed(chunk)
-                if len(start) < _BLOCK:
-                    start += tar_bytes[:_BLOCK - len(start)]
-                diff_hash.update(tar_bytes)
-                out = deflater.compress(tar_bytes)
-                blob_hash.update(out)
-                writer.write(out)
-                size += len(out)
-                chunk = stream.read(_CHUNK)
-            inflater.finish()
-            _check_tar_start(start)
-            out = deflater.flush()
+
+        def write(out: bytes) -> None:
+            nonlocal size
             blob_hash.update(out)
             writer.write(out)
             size += len(out)
+
+        def consume(tar_bytes: bytes) -> None:
+            # At most one CHUNK of tar at a time, whatever the compression ratio.
+            if len(start) < _BLOCK:
+                start.extend(tar_bytes[:_BLOCK - len(start)])
+            diff_hash.update(tar_bytes)
+            write(deflater.compress(tar_bytes))
+
+        inflater = Inflater(detect(head), consume)
+        try:
+            chunk = head
+            try:
+                while chunk:
+                    inflater.feed(chunk)
+                    chunk = stream.read(_CHUNK)
+                inflater.finish()
+            except CorruptStream as e:
+                raise InvalidArgument(f"the imported archive is corrupt: {e}") from None
+            _check_tar_start(bytes(start))
+            write(deflater.flush())
             diff_id = "sha256:" + diff_hash.hexdigest()
             layer_digest = "sha256:" + blob_hash.hexdigest()
             protect(layer_digest)
