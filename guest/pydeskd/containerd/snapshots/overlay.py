@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import stat
 import tempfile
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +43,7 @@ from pydeskd.containerd.errors import FailedPrecondition, InvalidArgument
 from pydeskd.containerd.snapshots import Info, Kind, Mount, Usage
 from pydeskd.containerd.snapshots.metadata import Row, Store
 from pydeskd.containerd.snapshots.removal import remove_path
+from pydeskd.containerd.snapshots.walk import stats_below
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +52,12 @@ def disk_usage(path: Path) -> Usage:
     """Bytes (allocated blocks, as containerd's ``fs.DiskUsage``) and inodes below ``path``."""
     seen: set[tuple[int, int]] = set()
     size = 0
-    stack = [str(path)]
-    while stack:
-        current = stack.pop()
-        with contextlib.suppress(FileNotFoundError), os.scandir(current) as it:
-            for entry in it:
-                st = entry.stat(follow_symlinks=False)
-                if (st.st_dev, st.st_ino) not in seen:
-                    seen.add((st.st_dev, st.st_ino))
-                    size += st.st_blocks * 512
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(entry.path)
+    with contextlib.suppress(FileNotFoundError):
+        # fd-relative and iterative: a snapshot may be deeper than PATH_MAX or the recursion limit
+        for st in stats_below(path):
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                size += st.st_blocks * 512
     return Usage(size, len(seen))
 
 

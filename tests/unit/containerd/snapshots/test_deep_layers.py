@@ -17,7 +17,7 @@ import pytest
 from pydeskd.containerd.archive.apply import apply_tar
 from pydeskd.containerd.snapshots import overlay
 from pydeskd.containerd.snapshots.overlay import OverlaySnapshotter
-from tests.unit.containerd.archive.layers import file, layer
+from tests.unit.containerd.archive.layers import directory, file, layer, symlink
 from tests.unit.containerd.snapshots.test_snapshotter import upper
 
 DEEP = layer(file("a/" * 1500 + "f", b"deep"))
@@ -68,3 +68,17 @@ def test_one_leftover_that_cannot_be_removed_does_not_stop_cleanup(
     monkeypatch.setattr(overlay, "remove_path", real)
     sn.cleanup()  # the next one gets it
     assert os.listdir(d) == []
+
+
+def test_a_layer_deeper_than_path_max_through_a_symlink_is_committed_and_removed(
+        tmp_path: Path) -> None:
+    """A name is at most 4095 bytes, but a symlinked parent continues below it: 3000 levels,
+    paths of 6000 bytes. Measuring it at commit once failed (path strings: ENAMETOOLONG)."""
+    sn = OverlaySnapshotter(tmp_path / "s")
+    root = upper(sn.prepare("extract"))
+    apply_tar(io.BytesIO(layer(directory("a/" * 2000), symlink("l", "a/" * 2000),
+                               file("l/" + "b/" * 1000 + "f", b"x"))), str(root))
+    sn.commit("deeper", "extract")
+    assert sn.usage("deeper").inodes == 2000 + 1 + 1000 + 1  # directories, symlink, file
+    sn.remove("deeper")
+    assert os.listdir(tmp_path / "s" / "snapshots") == []

@@ -1,16 +1,19 @@
-"""Tree removal: any depth without recursion, bounded fds, symlinks never followed, 0555/0000."""
+"""Tree removal and walking: any depth without recursion, bounded fds, symlinks never followed,
+0555/0000 directories."""
 
 from __future__ import annotations
 
 import os
 import resource
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pydeskd.containerd.snapshots import removal
+from pydeskd.containerd.snapshots import removal, walk
 from pydeskd.containerd.snapshots.removal import empty_dir, remove_entry, remove_path
+from pydeskd.containerd.snapshots.walk import stats_below
 
 
 def deep_tree(top: Path, depth: int) -> None:
@@ -121,3 +124,21 @@ def test_a_directory_that_keeps_refilling_is_an_error(tmp_path: Path,
     monkeypatch.setattr(os, "rmdir", refill)
     with pytest.raises(OSError, match="not empty"):
         remove_path(tmp_path / "t")
+
+
+def test_stats_below_walks_any_depth_with_few_fds(tmp_path: Path, few_fds: None) -> None:
+    deep_tree(tmp_path / "t", 3000)
+    stats = list(stats_below(tmp_path / "t"))
+    assert len(stats) == 3000 + 2  # the directories, then f and the symlink at the bottom
+    assert sum(stat.S_ISLNK(st.st_mode) for st in stats) == 1  # listed, never followed
+    remove_path(tmp_path / "t")
+
+
+def test_stats_below_reopens_ancestors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(walk, "_FD_DEPTH", 1)
+    for path in ("a/b/c/d", "a/b/x", "a/q/r/s", "k"):
+        (tmp_path / "t" / path).mkdir(parents=True)
+        (tmp_path / "t" / path / "file").write_text(path)
+    names = [str(st.st_ino) for st in stats_below(tmp_path / "t")]
+    expected = {str(os.lstat(p).st_ino) for p in (tmp_path / "t").rglob("*")}
+    assert set(names) == expected and len(names) == len(expected)
