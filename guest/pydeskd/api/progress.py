@@ -70,9 +70,17 @@ def progress_bar(current: int, total: int) -> str:
     return bar + f"{human_size(current):>8}/{human_size(total)}"
 
 
+# Go's encoding/json escapes these even inside strings (HTML safety); clients parse either
+# way, but the bytes then match Docker's exactly ("[=\u003e   ]").
+_GO_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                             "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def encode(message: Mapping[str, Any]) -> bytes:
-    """One message on the wire, as moby's streamformatter writes it."""
-    return json.dumps(message, separators=(",", ":")).encode() + b"\r\n"
+    """One message on the wire, byte for byte as moby's streamformatter writes it (Go's
+    ``json.Marshal``: compact, UTF-8, HTML characters escaped; then ``\\r\\n``)."""
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    return text.translate(_GO_ESCAPES).encode() + b"\r\n"
 
 
 def status(text: str, id: str = "") -> Message:
@@ -184,6 +192,9 @@ class PushRenderer:
         self.reference = reference
         self._hidden = set(hidden)
         self._final: set[str] = set()
+
+    def hide(self, digests: Iterable[str]) -> None:
+        self._hidden.update(digests)
 
     def start(self) -> list[Message]:
         return [status(f"The push refers to repository [{self.reference.name}]")]

@@ -382,20 +382,22 @@ async def push_image(request: Request, name: str, tag: str = "",
     ref = parse_reference(name, default_tag=None)
     if tag:
         ref = ref.with_digest(tag) if tag.startswith("sha256:") else ref.with_tag(tag)
-    refs = [ref] if ref.tag is not None or ref.digest is not None else _tags_of(svc, ref)
-    records = []
-    for each in refs:
-        try:
-            records.append(svc.stores.images.get(str(each)))
-        except NotFound:
-            raise NotFound(f"An image does not exist locally with the tag: "
-                           f"{each.familiar_name}") from None
-    hidden = _config_digests(svc, (r.target for r in records))
 
     def job(emit: Emit) -> None:
-        renderer = PushRenderer(refs[0], hidden)
-        lock = threading.Lock()
+        # As dockerd: the stream starts with the repository line, and an image that is not
+        # there is the stream's error (docker-py's push() returns it rather than raising).
+        renderer = PushRenderer(ref)
         emit_messages(emit, renderer.start())
+        refs = [ref] if ref.tag is not None or ref.digest is not None else _tags_of(svc, ref)
+        records = []
+        for each in refs:
+            try:
+                records.append(svc.stores.images.get(str(each)))
+            except NotFound:
+                raise NotFound(f"An image does not exist locally with the tag: "
+                               f"{each.familiar_name}") from None
+        renderer.hide(_config_digests(svc, (r.target for r in records)))
+        lock = threading.Lock()
 
         def report(event: Event) -> None:
             with lock:
