@@ -66,7 +66,7 @@ from pydeskd.daemon.containers.store import ContainerStore
 from pydeskd.daemon.logs import LogEntry, LogOptions
 from pydeskd.shim.client import ShimClient, ShimStartError, start_shim
 from pydeskd.shim.paths import atomic_write
-from pydeskd.shim.protocol import ProtocolError, ShimError
+from pydeskd.shim.protocol import ErrorKind, ProtocolError, ShimError
 
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 KILL_GRACE = 30.0          # after SIGKILL, how long an exit may take before stop gives up
@@ -313,6 +313,8 @@ class ContainerService:
         try:
             shim.kill(sig, all=False)
         except ShimError as err:
+            if err.kind is ErrorKind.CONFLICT:
+                return  # it has just exited: the monitor is recording it
             raise Conflict(f"Cannot kill container: {c.id}: {err.message}") from None
         except OSError:
             return  # the shim is gone: the monitor records the exit

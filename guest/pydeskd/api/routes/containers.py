@@ -1,0 +1,365 @@
+"""The Engine API's container endpoints: create, list, inspect, start/stop/restart/kill, wait,
+remove, logs, top, stats, rename, pause/unpause, resize, prune, and attach (hijacked).
+
+What it is for: each handler parses the request as dockerd does and calls the daemon's
+``ContainerService`` (``request.app.state.daemon.containers``,
+:mod:`pydeskd.daemon.containers.service`); errors are the containerd kinds the app maps to
+Docker's statuses (NotModified 304 for start/stop, Conflict 409, NotFound 404). Blocking calls
+run in worker threads (sync handlers, streamed iterators). ``wait`` sends its headers at once
+and the body when the condition is met, as Docker does (the CLI attaches and waits before it
+starts a container).
+
+What it must never do: hold container logic (it is in the service), or block the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from pydeskd.api.hijack import MULTIPLEXED_STREAM, RAW_STREAM, HijackRequest, HijackRoute
+from pydeskd.api.routes.images import parse_filters
+from pydeskd.containerd import oci
+from pydeskd.containerd.errors import InvalidArgument
+from pydeskd.daemon.config_types import (
+    Config,
+    HostConfig,
+    networking_config_from_api,
+    validate_create,
+)
+from pydeskd.daemon.containers.attach import frame
+from pydeskd.daemon.containers.filters import ListOptions
+from pydeskd.daemon.containers.service import ContainerService
+from pydeskd.daemon.containers.timeutil import parse_api_time
+from pydeskd.daemon.logs import LogOptions
+from pydeskd.shim.protocol import Stream
+
+router = APIRouter()
+
+# The hijack handlers get no app: the daemon is bound here by ``bind`` (the app factory calls
+# it; see the module docstring of pydeskd.api.hijack).
+_bound: dict[str, Any] = {}
+
+
+def bind(daemon: Any) -> None:
+    """Gives the hijacked routes (attach) the daemon the app serves."""
+    _bound["daemon"] = daemon
+
+
+def _service(daemon: Any) -> ContainerService:
+    svc = getattr(daemon, "containers", None)
+    if svc is None:
+        from pydeskd.containerd.errors import Unavailable
+
+        raise Unavailable("the container service is not running")
+    out: ContainerService = svc
+    return out
+
+
+def containers(request: Request) -> ContainerService:
+    daemon = request.app.state.daemon
+    _bound.setdefault("daemon", daemon)
+    return _service(daemon)
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None:
+        return default
+    return value.strip().lower() not in ("", "0", "false", "no")
+
+
+# --- create / list / inspect ---------------------------------------------------------------
+
+@router.post("/containers/create", status_code=201)
+async def create(request: Request, name: str = "", platform: str = "") -> JSONResponse:
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw.strip() else None
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("config cannot be empty in order to create a container")
+    svc = containers(request)
+    config = Config.from_api(body)
+    host = HostConfig.from_api(body.get("HostConfig"))
+    networking_config_from_api(body.get("NetworkingConfig"))
+    config, warnings = validate_create(config, host)
+    host = host.with_defaults()
+    wanted = oci.Platform.parse(platform) if platform else None
+    record = await run_in_threadpool(svc.create, name or None, config, host, wanted)
+    return JSONResponse({"Id": record.id, "Warnings": warnings}, status_code=201)
+
+
+@router.get("/containers/json")
+def list_containers(request: Request, all: str = "", limit: int = -1, size: str = "",
+                    filters: str = "") -> list[dict[str, Any]]:
+    options = ListOptions(all=_bool(all), limit=limit, filters=parse_filters(filters))
+    return containers(request).list(options, size=_bool(size))
+
+
+@router.get("/containers/{name}/json")
+def inspect(request: Request, name: str, size: str = "") -> dict[str, Any]:
+    return containers(request).inspect(name, size=_bool(size))
+
+
+# --- lifecycle -----------------------------------------------------------------------------
+
+@router.post("/containers/{name}/start", status_code=204)
+def start(request: Request, name: str) -> Response:
+    containers(request).start(name)
+    return Response(status_code=204)
+
+
+def _timeout(t: str | None) -> int | None:
+    if t is None or t == "":
+        return None
+    try:
+        return int(t)
+    except ValueError:
+        raise InvalidArgument(f"invalid value for t: {t}") from None
+
+
+@router.post("/containers/{name}/stop", status_code=204)
+def stop(request: Request, name: str, t: str | None = None,
+         signal: str = "") -> Response:
+    containers(request).stop(name, _timeout(t), signal or None)
+    return Response(status_code=204)
+
+
+@router.post("/containers/{name}/restart", status_code=204)
+def restart(request: Request, name: str, t: str | None = None,
+            signal: str = "") -> Response:
+    containers(request).restart(name, _timeout(t), signal or None)
+    return Response(status_code=204)
+
+
+@router.post("/containers/{name}/kill", status_code=204)
+def kill(request: Request, name: str, signal: str = "") -> Response:
+    containers(request).kill(name, signal or None)
+    return Response(status_code=204)
+
+
+@router.post("/containers/{name}/wait")
+async def wait(request: Request, name: str, condition: str = "") -> StreamingResponse:
+    svc = containers(request)
+    await run_in_threadpool(svc.get, name)  # a missing container is a 404, not a stream
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b""  # the headers go out now; the CLI starts the container after them
+        code, error = await run_in_threadpool(svc.wait, name, condition or "not-running")
+        yield json.dumps({"StatusCode": code,
+                          "Error": {"Message": error} if error else None}).encode() + b"\n"
+
+    return StreamingResponse(body(), media_type="application/json")
+
+
+@router.delete("/containers/{name}", status_code=204)
+def remove(request: Request, name: str, force: str = "", v: str = "",
+           link: str = "") -> Response:
+    if _bool(link):
+        raise InvalidArgument("links are not supported")
+    containers(request).remove(name, force=_bool(force), volumes=_bool(v))
+    return Response(status_code=204)
+
+
+@router.post("/containers/{name}/pause", status_code=204)
+def pause(request: Request, name: str) -> Response:
+    containers(request).pause(name)
+    return Response(status_code=204)
+
+
+@router.post("/containers/{name}/unpause", status_code=204)
+def unpause(request: Request, name: str) -> Response:
+    containers(request).unpause(name)
+    return Response(status_code=204)
+
+
+@router.post("/containers/{ref}/rename", status_code=204)
+def rename(request: Request, ref: str, name: str = "") -> Response:
+    if not name:
+        raise InvalidArgument("new name cannot be empty")
+    containers(request).rename(ref, name)
+    return Response(status_code=204)
+
+
+@router.post("/containers/{name}/resize")
+def resize(request: Request, name: str, h: int = 0, w: int = 0) -> Response:
+    containers(request).resize(name, h, w)
+    return Response(status_code=200)
+
+
+@router.post("/containers/prune")
+def prune(request: Request, filters: str = "") -> dict[str, Any]:
+    return containers(request).prune(parse_filters(filters))
+
+
+# --- logs / top / stats --------------------------------------------------------------------
+
+@router.get("/containers/{name}/logs")
+def logs(request: Request, name: str, *, follow: str = "", stdout: str = "", stderr: str = "",
+         since: str = "", until: str = "", timestamps: str = "",
+         tail: str = "all") -> StreamingResponse:
+    svc = containers(request)
+    c = svc.get(name)
+    want_out, want_err = _bool(stdout), _bool(stderr)
+    if not (want_out or want_err):
+        raise InvalidArgument("Bad parameters: you must choose at least one stream")
+    try:
+        tail_n = -1 if tail in ("", "all") else int(tail)
+    except ValueError:
+        tail_n = -1  # Docker reads an unparsable tail as "all"
+    options = LogOptions(stdout=want_out, stderr=want_err,
+                         since_ns=parse_api_time(since) if since and since != "0" else 0,
+                         until_ns=parse_api_time(until) if until and until != "0" else 0,
+                         timestamps=_bool(timestamps), tail=tail_n, follow=_bool(follow))
+    stop = threading.Event()
+    entries = svc.logs(c.id, options, stop)
+    tty = c.tty
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            for entry in entries:
+                stream = Stream.STDERR if entry.stream == "stderr" else Stream.STDOUT
+                yield entry.data if tty else frame(stream, entry.data)
+        finally:
+            stop.set()
+
+    return StreamingResponse(chunks(), media_type=RAW_STREAM if tty else MULTIPLEXED_STREAM)
+
+
+@router.get("/containers/{name}/top")
+def top(request: Request, name: str, ps_args: str = "") -> dict[str, Any]:
+    return containers(request).top(name, ps_args)
+
+
+@router.get("/containers/{name}/stats")
+def stats(request: Request, name: str, stream: str = "true",
+          one_shot: bool = False) -> Response:
+    svc = containers(request)
+    c = svc.get(name)
+    one_shot = _bool(request.query_params.get("one-shot"), one_shot)
+    if not _bool(stream, True):
+        first = svc.stats(c.id)
+        if not one_shot and c.state.is_running:
+            time.sleep(1.0)  # the CLI's CPU % needs two samples, as dockerd collects them
+            first = svc.stats(c.id, previous=first)
+        return JSONResponse(first)
+
+    def samples() -> Iterator[bytes]:
+        previous: dict[str, Any] | None = None
+        while True:
+            sample = svc.stats(c.id, previous=previous)
+            yield json.dumps(sample).encode() + b"\n"
+            previous = sample
+            if not svc.get(c.id).state.running:
+                return
+            time.sleep(1.0)
+
+    return StreamingResponse(samples(), media_type="application/json")
+
+
+# --- attach (hijacked) ---------------------------------------------------------------------
+
+async def attach(request: HijackRequest) -> None:
+    """``POST /containers/{id}/attach``: the container's live streams on the raw socket."""
+    daemon = _bound.get("daemon")
+    svc = _service(daemon)
+    name = request.params["id"]
+    c = await run_in_threadpool(svc.get, name)
+    want_stdin = request.query_bool("stdin")
+    want_out = request.query_bool("stdout")
+    want_err = request.query_bool("stderr")
+    if request.query_bool("logs"):
+        past = list(svc.logs(c.id, LogOptions(stdout=want_out, stderr=want_err)))
+    else:
+        past = []
+    if not request.query_bool("stream"):
+        reader, writer = await request.upgrade(RAW_STREAM if c.tty else MULTIPLEXED_STREAM)
+        for entry in past:
+            stream = Stream.STDERR if entry.stream == "stderr" else Stream.STDOUT
+            writer.write(entry.data if c.tty else frame(stream, entry.data))
+        await writer.drain()
+        return
+    # Upgrade first: the CLI starts the container only once its attach is answered, and the
+    # service's attach waits for that start.
+    reader, writer = await request.upgrade(RAW_STREAM if c.tty else MULTIPLEXED_STREAM)
+    for entry in past:
+        stream = Stream.STDERR if entry.stream == "stderr" else Stream.STDOUT
+        writer.write(entry.data if c.tty else frame(stream, entry.data))
+    attachment = await run_in_threadpool(lambda: svc.attach(
+        c.id, stdin=want_stdin, stdout=want_out, stderr=want_err))
+    try:
+        await pump(attachment, reader, writer, request.query_value("detachKeys") or "",
+                   stdin_once=bool(c.config.get("StdinOnce")))
+    finally:
+        attachment.close()
+
+
+async def pump(attachment: Any, reader: Any, writer: Any, detach_keys: str,
+               stdin_once: bool = True) -> None:
+    """Copies the client's bytes to the process's stdin (until EOF or the detach keys) and the
+    process's output to the client (until it ends), each in its own worker."""
+    import asyncio
+
+    from pydeskd.daemon.containers.attach import DetachScanner, parse_detach_keys
+
+    loop = asyncio.get_running_loop()
+    scanner = DetachScanner(parse_detach_keys(detach_keys) if attachment.stdin else b"")
+    done = asyncio.Event()
+
+    async def client_to_process() -> None:
+        while not done.is_set():
+            data = await reader.read(65536)
+            if not data:
+                if attachment.stdin and stdin_once:
+                    await run_in_threadpool(attachment.close_stdin)
+                return
+            forward = scanner.feed(data)
+            if forward and attachment.stdin:
+                await run_in_threadpool(attachment.send, forward)
+            if scanner.detached:
+                done.set()
+                return
+
+    def produce(queue: asyncio.Queue[bytes | None]) -> None:
+        try:
+            for chunk in attachment.output():
+                loop.call_soon_threadsafe(queue.put_nowait, chunk)
+        except OSError:
+            pass
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    producer = loop.run_in_executor(None, produce, queue)
+    feeder = asyncio.ensure_future(client_to_process())
+    try:
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            stopper = asyncio.ensure_future(done.wait())
+            finished, _ = await asyncio.wait({getter, stopper},
+                                             return_when=asyncio.FIRST_COMPLETED)
+            if getter not in finished:
+                getter.cancel()
+                return
+            stopper.cancel()
+            chunk = getter.result()
+            if chunk is None:
+                return
+            writer.write(chunk)
+            await writer.drain()
+    finally:
+        done.set()
+        feeder.cancel()
+        attachment.close()
+        await asyncio.wait({producer}, timeout=5)
+
+
+hijack_routes = [HijackRoute("POST", "/containers/{id}/attach", attach)]
