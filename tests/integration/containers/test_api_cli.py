@@ -136,3 +136,88 @@ def test_errors(cli: CliDaemon) -> None:
     done = cli.docker("create", "--name", "dup", "busybox", "true", check=False)
     assert "is already in use" in done.stderr
     cli.docker("rm", "dup")
+
+
+def test_stdin_logs_stats_and_mounts(cli: CliDaemon) -> None:
+    done = cli.docker("run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo done >&2",
+                      input="piped\n")
+    assert done.stdout == "piped\n" and done.stderr == "done\n"
+    cid = cli.docker("run", "-d", "busybox", "sh", "-c",
+                     "for i in 1 2 3; do echo line$i; done; sleep 1000").stdout.strip()
+    for _ in range(50):
+        if cli.docker("logs", cid).stdout.count("line") == 3:
+            break
+    assert cli.docker("logs", "--tail", "1", cid).stdout == "line3\n"
+    stamped = cli.docker("logs", "-t", "--tail", "1", cid).stdout
+    assert stamped.endswith("Z line3\n") and stamped[:4].isdigit()
+    assert cli.docker("logs", "--since", "2000-01-01T00:00:00Z", cid).stdout.count("line") == 3
+    stats = cli.docker("stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}", cid)
+    assert stats.stdout.strip().endswith(" 1")
+    cli.docker("rm", "-f", cid)
+    host_dir = cli.base / "hostdir"
+    cli.docker("run", "--rm", "-v", f"{host_dir}:/dir", "-v", "vol1:/data", "busybox", "sh",
+               "-c", "echo from-container > /dir/f; echo kept > /data/k")
+    assert (host_dir / "f").read_text() == "from-container\n"
+    assert cli.docker("run", "--rm", "-v", "vol1:/data", "busybox", "cat",
+                      "/data/k").stdout == "kept\n"
+    ro = cli.docker("run", "--rm", "--read-only", "busybox", "touch", "/x", check=False)
+    assert ro.returncode != 0 and "Read-only file system" in ro.stderr
+    assert cli.docker("run", "--rm", "--user", "65534", "-w", "/tmp", "busybox", "sh", "-c",
+                      "id -u; pwd").stdout == "65534\n/tmp\n"
+    assert cli.docker("run", "--rm", "--entrypoint", "echo", "busybox",
+                      "hi").stdout == "hi\n"
+
+
+def test_run_it_through_a_pty(cli: CliDaemon) -> None:
+    import pty
+    import select
+    import time
+
+    env = {**os.environ, "DOCKER_HOST": f"unix://{cli.socket}",
+           "DOCKER_CONFIG": str(cli.base / "cfg")}
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([DOCKER, "run", "-it", "--rm", "busybox", "sh"], stdin=slave,
+                            stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    seen = b""
+
+    def read_until(text: bytes, timeout: float = 20) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while text not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    return
+
+    try:
+        read_until(b"# ")
+        os.write(master, b"echo $((6*7))\r")
+        read_until(b"42")
+        assert b"42" in seen
+        os.write(master, b"exit 3\r")
+        assert proc.wait(20) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
+def test_restart_always_via_cli(cli: CliDaemon) -> None:
+    import time
+
+    cid = cli.docker("run", "-d", "--restart", "always", "busybox", "sleep",
+                     "1000").stdout.strip()
+    pid = int(cli.docker("inspect", "--format", "{{.State.Pid}}", cid).stdout)
+    os.kill(pid, 9)
+    deadline = time.monotonic() + 20
+    new_pid = pid
+    while time.monotonic() < deadline and new_pid in (pid, 0):
+        time.sleep(0.1)
+        new_pid = int(cli.docker("inspect", "--format", "{{.State.Pid}}", cid).stdout)
+    assert new_pid not in (pid, 0)
+    assert cli.docker("inspect", "--format", "{{.RestartCount}}", cid).stdout.strip() == "1"
+    cli.docker("rm", "-f", cid)
