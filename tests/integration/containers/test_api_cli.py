@@ -221,3 +221,30 @@ def test_restart_always_via_cli(cli: CliDaemon) -> None:
     assert new_pid not in (pid, 0)
     assert cli.docker("inspect", "--format", "{{.RestartCount}}", cid).stdout.strip() == "1"
     cli.docker("rm", "-f", cid)
+
+
+def test_docker_py(cli: CliDaemon) -> None:
+    import docker  # type: ignore[import-untyped]
+
+    client = docker.DockerClient(base_url=f"unix://{cli.socket}")
+    try:
+        out = client.containers.run("busybox", ["sh", "-c", "echo py"], remove=True)
+        assert out == b"py\n"
+        c = client.containers.run("busybox", ["sh", "-c", "echo a; echo b >&2; sleep 1000"],
+                                  detach=True, labels={"py": "1"})
+        assert [x.id for x in client.containers.list(filters={"label": "py=1"})] == [c.id]
+        code, (stdout, stderr) = c.exec_run(["sh", "-c", "echo o; echo e >&2; exit 4"],
+                                            demux=True)
+        assert (code, stdout, stderr) == (4, b"o\n", b"e\n")
+        stream = c.exec_run(["sh", "-c", "echo 1; echo 2 >&2"], stream=True, demux=True)
+        got = list(stream.output)
+        assert (b"1\n", None) in got and (None, b"2\n") in got
+        for _ in range(50):
+            if c.logs() == b"a\nb\n" or c.logs() == b"b\na\n":
+                break
+        assert sorted(c.logs(stream=False).split()) == [b"a", b"b"]
+        c.stop(timeout=1)
+        assert c.wait()["StatusCode"] == 137
+        c.remove()
+    finally:
+        client.close()
