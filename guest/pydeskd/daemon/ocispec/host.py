@@ -61,31 +61,39 @@ class HostView(Protocol):
         """The highest capability number the kernel knows."""
 
 
+def _node(path: str, info: os.stat_result) -> DeviceNode | None:
+    if stat.S_ISCHR(info.st_mode):
+        kind = "c"
+    elif stat.S_ISBLK(info.st_mode):
+        kind = "b"
+    else:
+        return None
+    return DeviceNode(kind, path, os.major(info.st_rdev), os.minor(info.st_rdev),
+                      stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid)
+
+
 class RealHost:
     """:class:`HostView` of the machine the daemon runs on."""
 
     def device(self, path: str) -> DeviceNode | None:
-        info = os.stat(path)
-        if stat.S_ISCHR(info.st_mode):
-            kind = "c"
-        elif stat.S_ISBLK(info.st_mode):
-            kind = "b"
-        else:
-            return None
-        return DeviceNode(kind, path, os.major(info.st_rdev), os.minor(info.st_rdev),
-                          stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid)
+        # ``--device /dev/disk/by-id/x``: Docker resolves a symlink first.
+        return _node(path, os.stat(path))
 
     def devices_under(self, path: str) -> list[DeviceNode]:
+        # containerd's getDevices: entries in name order, directories walked in place,
+        # symlinks and non-devices skipped (lstat), pts/shm/fd/mqueue/... and console left out.
         found: list[DeviceNode] = []
-        for top, dirs, files in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not (top == path and d in _SKIP_DEV_DIRS))
-            for name in sorted(files):
-                if top == path and name == "console":
-                    continue  # the container's console is its own pty
-                try:
-                    node = self.device(os.path.join(top, name))
-                except OSError:
-                    continue
+        for name in sorted(os.listdir(path)):
+            full = os.path.join(path, name)
+            try:
+                info = os.lstat(full)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                if name not in _SKIP_DEV_DIRS:
+                    found += self.devices_under(full)
+            elif name != "console":
+                node = _node(full, info)
                 if node is not None:
                     found.append(node)
         return found

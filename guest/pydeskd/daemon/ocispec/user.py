@@ -107,8 +107,10 @@ def resolve_user(rootfs: str, spec: str, group_add: Iterable[str] = ()) -> ExecU
             number = _number(entry[2])
             if number is not None and number != gid and name in entry[3].split(","):
                 supplementary.append(number)
-    for group in group_add:
-        supplementary.append(_find_group(group_text, group, additional=True))
+    # GroupAdd is a set in runc (Docker's order is Go map order); pydesk keeps the request's
+    # order and drops repeats.
+    added = dict.fromkeys(_find_group(group_text, g, additional=True) for g in group_add)
+    supplementary += added
     return ExecUser(_check_range(uid), _check_range(gid), (gid, *supplementary), home)
 
 

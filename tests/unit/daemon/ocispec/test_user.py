@@ -47,6 +47,8 @@ def test_resolve(rootfs: Path, spec: str, expected: ExecUser) -> None:
 
 def test_group_add(rootfs: Path) -> None:
     assert resolve_user(str(rootfs), "daemon", ["audio", "77"]).additional_gids == (1, 29, 77)
+    assert resolve_user(str(rootfs), "daemon", ["audio", "29", "77", "77"]).additional_gids == (
+        1, 29, 77)
     with pytest.raises(InvalidArgument, match="Unable to find group nope"):
         resolve_user(str(rootfs), "", ["nope"])
 
