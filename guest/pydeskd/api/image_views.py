@@ -123,13 +123,30 @@ def group_by_id(records: Sequence[Image]) -> list[list[Image]]:
     return list(groups.values())
 
 
-def summary(svc: ImageService, records: Sequence[Image]) -> dict[str, Any]:
-    """One ``GET /images/json`` entry for the records of one image ID."""
+# The container-config fields Docker returned in image configs before API 1.50, in its order.
+_LEGACY_CONFIG: tuple[tuple[str, Any], ...] = (
+    ("Hostname", ""), ("Domainname", ""), ("User", ""), ("AttachStdin", False),
+    ("AttachStdout", False), ("AttachStderr", False), ("Tty", False), ("OpenStdin", False),
+    ("StdinOnce", False), ("Env", None), ("Cmd", None), ("Image", ""), ("Volumes", None),
+    ("WorkingDir", ""), ("Entrypoint", None), ("OnBuild", None), ("Labels", None))
+
+
+def legacy_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """An image config as API < 1.50 shows it: every container-config field present."""
+    out = {key: config.get(key, default) for key, default in _LEGACY_CONFIG}
+    out.update((k, v) for k, v in config.items() if k not in out)
+    return out
+
+
+def summary(svc: ImageService, records: Sequence[Image], *,
+            virtual_size: bool = False) -> dict[str, Any]:
+    """One ``GET /images/json`` entry for the records of one image ID (``virtual_size``: the
+    field API < 1.44 clients read)."""
     first = records[0]
     found = platform_image(svc, first.target)
     labels: Any = found.config.config.get("Labels") if found is not None else None
     size = found.size if found is not None else 0
-    return {
+    out: dict[str, Any] = {
         "Id": first.id,
         "ParentId": "",
         "RepoTags": repo_tags(records),
@@ -137,15 +154,22 @@ def summary(svc: ImageService, records: Sequence[Image]) -> dict[str, Any]:
         "Created": unix_time(found.config.created) if found is not None else 0,
         "Size": size,
         "SharedSize": -1,
-        "VirtualSize": size,  # removed in API 1.44; older clients still read it
         "Labels": dict(labels) if isinstance(labels, Mapping) else {},
         "Containers": -1,
         "Descriptor": first.target.to_json(),
     }
+    if virtual_size:
+        out["VirtualSize"] = size
+    return out
 
 
-def inspect(svc: ImageService, image: Image) -> dict[str, Any]:
-    """``GET /images/{name}/json``: every name of the image, its platform's config."""
+def inspect(svc: ImageService, image: Image, *, legacy: tuple[int, int] = (1, 50),
+            ) -> dict[str, Any]:
+    """``GET /images/{name}/json``: every name of the image, its platform's config.
+
+    ``legacy`` is the client's API version: below 1.44 ``VirtualSize`` is added, below 1.45
+    ``Container``/``ContainerConfig``, below 1.50 the config shows every container-config
+    field, as dockerd did at those versions."""
     records = svc.stores.images.by_digest(image.id)
     found = platform_image(svc, image.target)
     raw: Mapping[str, Any] = found.config.raw if found is not None else {}
@@ -173,6 +197,14 @@ def inspect(svc: ImageService, image: Image) -> dict[str, Any]:
         "Descriptor": image.target.to_json(),
     }
     # As the config says it, not normalized (Docker shows arm64's "v8").
+    config = dict(found.config.config) if found is not None else None
+    if legacy < (1, 50) and config is not None:
+        out["Config"] = legacy_config(config)
+    if legacy < (1, 45):
+        out["Container"] = ""
+        out["ContainerConfig"] = legacy_config({})
+    if legacy < (1, 44):
+        out["VirtualSize"] = out["Size"]
     if raw.get("variant"):
         out["Variant"] = str(raw["variant"])
     if raw.get("os.version"):

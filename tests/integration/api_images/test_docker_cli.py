@@ -4,6 +4,7 @@ inspect, history, save | load, import, push, login, image prune."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from tests.support.image_fixtures import CREDENTIALS
@@ -156,3 +157,26 @@ def test_docker_py_images(pydeskd: Pydeskd, mirror: Registry) -> None:
     client.images.remove("pyimage:v2")
     client.images.remove("busybox", force=True)
     assert client.images.list() == []
+
+
+def test_image_events(pydeskd: Pydeskd, mirror: Registry, tmp_path: Path) -> None:
+    since = str(int(time.time()) - 1)
+    pydeskd.docker("pull", "-q", "busybox")
+    image_id = mirror.pushed["library/busybox:latest"].digest
+    pydeskd.docker("tag", "busybox", "ev:v1")
+    pydeskd.docker("save", "-o", str(tmp_path / "ev.tar"), "ev:v1")
+    pydeskd.docker("rmi", "ev:v1", "busybox")
+    pydeskd.docker("load", "-q", "-i", str(tmp_path / "ev.tar"))
+    until = str(int(time.time()) + 1)
+    shown = out(pydeskd.docker("events", "--since", since, "--until", until,
+                               "--filter", "type=image", "--format",
+                               "{{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}"))
+    assert shown.splitlines() == [
+        "pull busybox:latest busybox",
+        f"tag {image_id} ev:v1",
+        f"save {image_id} ev:v1",
+        f"untag {image_id} ev:v1",
+        f"untag {image_id} busybox:latest",
+        f"delete {image_id} {image_id}",
+        f"load {image_id} ev:v1",
+    ]

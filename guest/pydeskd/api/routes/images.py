@@ -34,6 +34,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from pydeskd.api import image_views
+from pydeskd.api.app import api_version
 from pydeskd.api.auth import AuthConfig, login
 from pydeskd.api.progress import (
     Emit,
@@ -46,9 +47,10 @@ from pydeskd.api.progress import (
     status,
     stream_line,
 )
+from pydeskd.api.versions import ApiVersion
 from pydeskd.containerd import oci
 from pydeskd.containerd.errors import InvalidArgument, NotFound, Unauthorized
-from pydeskd.containerd.images import InUse, available_manifests, image_manifests
+from pydeskd.containerd.images import DeleteItem, InUse, available_manifests, image_manifests
 from pydeskd.containerd.progress import Event
 from pydeskd.containerd.reference import Reference, parse_reference
 from pydeskd.containerd.registry import Credentials
@@ -235,7 +237,7 @@ async def _import(request: Request, svc: ImageService, source: str,
             loaded = svc.import_rootfs(body, name=name, changes=spec.changes,
                                        message=spec.message)
         emit(encode(status(loaded.id)))
-        _publish(request, "import", loaded.id, {"name": name or loaded.id})
+        _publish(request, "import", loaded.id, {"name": loaded.id})
 
     return StreamingResponse(await run_streamed(job, name="api-import"), media_type=JSON_STREAM)
 
@@ -252,7 +254,9 @@ def list_images(request: Request, all: bool = False, filters: str = "",
     records = svc.stores.images.list(
         parse_filters(filters),
         config_labels=lambda image: image_views.config_labels(svc, image))
-    out = [image_views.summary(svc, group) for group in image_views.group_by_id(records)]
+    old_client = api_version(request) < ApiVersion(1, 44)
+    out = [image_views.summary(svc, group, virtual_size=old_client)
+           for group in image_views.group_by_id(records)]
     out.sort(key=lambda entry: entry["Created"], reverse=True)
     return out
 
@@ -288,7 +292,9 @@ async def load_images(request: Request, quiet: bool = False, platform: str = "")
             loaded = svc.load(body, report)
         for image in loaded:
             emit(encode(stream_line(image.message + "\n")))
-            _publish(request, "load", image.id, {"name": image.name or image.id})
+            familiar = parse_reference(image.name, default_tag=None).familiar \
+                if image.name else image.id
+            _publish(request, "load", image.id, {"name": familiar})
         if not loaded:
             emit(encode(stream_line("")))
 
@@ -308,9 +314,7 @@ def prune_images(request: Request, filters: str = "") -> dict[str, Any]:
             raise InvalidArgument(f"invalid filter 'dangling={value}'")
         unused = value.lower() in ("false", "0")
     deleted, gc = _images(request).prune(unused=unused, in_use=_in_use(request))
-    for item in deleted:
-        _publish(request, "untag" if item.untagged else "delete",
-                 item.deleted or item.untagged, {"name": item.deleted or item.untagged})
+    _publish_removal(request, deleted, "")
     return {"ImagesDeleted": [item.to_json() for item in deleted] or None,
             "SpaceReclaimed": gc.bytes_reclaimed}
 
@@ -332,7 +336,8 @@ async def auth(request: Request) -> dict[str, str]:
 @router.get("/images/{name:path}/json")
 def inspect_image(request: Request, name: str) -> dict[str, Any]:
     svc = _images(request)
-    return image_views.inspect(svc, svc.resolve(name))
+    version = api_version(request)
+    return image_views.inspect(svc, svc.resolve(name), legacy=(version.major, version.minor))
 
 
 @router.get("/images/{name:path}/history")
@@ -364,13 +369,27 @@ def tag_image(request: Request, name: str, repo: str = "", tag: str = "") -> Res
 def remove_image(request: Request, name: str, force: bool = False,
                  noprune: bool = False) -> list[dict[str, str]]:
     """``docker rmi``: Untagged/Deleted lines; 409 for Docker's conflicts."""
-    items = _images(request).remove(name, force=force, in_use=_in_use(request))
+    svc = _images(request)
+    image_id = svc.resolve(name).id
+    items = svc.remove(name, force=force, in_use=_in_use(request))
+    _publish_removal(request, items, image_id)
+    return [item.to_json() for item in items]
+
+
+def _publish_removal(request: Request, items: Sequence[DeleteItem], image_id: str) -> None:
+    """``untag`` (actor: the image ID, name: the untagged name) and ``delete`` events, as
+    moby's; an image's Untagged lines come before its Deleted line, which names its ID."""
+    untagged: list[str] = []
     for item in items:
         if item.untagged:
-            _publish(request, "untag", item.untagged, {"name": item.untagged})
-        else:
-            _publish(request, "delete", item.deleted, {"name": item.deleted})
-    return [item.to_json() for item in items]
+            untagged.append(item.untagged)
+            continue
+        for ref in untagged:
+            _publish(request, "untag", item.deleted, {"name": ref})
+        untagged.clear()
+        _publish(request, "delete", item.deleted, {"name": item.deleted})
+    for ref in untagged:
+        _publish(request, "untag", image_id, {"name": ref})
 
 
 @router.post("/images/{name:path}/push")

@@ -46,6 +46,18 @@ def test_list_and_inspect_shapes(client: TestClient, daemon: Daemon, registry: R
     assert client.get(f"/images/{digest}/json").json()["Id"] == digest
     assert client.get(f"/images/{digest[7:19]}/json").json()["Id"] == digest
     assert client.get(f"/v1.47/images/{single}/json").json()["Id"] == digest
+    # Older API versions get the fields dockerd gave them.
+    assert "VirtualSize" not in entry and "Container" not in inspect
+    assert "Hostname" not in inspect["Config"]
+    old = client.get(f"/v1.41/images/{single}/json").json()
+    assert old["VirtualSize"] == old["Size"] and old["Container"] == ""
+    assert old["Config"]["Hostname"] == "" and old["Config"]["AttachStdin"] is False
+    assert old["Config"]["Cmd"] == inspect["Config"].get("Cmd")
+    assert old["ContainerConfig"]["Image"] == ""
+    assert client.get("/v1.43/images/json").json()[0]["VirtualSize"] == entry["Size"]
+    middle = client.get(f"/v1.45/images/{single}/json").json()
+    assert "VirtualSize" not in middle and "Container" not in middle
+    assert "Hostname" in middle["Config"]
     missing = client.get("/images/nosuch:1/json")
     assert missing.status_code == 404 and missing.json()["message"] == "No such image: nosuch:1"
 
@@ -117,9 +129,12 @@ def test_tag_and_rmi_with_events(client: TestClient, daemon: Daemon,
     assert removed == [{"Untagged": single}, {"Deleted": image_id}]
     assert client.get("/images/json").json() == []
     assert client.delete(f"/images/{single}").status_code == 404
-    actions = [(p.action, p.attributes.get("name")) for p in daemon.events.published]
-    assert ("tag", "busybox:mine") in actions and ("untag", "other:v2") in actions
-    assert ("delete", image_id) in actions
+    # As moby: tag/untag/delete name the image ID as actor, the name as attribute.
+    events = [(p.action, p.actor_id, p.attributes.get("name"))
+              for p in daemon.events.published if p.action != "pull"]
+    assert events == [("tag", image_id, "busybox:mine"), ("tag", image_id, "other:v2"),
+                      ("untag", image_id, "busybox:mine"), ("untag", image_id, "other:v2"),
+                      ("untag", image_id, single), ("delete", image_id, image_id)]
 
 
 def test_prune_dangling_then_unused(client: TestClient, daemon: Daemon,
