@@ -65,7 +65,7 @@ def _service(daemon: Any) -> ContainerService:
 
 def containers(request: Request) -> ContainerService:
     daemon = request.app.state.daemon
-    _bound.setdefault("daemon", daemon)
+    _bound["daemon"] = daemon
     return _service(daemon)
 
 
