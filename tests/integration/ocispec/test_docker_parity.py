@@ -194,3 +194,30 @@ def test_privileged_gets_every_kernel_capability(reference: Reference) -> None:
     assert [CAPABILITIES[c] for c in ours_caps] == list(range(last_cap() + 1))
     assert docker["process"]["capabilities"]["bounding"] == [
         c for c in ours_caps if c not in NEWER_CAPS]
+
+
+# Keys Docker 20.10's inspect shows that Docker 28 omits when empty (deprecated or omitempty).
+INSPECT_ALLOWED = {("HostConfig", "KernelMemory"), ("HostConfig", "KernelMemoryTCP"),
+                   ("Config", "OnBuild")}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_config_types_round_trip_dockers_inspect(reference: Reference, name: str) -> None:
+    """from_api(Docker's stored Config/HostConfig).to_api() is what Docker's inspect shows:
+    every key, Docker's nulls and empties, for each flag set."""
+    flags = [f.format(src=reference.work / "src", work=reference.work) for f in CASES[name]]
+    if "--network" not in flags:
+        flags = ["--network", "none", *flags]
+    cname = f"inspect-{name.replace('_', '-')}"
+    reference.engine.docker("create", "--runtime", "capture", "--name", cname, *flags, IMAGE)
+    try:
+        inspect = json.loads(reference.engine.docker("inspect", cname).stdout)[0]
+    finally:
+        reference.engine.docker("rm", "-f", cname, check=False)
+    for key, kind in (("Config", Config), ("HostConfig", HostConfig)):
+        docker = inspect[key]
+        ours = kind.from_api(docker).to_api()
+        diffs = [(k, docker.get(k, "<absent>"), ours.get(k, "<absent>"))
+                 for k in sorted(set(docker) | set(ours))
+                 if (key, k) not in INSPECT_ALLOWED and docker.get(k, 0j) != ours.get(k, 0j)]
+        assert diffs == [], key

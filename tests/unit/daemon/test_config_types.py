@@ -59,8 +59,9 @@ def test_field_names_match_case_insensitively_and_unknown_fields_are_ignored() -
 @pytest.mark.parametrize(("body", "message"), [
     ({"Env": "A=1"}, "cannot unmarshal string into Go struct field CreateRequest.Env of type "
                      "[]string"),
-    ({"Env": [1]}, "cannot unmarshal number 1 into Go struct field CreateRequest.Env of type "
+    ({"Env": [1]}, "cannot unmarshal number into Go struct field CreateRequest.Env of type "
                    "string"),
+    ({"Cmd": 5}, "cannot unmarshal number into Go struct field CreateRequest.Cmd of type string"),
     ({"Tty": "true"}, "cannot unmarshal string into Go struct field CreateRequest.Tty of type "
                       "bool"),
     ({"StopTimeout": 1.5}, "cannot unmarshal number 1.5 into Go struct field "
@@ -68,8 +69,8 @@ def test_field_names_match_case_insensitively_and_unknown_fields_are_ignored() -
     ({"Labels": {"a": 1}}, "CreateRequest.Labels of type string"),
     ({"Labels": []}, "cannot unmarshal array into Go struct field CreateRequest.Labels of "
                      "type map[string]string"),
-    ({"Healthcheck": {"Interval": "1s"}}, "CreateRequest.Healthcheck.Interval of type int64"),
-    ({"Hostname": 5}, "number 5 into Go struct field CreateRequest.Hostname of type string"),
+    ({"Healthcheck": {"Interval": "1s"}}, "HealthcheckConfig.Healthcheck.Interval of type int64"),
+    ({"Hostname": 5}, "number into Go struct field CreateRequest.Hostname of type string"),
 ])
 def test_config_wrong_types(body: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidArgument) as e:
@@ -79,14 +80,15 @@ def test_config_wrong_types(body: dict[str, Any], message: str) -> None:
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ({"Memory": "1g"}, "CreateRequest.HostConfig.Memory of type int64"),
-    ({"Privileged": 1}, "CreateRequest.HostConfig.Privileged of type bool"),
-    ({"Binds": "/a:/b"}, "CreateRequest.HostConfig.Binds of type []string"),
+    ({"Memory": "1g"}, "HostConfig.HostConfig.Memory of type int64"),
+    ({"Privileged": 1}, "HostConfig.HostConfig.Privileged of type bool"),
+    ({"Binds": "/a:/b"}, "HostConfig.HostConfig.Binds of type []string"),
     ({"RestartPolicy": "always"}, "HostConfig.RestartPolicy of type container.RestartPolicy"),
     ({"RestartPolicy": {"MaximumRetryCount": "3"}},
-     "HostConfig.RestartPolicy.MaximumRetryCount of type int"),
-    ({"Ulimits": [{"Name": "nofile", "Soft": "1"}]}, "HostConfig.Ulimits.Soft of type int64"),
-    ({"Mounts": [{"Type": 1}]}, "HostConfig.Mounts.Type of type string"),
+     "RestartPolicy.HostConfig.RestartPolicy.MaximumRetryCount of type int"),
+    ({"Ulimits": [{"Name": "nofile", "Soft": "1"}]},
+     "Ulimit.HostConfig.Ulimits.Soft of type int64"),
+    ({"Mounts": [{"Type": 1}]}, "Mount.HostConfig.Mounts.Type of type string"),
     ({"PidsLimit": True}, "HostConfig.PidsLimit of type int64"),
     ({"Memory": 2**64}, "HostConfig.Memory of type int64"),
 ])

@@ -39,7 +39,12 @@ def json_kind(value: object) -> str:
 
 
 class Fields:
-    """One JSON object, read field by field; ``where`` is Go's path to it (``CreateRequest.``)."""
+    """One JSON object, read field by field.
+
+    ``struct`` is the Go type decoding this object and ``path`` the JSON path to it, as Go
+    names them in errors: ``Go struct field HostConfig.HostConfig.Memory`` is field
+    ``HostConfig.Memory`` of the struct type HostConfig.
+    """
 
     def __init__(self, obj: Mapping[str, Any], struct: str = "CreateRequest", path: str = ""):
         self._obj = obj
@@ -58,7 +63,8 @@ class Fields:
 
     def error(self, name: str, value: object, gotype: str) -> InvalidArgument:
         kind = json_kind(value)
-        if kind == "number":
+        if kind == "number" and gotype in _INT_RANGES:
+            # Go quotes the literal only when a number does not fit an integer type.
             kind = f"number {value}"
         return InvalidArgument(
             f"invalid JSON: json: cannot unmarshal {kind} into Go struct field "
@@ -120,6 +126,8 @@ class Fields:
         value = self.raw(name)
         if isinstance(value, str):
             return (value,)
+        if value is not None and not isinstance(value, list):
+            raise self.error(name, value, "string")  # StrSlice's fallback decode
         return self.str_list(name)
 
     def str_map(self, name: str) -> dict[str, str] | None:
@@ -151,7 +159,7 @@ class Fields:
             return None
         if not isinstance(value, Mapping):
             raise self.error(name, value, gotype)
-        return Fields(value, self.struct, f"{self.path}{name}.")
+        return Fields(value, _type_name(gotype), f"{self.path}{name}.")
 
     def obj_list(self, name: str, gotype: str) -> list[Fields] | None:
         value = self.raw(name)
@@ -165,5 +173,10 @@ class Fields:
                 continue
             if not isinstance(item, Mapping):
                 raise self.error(name, item, gotype)
-            out.append(Fields(item, self.struct, f"{self.path}{name}."))
+            out.append(Fields(item, _type_name(gotype), f"{self.path}{name}."))
         return out
+
+
+def _type_name(gotype: str) -> str:
+    """"container.RestartPolicy" -> "RestartPolicy" (Go prints the bare type name)."""
+    return gotype.rpartition(".")[2].lstrip("*")

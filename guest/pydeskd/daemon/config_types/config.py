@@ -104,7 +104,7 @@ class Config:
         if not isinstance(obj, Mapping):
             raise InvalidArgument("config cannot be empty in order to create a container")
         f = Fields(obj, struct, path)
-        health = f.obj("Healthcheck", "container.HealthConfig")
+        health = f.obj("Healthcheck", "v1.HealthcheckConfig")
         return Config(
             hostname=f.text("Hostname"), domainname=f.text("Domainname"), user=f.text("User"),
             attach_stdin=f.flag("AttachStdin"), attach_stdout=f.flag("AttachStdout"),

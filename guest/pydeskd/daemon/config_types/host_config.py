@@ -160,13 +160,13 @@ class HostConfig:
     init: bool | None = None
 
     @staticmethod
-    def from_api(obj: Mapping[str, Any] | None, struct: str = "CreateRequest",
+    def from_api(obj: Mapping[str, Any] | None, struct: str = "HostConfig",
                  path: str = "HostConfig.") -> HostConfig:
         """Decode a HostConfig object (None/absent = all defaults). Raises InvalidArgument."""
         if obj is None:
             return HostConfig()
         if not isinstance(obj, Mapping):
-            raise Fields({}, struct, path[:-1]).error("", obj, "container.HostConfig")
+            raise Fields({}, "CreateRequest", "").error("HostConfig", obj, "container.HostConfig")
         f = Fields(obj, struct, path)
         log = f.obj("LogConfig", "container.LogConfig")
         policy = f.obj("RestartPolicy", "container.RestartPolicy")
@@ -179,7 +179,7 @@ class HostConfig:
                 policy.text("Name"), policy.integer("MaximumRetryCount", "int")),
             auto_remove=f.flag("AutoRemove"), volumes_from=f.str_list("VolumesFrom"),
             console_size=_console_size(f),
-            cap_add=f.str_list("CapAdd"), cap_drop=f.str_list("CapDrop"),
+            cap_add=f.str_slice("CapAdd"), cap_drop=f.str_slice("CapDrop"),
             cgroupns_mode=f.text("CgroupnsMode"), dns=f.str_list("Dns"),
             dns_options=f.str_list("DnsOptions"), dns_search=f.str_list("DnsSearch"),
             extra_hosts=f.str_list("ExtraHosts"), group_add=f.str_list("GroupAdd"),

@@ -107,6 +107,7 @@ def validate_create(config: Config, host: HostConfig, *, cpu_count: int | None =
     _validate_request(config, host)
     config = config.validate()
     warnings = _validate_host_config(host, bind_source_exists, last)
+    parse_security_opt(host.security_opt)  # dockerd parses them at create
     warnings += _validate_platform(host, cpu_count or os.cpu_count() or 1, runtimes)
     return config, warnings
 
