@@ -140,6 +140,8 @@ def test_image_prune(pydeskd: Pydeskd) -> None:
     pruned = out(pydeskd.docker("image", "prune", "-f"))
     assert "deleted: sha256:" in pruned and "Total reclaimed space" in pruned
     assert "<none>" not in out(pydeskd.docker("images"))
+    kept = out(pydeskd.docker("image", "prune", "-a", "-f", "--filter", "until=1h"))
+    assert "Total reclaimed space: 0B" in kept and "alpine" in out(pydeskd.docker("images"))
     everything = out(pydeskd.docker("image", "prune", "-a", "-f"))
     assert "untagged: alpine:latest" in everything
     assert out(pydeskd.docker("images", "-q")) == ""

@@ -20,12 +20,10 @@ not stream messages, so ``docker pull nosuch`` exits with Docker's message).
 
 from __future__ import annotations
 
-import contextlib
 import io
-import json
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
@@ -33,9 +31,10 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from pydeskd.api import image_views
+from pydeskd.api import image_requests, image_views
 from pydeskd.api.app import api_version
 from pydeskd.api.auth import AuthConfig, login
+from pydeskd.api.image_requests import credentials_of, parse_filters, platform_of, pull_reference
 from pydeskd.api.progress import (
     Emit,
     PullRenderer,
@@ -50,11 +49,14 @@ from pydeskd.api.progress import (
 from pydeskd.api.versions import ApiVersion
 from pydeskd.containerd import oci
 from pydeskd.containerd.errors import InvalidArgument, NotFound, Unauthorized
-from pydeskd.containerd.images import DeleteItem, InUse, available_manifests, image_manifests
+from pydeskd.containerd.images import DeleteItem, InUse
 from pydeskd.containerd.progress import Event
 from pydeskd.containerd.reference import Reference, parse_reference
 from pydeskd.containerd.registry import Credentials
 from pydeskd.containerd.service import ImageService
+
+# parse_filters: Docker's filters JSON, also read by the other routers through this module.
+__all__ = ["parse_filters", "router"]
 
 router = APIRouter()
 
@@ -90,54 +92,6 @@ def _in_use(request: Request) -> InUse | None:
     containers = getattr(_daemon(request), "containers", None)
     check = getattr(containers, "image_in_use", None)
     return check if callable(check) else None
-
-
-def credentials_of(header: str | None) -> Credentials | None:
-    """``X-Registry-Auth`` -> credentials (None when absent or empty)."""
-    if not header:
-        return None
-    creds = Credentials.from_registry_auth(header)
-    return None if creds.empty else creds
-
-
-def platform_of(text: str) -> oci.Platform | None:
-    """The ``platform`` query parameter (``linux/arm64``; empty: the daemon's own)."""
-    return oci.Platform.parse(text) if text.strip() else None
-
-
-def pull_reference(from_image: str, tag: str) -> Reference:
-    """moby's naming for ``POST /images/create``: ``tag`` may be a tag or a digest and wins
-    over one in ``fromImage``; no tag at all means ``latest``. Raises InvalidArgument."""
-    ref = parse_reference(from_image, default_tag=None)
-    if tag:
-        if tag.startswith("sha256:"):
-            ref = Reference(ref.domain, ref.path, None, None).with_digest(tag)
-        else:
-            ref = ref.with_tag(tag)
-    if ref.tag is None and ref.digest is None:
-        ref = ref.with_tag("latest")
-    return ref
-
-
-def parse_filters(text: str) -> dict[str, list[str]]:
-    """Docker's ``filters`` JSON: ``{"key": {"value": true}}`` (or the old ``{"key": [...]}``)."""
-    if not text:
-        return {}
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        raise InvalidArgument(f"invalid filter: {text!r} is not JSON") from None
-    if not isinstance(obj, Mapping):
-        raise InvalidArgument("invalid filter: not a JSON object")
-    out: dict[str, list[str]] = {}
-    for key, values in obj.items():
-        if isinstance(values, Mapping):
-            out[key] = [str(v) for v, on in values.items() if on]
-        elif isinstance(values, list):
-            out[key] = [str(v) for v in values]
-        else:
-            raise InvalidArgument(f"invalid filter '{key}'")
-    return out
 
 
 async def _spool_body(request: Request, svc: ImageService) -> tempfile.SpooledTemporaryFile[bytes]:
@@ -303,17 +257,29 @@ async def load_images(request: Request, quiet: bool = False, platform: str = "")
 
 @router.post("/images/prune")
 def prune_images(request: Request, filters: str = "") -> dict[str, Any]:
-    """``docker image prune [-a]``: ``dangling=false`` prunes every image no container uses."""
+    """``docker image prune [-a]``: ``dangling=false`` prunes every image no container uses;
+    ``until=<duration|time>``, ``label=k[=v]`` and ``label!=k[=v]`` narrow the choice."""
     parsed = parse_filters(filters)
     for key in parsed:
-        if key != "dangling":
-            raise InvalidArgument(f"invalid filter '{key}' (only dangling is supported)")
+        if key not in ("dangling", "until", "label", "label!"):
+            raise InvalidArgument(f"invalid filter '{key}'")
     unused = False
     for value in parsed.get("dangling", ()):
         if value.lower() not in ("true", "false", "1", "0"):
             raise InvalidArgument(f"invalid filter 'dangling={value}'")
         unused = value.lower() in ("false", "0")
-    deleted, gc = _images(request).prune(unused=unused, in_use=_in_use(request))
+    svc = _images(request)
+    used = _in_use(request)
+    spared = image_requests.spared_by_filters(svc, parsed)
+
+    def in_use(image_id: str) -> bool:
+        # The service prunes what no container uses; an image the filters leave out counts
+        # as used, so one prune (and one GC) follows the service's own rules.
+        if spared is not None and spared(image_id):
+            return True
+        return bool(used is not None and used(image_id))
+
+    deleted, gc = svc.prune(unused=unused, in_use=in_use)
     _publish_removal(request, deleted, "")
     return {"ImagesDeleted": [item.to_json() for item in deleted] or None,
             "SpaceReclaimed": gc.bytes_reclaimed}
@@ -407,7 +373,8 @@ async def push_image(request: Request, name: str, tag: str = "",
         # there is the stream's error (docker-py's push() returns it rather than raising).
         renderer = PushRenderer(ref)
         emit_messages(emit, renderer.start())
-        refs = [ref] if ref.tag is not None or ref.digest is not None else _tags_of(svc, ref)
+        pinned = ref.tag is not None or ref.digest is not None
+        refs = [ref] if pinned else image_requests.tags_of(svc, ref)
         records = []
         for each in refs:
             try:
@@ -415,7 +382,7 @@ async def push_image(request: Request, name: str, tag: str = "",
             except NotFound:
                 raise NotFound(f"An image does not exist locally with the tag: "
                                f"{each.familiar_name}") from None
-        renderer.hide(_config_digests(svc, (r.target for r in records)))
+        renderer.hide(image_requests.config_digests(svc, (r.target for r in records)))
         lock = threading.Lock()
 
         def report(event: Event) -> None:
@@ -430,33 +397,6 @@ async def push_image(request: Request, name: str, tag: str = "",
             _publish(request, "push", each.familiar, {"name": each.familiar_name})
 
     return StreamingResponse(await run_streamed(job, name="api-push"), media_type=JSON_STREAM)
-
-
-def _tags_of(svc: ImageService, repository: Reference) -> list[Reference]:
-    found = []
-    for record in svc.stores.images.all():
-        ref = record.reference
-        if ref is not None and ref.name == repository.name and ref.tag is not None \
-                and ref.digest is None:
-            found.append(ref)
-    if not found:
-        raise NotFound(f"An image does not exist locally with the tag: "
-                       f"{repository.familiar_name}")
-    return found
-
-
-def _config_digests(svc: ImageService, targets: Iterable[oci.Descriptor]) -> set[str]:
-    """The config blobs of ``targets``' present platforms (push output lists layers only)."""
-    out: set[str] = set()
-    for target in targets:
-        with contextlib.suppress(NotFound, InvalidArgument):
-            for desc in available_manifests(svc.stores.content, target):
-                with contextlib.suppress(NotFound, InvalidArgument):
-                    out.add(image_manifests(svc.stores.content, desc)[1].config.digest)
-    return out
-
-
-# --- save --------------------------------------------------------------------------------------
 
 
 class _EmitWriter(io.RawIOBase):

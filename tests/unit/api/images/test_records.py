@@ -161,8 +161,32 @@ def test_prune_dangling_then_unused(client: TestClient, daemon: Daemon,
     deleted = client.post("/images/prune", params={"filters": all_unused}).json()
     assert {"Deleted": zstd_id} in deleted["ImagesDeleted"]
     assert client.get("/images/json").json() == []
-    bad = client.post("/images/prune", params={"filters": '{"until":{"1h":true}}'})
-    assert bad.status_code == 400
+    bad = client.post("/images/prune", params={"filters": '{"colour":{"red":true}}'})
+    assert bad.status_code == 400 and "invalid filter 'colour'" in bad.json()["message"]
+    bad_time = client.post("/images/prune", params={"filters": '{"until":{"soon":true}}'})
+    assert bad_time.status_code == 400
+
+
+def test_prune_with_until_and_label(client: TestClient, registry: Registry) -> None:
+    single, zstd = registry.ref("test/single:latest"), registry.ref("test/zstd:latest")
+    pull(client, single)
+    pull(client, zstd)
+    all_unused = {"dangling": {"false": True}}
+
+    def prune(**filters: dict[str, bool]) -> list[dict[str, str]] | None:
+        reply = client.post("/images/prune",
+                            params={"filters": json.dumps({**all_unused, **filters})})
+        assert reply.status_code == 200, reply.text
+        deleted: list[dict[str, str]] | None = reply.json()["ImagesDeleted"]
+        return deleted
+
+    assert prune(until={"1h": True}) is None  # both were pulled just now
+    assert prune(label={"nosuch": True}) is None
+    assert prune(until={"2000-01-01T00:00:00Z": True}) is None
+    # label! spares what carries the label: neither test image has one, so both go.
+    gone = prune(**{"label!": {"nosuch": True}, "until": {"-1h": True}})
+    assert gone is not None and sum(1 for item in gone if "Deleted" in item) == 2
+    assert client.get("/images/json").json() == []
 
 
 def test_search_is_not_implemented_with_a_message(client: TestClient) -> None:
