@@ -105,3 +105,35 @@ def test_top_stats_list_pause_rename(env: Env) -> None:
     pruned = svc.prune()
     assert set(pruned["ContainersDeleted"]) == {c.id, stopped.id}
     assert svc.store.all() == []
+
+
+def test_healthchecks(env: Env) -> None:
+    svc = env.service
+    fast = {"Interval": 100_000_000, "Timeout": 2_000_000_000, "Retries": 2}
+    good = svc.create(None, {"Image": IMAGE, "Cmd": ["sleep", "1000"],
+                             "Healthcheck": {"Test": ["CMD-SHELL", "echo ok"], **fast}})
+    bad = svc.create(None, {"Image": IMAGE, "Cmd": ["sleep", "1000"],
+                            "Healthcheck": {"Test": ["CMD", "false"], **fast}})
+    slow = svc.create(None, {"Image": IMAGE, "Cmd": ["sleep", "1000"],
+                             "Healthcheck": {"Test": ["CMD", "true"]}})  # every 30 s
+    svc.start(slow.id)
+    assert svc.get(slow.id).state.health == {"Status": "starting", "FailingStreak": 0,
+                                             "Log": []}
+    svc.start(good.id)
+    svc.start(bad.id)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (
+            (svc.get(good.id).state.health or {}).get("Status") == "healthy"
+            and (svc.get(bad.id).state.health or {}).get("Status") == "unhealthy"):
+        time.sleep(0.05)
+    g = svc.get(good.id).state.health or {}
+    b = svc.get(bad.id).state.health or {}
+    assert g["Status"] == "healthy" and g["Log"][-1]["Output"] == "ok\n"
+    assert b["Status"] == "unhealthy" and b["FailingStreak"] >= 2
+    assert "health_status: healthy" in env.events.actions(good.id)
+    assert "health_status: unhealthy" in env.events.actions(bad.id)
+    assert svc.inspect(good.id)["State"]["Health"]["Status"] == "healthy"
+    assert "(healthy)" in svc.list(ListOptions(filters={"id": [good.id]}))[0]["Status"]
+    svc.stop(good.id, timeout=0)
+    svc.remove(bad.id, force=True)
+    svc.remove(slow.id, force=True)

@@ -69,6 +69,12 @@ class Live:
     removed: bool = False
     attach_pending: int = 0    # attachers connecting to a shim that has not started yet
     monitors: list[threading.Thread] = field(default_factory=list)
+    prober: Any = None         # health.Prober of the current run, if it has a healthcheck
+
+    def stop_prober(self) -> None:
+        if self.prober is not None:
+            self.prober.stop.set()
+            self.prober = None
 
 
 def api_json(obj: Any) -> dict[str, Any]:

@@ -64,6 +64,7 @@ def on_exit(svc: ContainerService, cid: str, generation: int, code: int, at: str
         live = svc.live(c)
         if live.generation != generation or not (c.state.running or c.state.paused):
             return
+        live.stop_prober()
         oom = cgroupfs.oom_killed(svc.cgroups_path(c))
         svc.clear_task(c)
         live.shim = None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from pydeskd.containerd.errors import NotFound
 from pydeskd.containerd.snapshots import mount as snapmount
+from pydeskd.daemon.containers import health
 from pydeskd.daemon.containers.errors import Conflict, NotModified, StartFailed
 from pydeskd.daemon.containers.record import Container
 from pydeskd.daemon.containers.state import Status
@@ -46,6 +47,10 @@ def restore(svc: ContainerService) -> list[Container]:
                 with svc.condition(c.id):
                     live.generation += 1
                     live.shim = client
+                    settings = health.Settings.from_config(c.config.get("Healthcheck"))
+                    if settings is not None:
+                        live.prober = health.Prober(svc, c, client, settings)
+                        live.prober.start()
                     live.started_mono = time.monotonic()
                     monitor = threading.Thread(target=svc.monitor,
                                                args=(c.id, client, live.generation),

@@ -35,7 +35,7 @@ from pydeskd.containerd.image_content import image_manifests
 from pydeskd.containerd.service import ImageService
 from pydeskd.containerd.snapshots import mount as snapmount
 from pydeskd.daemon.config_types import Config, entrypoint_and_args, merge_image_config
-from pydeskd.daemon.containers import files, listing, streams
+from pydeskd.daemon.containers import files, health, listing, streams
 from pydeskd.daemon.containers import monitor as monitor_mod
 from pydeskd.daemon.containers import restore as restore_mod
 from pydeskd.daemon.containers.attach import Attachment
@@ -249,7 +249,13 @@ class ContainerService:
             raise StartFailed(f"failed to create task for container: {message}") from None
         c.state.set_running(started.pid)
         c.has_been_started = True
+        live.stop_prober()
+        settings = health.Settings.from_config(c.config.get("Healthcheck"))
+        c.state.health = health.initial() if settings is not None else None
         self.store.save(c)
+        if settings is not None:
+            live.prober = health.Prober(self, c, shim, settings)
+            live.prober.start()
         live.started_mono = time.monotonic()
         monitor = threading.Thread(target=self.monitor, args=(c.id, shim, live.generation),
                                    name=f"monitor-{c.short_id}", daemon=True)
@@ -428,6 +434,7 @@ class ContainerService:
         cond = self.condition(c.id)
         with cond:
             live.generation += 1  # a late monitor of this run does nothing
+            live.stop_prober()
             self.clear_task(c)
             live.shim = None
             shutil.rmtree(self.paths.bundle(c.id), ignore_errors=True)
