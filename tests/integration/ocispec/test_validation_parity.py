@@ -10,7 +10,9 @@ refuses at create what 20.10 only refused at start (STRICTER_IN_28).
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,13 +88,28 @@ def test_refused_at_create_as_docker_28(engine: DockerEngine, config: dict[str, 
                                   "invalid PID mode: container:", "invalid UTS mode: private"))
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("docker", timeout=30)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(self._path)
+
+
 def docker_message(engine: DockerEngine, body: dict[str, Any]) -> tuple[int, str]:
-    out = subprocess.run(
-        ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket", str(engine.socket),
-         "-H", "Content-Type: application/json", "-d", json.dumps(body),
-         "http://docker/v1.41/containers/create"], capture_output=True, text=True, check=True)
-    text, _, code = out.stdout.rpartition("\n")
-    return int(code), json.loads(text).get("message", text)
+    """POST /containers/create to the engine; (status, message or the whole body)."""
+    conn = _UnixConnection(str(engine.socket))
+    try:
+        conn.request("POST", "/v1.41/containers/create", json.dumps(body),
+                     {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        text = response.read().decode()
+    finally:
+        conn.close()
+    return response.status, json.loads(text).get("message", text)
 
 
 def ours(body: dict[str, Any]) -> str:

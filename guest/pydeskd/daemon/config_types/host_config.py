@@ -205,12 +205,14 @@ class HostConfig:
 
     def with_defaults(self, *, default_runtime: str = "runc",
                       log_driver: str = "json-file", shm_size: int = DEFAULT_SHM_SIZE,
+                      cgroupns_mode: str = "private",
                       masked_paths: tuple[str, ...] = DEFAULT_MASKED_PATHS,
                       readonly_paths: tuple[str, ...] = DEFAULT_READONLY_PATHS) -> HostConfig:
         """What dockerd stores at create (decodeCreateRequest + adaptContainerSettings):
         NetworkMode "bridge", MemorySwap 2x Memory, ShmSize, IpcMode "private", CgroupnsMode
-        "private" (cgroup v2), Runtime, log driver, RestartPolicy "no", OomKillDisable false,
-        and the default masked/read-only path lists (empty when privileged)."""
+        "private" (Docker's default on cgroup v2; pass "host" to mimic a v1 host), Runtime,
+        log driver, RestartPolicy "no", OomKillDisable false, and the default
+        masked/read-only path lists (empty when privileged)."""
         changes: dict[str, Any] = {}
         if not self.network_mode:
             changes["network_mode"] = "bridge"
@@ -223,7 +225,7 @@ class HostConfig:
         if not self.ipc_mode:
             changes["ipc_mode"] = "private"
         if not self.cgroupns_mode:
-            changes["cgroupns_mode"] = "private"
+            changes["cgroupns_mode"] = cgroupns_mode
         if not self.runtime:
             changes["runtime"] = default_runtime
         if not self.log_config.type:
