@@ -51,6 +51,11 @@ def test_cmd_and_entrypoint_accept_a_string_and_keep_empty_apart_from_null() -> 
     assert Config.from_api({"Entrypoint": None}).entrypoint is None
 
 
+def test_nulls_inside_lists_and_maps_are_empty_strings_as_in_go() -> None:
+    c = Config.from_api({"Env": ["A=1", None], "Labels": {"a": None}})
+    assert c.env == ("A=1", "") and c.labels == {"a": ""}
+
+
 def test_field_names_match_case_insensitively_and_unknown_fields_are_ignored() -> None:
     c = Config.from_api({"env": ["A=1"], "NoSuchField": {"x": 1}, "tty": True})
     assert c.env == ("A=1",) and c.tty

@@ -117,9 +117,9 @@ class Fields:
         if not isinstance(value, list):
             raise self.error(name, value, "[]string")
         for item in value:
-            if not isinstance(item, str):
+            if item is not None and not isinstance(item, str):
                 raise self.error(name, item, "string")
-        return tuple(value)
+        return tuple("" if item is None else item for item in value)  # Go: null -> ""
 
     def str_slice(self, name: str) -> tuple[str, ...] | None:
         """Docker's StrSlice (Cmd, Entrypoint): a list of strings, or one string."""
@@ -137,9 +137,9 @@ class Fields:
         if not isinstance(value, Mapping):
             raise self.error(name, value, "map[string]string")
         for item in value.values():
-            if not isinstance(item, str):
+            if item is not None and not isinstance(item, str):
                 raise self.error(name, item, "string")
-        return dict(value)
+        return {k: "" if v is None else v for k, v in value.items()}
 
     def key_set(self, name: str, gotype: str) -> tuple[str, ...] | None:
         """A ``map[string]struct{}`` (ExposedPorts, Volumes): its keys, in order."""
