@@ -248,3 +248,19 @@ def test_docker_py(cli: CliDaemon) -> None:
         c.remove()
     finally:
         client.close()
+
+
+def test_limits_enforced(cli: CliDaemon) -> None:
+    done = cli.docker("run", "--rm", "--pids-limit", "5", "busybox", "sh", "-c",
+                      "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done; wait", check=False)
+    assert done.returncode != 0 and "can't fork" in done.stderr
+    done = cli.docker("run", "--name", "oom", "--memory", "16m", "busybox", "sh", "-c",
+                      "x=$(head -c 64000000 /dev/zero | tr '\\0' a); echo survived",
+                      check=False)
+    assert done.returncode == 137 and "survived" not in done.stdout
+    assert cli.docker("inspect", "--format", "{{.State.OOMKilled}}",
+                      "oom").stdout.strip() == "true"
+    cli.docker("rm", "oom")
+    done = cli.docker("run", "--rm", "--cap-drop", "ALL", "busybox", "chown", "1", "/tmp",
+                      check=False)
+    assert done.returncode == 1 and "Operation not permitted" in done.stderr
