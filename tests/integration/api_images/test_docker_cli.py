@@ -4,6 +4,7 @@ inspect, history, save | load, import, push, login, image prune."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -182,3 +183,13 @@ def test_image_events(pydeskd: Pydeskd, mirror: Registry, tmp_path: Path) -> Non
         f"delete {image_id} {image_id}",
         f"load {image_id} ev:v1",
     ]
+
+
+def test_parallel_pulls_of_one_image(pydeskd: Pydeskd, mirror: Registry) -> None:
+    procs = [pydeskd.popen_docker("pull", "busybox", stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE) for _ in range(4)]
+    results = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0, 0], results
+    digest = mirror.pushed["library/busybox:latest"].digest
+    assert all(f"Digest: {digest}" in stdout.decode() for stdout, _ in results)
+    assert out(pydeskd.docker("images", "-q", "--no-trunc")).split() == [digest]

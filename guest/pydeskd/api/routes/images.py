@@ -13,9 +13,13 @@ to HTTP statuses by the app's one error handler. Events (``pull``, ``push``, ``t
 ``containerd.images.ContainerUse``) when the daemon has containers; without them no image is in
 use. ``noprune`` is accepted and ignored: the store's GC decides what content is still needed.
 
-What it must never do: hold the event loop during image work, echo ``X-Registry-Auth`` anywhere,
-or answer 200 before it knows that a pull or push found its image (those errors are HTTP errors,
-not stream messages, so ``docker pull nosuch`` exits with Docker's message).
+Streams follow dockerd's timing: a pull sends nothing until its reference resolved, so ``docker
+pull nosuch`` gets an HTTP error (404, Docker's message); a push starts with "The push refers to
+repository" and reports even a missing image inside the stream, as dockerd does. Sizes, times and
+IDs are documented in ``api.image_views``.
+
+What it must never do: hold the event loop during image work (bodies are spooled, work runs in
+threads), or echo ``X-Registry-Auth`` anywhere.
 """
 
 from __future__ import annotations

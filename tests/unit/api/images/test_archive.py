@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from tests.support.images import busybox_rootfs_entries, tar_bytes
+from pydeskd.api.routes.images import SPOOL_IN_MEMORY
+from tests.support.images import (
+    ImageLayout,
+    build_layer,
+    busybox_rootfs_entries,
+    file,
+    tar_bytes,
+)
 from tests.support.registry import Registry
 from tests.unit.api.images.conftest import (
     Containers,
@@ -98,3 +106,23 @@ def test_import_a_rootfs_tar(client: TestClient, daemon: Daemon) -> None:
     junk = client.post("/images/create", params={"fromSrc": "-"}, content=b"junk" * 300)
     assert junk.status_code == 400
     assert json.loads(junk.content)["message"]
+
+
+def test_load_of_a_body_larger_than_the_memory_spool(client: TestClient, daemon: Daemon,
+                                                     tmp_path: Path) -> None:
+    layout_dir = tmp_path / "big-layout"
+    big = os.urandom(SPOOL_IN_MEMORY + (2 << 20))  # random: gzip keeps it this big
+    ImageLayout(layout_dir).add_image(
+        [build_layer([file("big.bin", big)])], tag="latest",
+        annotations={"io.containerd.image.name": "docker.io/library/big:latest"})
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for path in sorted(layout_dir.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(layout_dir)), recursive=False)
+    assert archive.tell() > SPOOL_IN_MEMORY
+    reply = client.post("/images/load", params={"quiet": "1"}, content=archive.getvalue())
+    assert reply.status_code == 200, reply.text
+    assert stream(reply.content)[-1]["stream"].startswith("Loaded image")
+    assert len(client.get("/images/json").json()) == 1
+    # The spool file lived in the image root and is gone with the request.
+    assert list((daemon.images.stores.root / "tmp").iterdir()) == []
