@@ -102,3 +102,61 @@ def test_unconfined_cap_drop_all(runtime: Runtime, tmp_path: Path,
     assert got["Seccomp"] == "0"
     assert got["mount"] == "mount=1", got  # no seccomp, but no CAP_SYS_ADMIN either
     assert "permission denied" in got["mounterr"], got
+
+
+FACTS = """
+touch /rootfile 2>/dev/null && echo rootfs=rw || echo rootfs=ro
+touch /run/x && echo run=rw
+echo "nofile=$(ulimit -n)"
+echo "id=$(id -u):$(id -g):$(id -G | tr ' ' ,)"
+echo "cwd=$(pwd)"
+echo "env=$A:$HOSTNAME:$TERM"
+echo "shm=$(df -k /dev/shm | tail -1 | awk '{print $2}')"
+echo "interrupts=$(wc -c < /proc/interrupts)"
+echo "firmware=$(ls -A /sys/firmware | wc -l)"
+echo 1 2>/dev/null > /proc/sys/kernel/domainname && echo procsys=rw || echo procsys=ro
+echo "fwd=$(cat /proc/sys/net/ipv4/ip_forward)"
+echo "ping=$(cat /proc/sys/net/ipv4/ping_group_range | tr '\t' ' ')"
+ls /dev
+"""
+
+
+def test_docker_flags_take_effect(runtime: Runtime, tmp_path: Path,
+                                  rootfs_template: Path) -> None:
+    """--read-only --tmpfs /run --ulimit nofile --user --workdir -e --shm-size --sysctl:
+    each visible from inside, with Docker's masked and read-only /proc paths."""
+    cid = "ocispec-" + token()
+    bundle = tmp_path / cid
+    bundle.mkdir()
+    copy_rootfs(rootfs_template, bundle / "rootfs")
+    (bundle / "rootfs" / "tmp" / "w").mkdir()
+    hc = HostConfig.from_api({
+        "ReadonlyRootfs": True, "Tmpfs": {"/run": "size=1m,uid=1000"}, "ShmSize": 8 << 20,
+        "Ulimits": [{"Name": "nofile", "Soft": 512, "Hard": 1024}],
+        "Sysctls": {"net.ipv4.ip_forward": "1"}, "GroupAdd": ["4242"]}).with_defaults()
+    config = Config(cmd=("sh", "-c", FACTS), user="1000:1000", working_dir="/tmp/w",
+                    env=("A=1",), hostname="facts")
+    rootfs = str(bundle / "rootfs")
+    spec = build_spec(SpecInputs(cid, config, hc, rootfs, cgroup_parent="/pydesk-test",
+                                 user=resolve_user(rootfs, config.user, hc.group_add or ())))
+    (bundle / "config.json").write_text(json.dumps(spec))
+    try:
+        result = runtime.run(cid, bundle, timeout=60)
+    finally:
+        remove_cgroup(spec["linux"]["cgroupsPath"])
+    assert result.returncode == 0, result.describe()
+    facts = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    assert facts["rootfs"] == "ro" and facts["run"] == "rw", result.describe()
+    assert facts["nofile"] == "512"
+    assert facts["id"] == "1000:1000:1000,4242"
+    assert facts["cwd"] == "/tmp/w"
+    assert facts["env"] == "1:facts:"
+    assert facts["shm"] == str(8 << 10)
+    # masked (Docker 28 adds /proc/interrupts): a file reads empty, a directory is empty
+    assert facts["interrupts"] == "0" and facts["firmware"] == "0", result.describe()
+    assert facts["procsys"] == "ro"
+    assert facts["fwd"] == "1"
+    assert facts["ping"] == "0 2147483647"
+    devices = set(result.stdout.split())
+    assert {"null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue",
+            "ptmx"} <= devices
