@@ -148,7 +148,12 @@ def child_main(action: str, data: str, store: str) -> None:
         except InvalidArgument as e:
             result["refused"] = str(e)
         result["ingests"] = s.ingests()
-    result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM: the high-water mark of this process's own memory since its exec. (ru_maxrss is no
+    # good here: Linux carries the parent's RSS at fork into it, so a big pytest parent would
+    # count as the child's peak.)
+    with open("/proc/self/status") as status:
+        hwm_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    result["peak_rss"] = hwm_kib * 1024
     print(json.dumps(result))
 
 
