@@ -4,11 +4,11 @@ What it is for: ``api.routes.images`` stays a list of handlers; the rules for re
 client sent live here, each a pure function tested on its own: ``X-Registry-Auth``, ``platform``,
 pull names (``fromImage`` + ``tag``, which may be a digest), Docker's ``filters`` JSON (both
 forms), ``until`` times (Go durations, unix seconds, RFC 3339) and prune's ``until``/``label``
-selection, the tags of a repository for ``docker push`` without a tag, the config digests a push
-stream leaves out.
+selection, save's ``platform`` list, the tags of a repository for ``docker push`` without a
+tag, the config digests a push stream leaves out, and ``/distribution/{name}/json``'s answer.
 
 What it must never do: echo ``X-Registry-Auth`` (errors say what is wrong, never what was sent),
-or change a store.
+or change a store (``registry_data`` only reads from the registry).
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from pydeskd.api import image_views
 from pydeskd.containerd import oci
 from pydeskd.containerd.errors import InvalidArgument, NotFound
 from pydeskd.containerd.images import available_manifests, image_manifests
 from pydeskd.containerd.reference import Reference, parse_reference
-from pydeskd.containerd.registry import Credentials
+from pydeskd.containerd.registry import Credentials, RegistryClient
 from pydeskd.containerd.service import ImageService
 
 
@@ -39,6 +40,25 @@ def credentials_of(header: str | None) -> Credentials | None:
 def platform_of(text: str) -> oci.Platform | None:
     """The ``platform`` query parameter (``linux/arm64``; empty: the daemon's own)."""
     return oci.Platform.parse(text) if text.strip() else None
+
+
+def platforms_of(values: Sequence[str]) -> list[oci.Platform]:
+    """The repeated ``platform`` parameter of save/load (API 1.48): each a JSON OCI platform
+    (``{"os":"linux","architecture":"arm64"}``, as the docker CLI sends it) or ``os/arch``."""
+    out = []
+    for value in values:
+        text = value.strip()
+        if not text:
+            continue
+        if text.startswith("{"):
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                raise InvalidArgument(f"invalid platform {text!r}: not JSON") from None
+            out.append(oci.Platform.from_json(obj))
+        else:
+            out.append(oci.Platform.parse(text))
+    return out
 
 
 def pull_reference(from_image: str, tag: str) -> Reference:
@@ -152,3 +172,32 @@ def config_digests(svc: ImageService, targets: Iterable[oci.Descriptor]) -> set[
 
 
 # --- save --------------------------------------------------------------------------------------
+
+
+def registry_data(client: RegistryClient, ref: Reference) -> dict[str, Any]:
+    """``GET /distribution/{name}/json``: the descriptor ``ref`` resolves to and its platforms
+    (an index's entries, attestations left out; a manifest's config platform).
+
+    Raises NotFound, Unauthorized, Unavailable as the registry client does."""
+    desc = client.resolve(ref)
+    data = client.fetch_manifest(ref, desc)
+    media_type = desc.media_type or oci.sniff_media_type(data)
+    platforms: list[dict[str, Any]] = []
+    if media_type in oci.INDEX_TYPES:
+        # As the index spells them (the parsed ones are normalized: arm64 loses its "v8").
+        raw_entries = json.loads(data).get("manifests") or []
+        parsed = oci.Index.parse(data, media_type).manifests
+        for entry, raw_entry in zip(parsed, raw_entries, strict=True):
+            if entry.platform is not None and not entry.is_attestation:
+                platforms.append(dict(raw_entry["platform"]))
+    else:
+        manifest = oci.Manifest.parse(data, media_type)
+        config = oci.ImageConfig.parse(client.fetch_blob(ref, manifest.config))
+        raw = config.raw
+        platform = {"architecture": str(raw.get("architecture") or ""),
+                    "os": str(raw.get("os") or "")}
+        if raw.get("variant"):
+            platform["variant"] = str(raw["variant"])
+        platforms.append(platform)
+    return {"Descriptor": {"mediaType": media_type, "digest": desc.digest, "size": desc.size},
+            "Platforms": platforms}

@@ -76,6 +76,8 @@ def test_save_load_and_import(pydeskd: Pydeskd, tmp_path: Path) -> None:
     pydeskd.docker("save", "-o", str(archive), "busybox")
     saved = pydeskd.docker("save", "busybox").stdout  # to stdout, as in save | load
     assert saved == archive.read_bytes()
+    one = pydeskd.docker("save", "--platform", "linux/amd64", "busybox").stdout
+    assert one == saved  # a single-platform image: the same archive
     pydeskd.docker("rmi", "busybox")
     loaded = out(pydeskd.docker("load", input=saved))
     assert loaded.strip().endswith("Loaded image: busybox:latest")
@@ -157,6 +159,8 @@ def test_docker_py_images(pydeskd: Pydeskd, mirror: Registry) -> None:
     assert client.images.get("busybox").attrs["Os"] == "linux"
     assert image.tag("pyimage", "v2") is True
     assert sorted(client.images.get(digest).tags) == ["busybox:latest", "pyimage:v2"]
+    registry_data = client.images.get_registry_data("busybox")
+    assert registry_data.id == digest and registry_data.has_platform("linux/amd64")
     client.images.remove("pyimage:v2")
     client.images.remove("busybox", force=True)
     assert client.images.list() == []

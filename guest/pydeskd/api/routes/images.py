@@ -228,17 +228,27 @@ def search_images() -> JSONResponse:
 
 @router.get("/images/get")
 async def save_images(request: Request,
-                      names: Annotated[list[str] | None, Query()] = None) -> Response:
-    """``docker save A B``: one tar with every named image."""
-    return await _save(request, names or [])
+                      names: Annotated[list[str] | None, Query()] = None,
+                      platform: Annotated[list[str] | None, Query()] = None) -> Response:
+    """``docker save A B [--platform P]``: one tar with every named image."""
+    return await _save(request, names or [], _one_platform(platform))
+
+
+def _one_platform(values: Sequence[str] | None) -> oci.Platform | None:
+    platforms = image_requests.platforms_of(values or ())
+    if len(platforms) > 1:
+        raise InvalidArgument("saving several platforms (but not all) is not supported: "
+                              "give one --platform, or none for every platform present")
+    return platforms[0] if platforms else None
 
 
 @router.post("/images/load")
-async def load_images(request: Request, quiet: bool = False, platform: str = "") -> Response:
+async def load_images(request: Request, quiet: bool = False,
+                      platform: Annotated[list[str] | None, Query()] = None) -> Response:
     """``docker load``: a ``docker save`` or OCI layout tar as the body."""
     svc = _images(request)
-    if platform_of(platform) is not None:
-        raise InvalidArgument("docker load --platform is not supported yet")
+    if image_requests.platforms_of(platform or ()):
+        raise InvalidArgument("docker load --platform is not supported: load the whole archive")
     body = await _spool_body(request, svc)
 
     def job(emit: Emit) -> None:
@@ -300,6 +310,17 @@ async def auth(request: Request) -> dict[str, str]:
     return await run_in_threadpool(login, _images(request), config)
 
 
+@router.get("/distribution/{name:path}/json")
+def distribution_inspect(request: Request, name: str,
+                         x_registry_auth: Annotated[str | None, Header()] = None,
+                         ) -> dict[str, Any]:
+    """``docker-py images.get_registry_data`` / ``docker manifest``-style lookups: what the
+    registry serves under ``name`` (its descriptor) and the platforms it has."""
+    svc = _images(request)
+    ref = parse_reference(name, default_tag="latest")
+    return image_requests.registry_data(svc.client(credentials_of(x_registry_auth)), ref)
+
+
 # --- one image (the name may hold slashes: these come after the fixed paths) ----------------
 
 
@@ -317,8 +338,9 @@ def image_history(request: Request, name: str) -> list[dict[str, Any]]:
 
 
 @router.get("/images/{name:path}/get")
-async def save_image(request: Request, name: str) -> Response:
-    return await _save(request, [name])
+async def save_image(request: Request, name: str,
+                     platform: Annotated[list[str] | None, Query()] = None) -> Response:
+    return await _save(request, [name], _one_platform(platform))
 
 
 @router.post("/images/{name:path}/tag", status_code=201)
@@ -423,7 +445,8 @@ def _no_tail(exc: BaseException) -> bytes | None:
     return None  # a tar stream cannot carry an error message: the connection is cut
 
 
-async def _save(request: Request, names: Sequence[str]) -> Response:
+async def _save(request: Request, names: Sequence[str],
+                platform: oci.Platform | None = None) -> Response:
     svc = _images(request)
     if not names:
         raise InvalidArgument("no image names given")
@@ -432,7 +455,7 @@ async def _save(request: Request, names: Sequence[str]) -> Response:
 
     def job(emit: Emit) -> None:
         with io.BufferedWriter(_EmitWriter(emit), _BODY_CHUNK) as out:
-            svc.save(out, names)
+            svc.save(out, names, platform)
         for name in names:
             _publish(request, "save", svc.resolve(name).id, {"name": name})
 

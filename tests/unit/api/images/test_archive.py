@@ -126,3 +126,26 @@ def test_load_of_a_body_larger_than_the_memory_spool(client: TestClient, daemon:
     assert len(client.get("/images/json").json()) == 1
     # The spool file lived in the image root and is gone with the request.
     assert list((daemon.images.stores.root / "tmp").iterdir()) == []
+
+
+def test_save_of_one_platform(client: TestClient, registry: Registry) -> None:
+    name = registry.ref("test/multiplatform:latest")
+    for platform in ("linux/amd64", "linux/arm64"):
+        pull_reply = client.post("/images/create",
+                                 params={"fromImage": name, "platform": platform})
+        assert pull_reply.status_code == 200
+    whole = client.get(f"/images/{name}/get")
+    amd64 = client.get(f"/images/{name}/get",
+                       params={"platform": '{"os":"linux","architecture":"amd64"}'})
+    assert whole.status_code == amd64.status_code == 200
+
+    def manifests(tar_bytes: bytes) -> list[object]:
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+            member = tar.extractfile("manifest.json")
+            assert member is not None
+            return list(json.load(member))
+
+    assert len(manifests(whole.content)) == 2 and len(manifests(amd64.content)) == 1
+    two = client.get("/images/get", params={"names": [name],
+                                            "platform": ["linux/amd64", "linux/arm64"]})
+    assert two.status_code == 400

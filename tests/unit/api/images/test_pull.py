@@ -167,3 +167,22 @@ def test_pull_with_x_registry_auth(client: TestClient, htpasswd_registry: Regist
     garbage = client.post("/images/create", params={"fromImage": name},
                           headers={"X-Registry-Auth": base64.urlsafe_b64encode(b"{nope").decode()})
     assert garbage.status_code == 400 and "X-Registry-Auth" in garbage.json()["message"]
+
+
+def test_distribution_inspect(client: TestClient, registry: Registry,
+                              htpasswd_registry: Registry) -> None:
+    index = client.get(f"/distribution/{registry.ref('test/multiplatform')}/json")
+    assert index.status_code == 200, index.text
+    body = index.json()
+    assert body["Descriptor"]["digest"] == registry.pushed["test/multiplatform:latest"].digest
+    assert sorted((p["os"], p["architecture"], p.get("variant", "")) for p in body["Platforms"]) \
+        == [("linux", "amd64", ""), ("linux", "arm64", "v8")]
+    single = client.get(f"/distribution/{registry.ref('test/single:latest')}/json").json()
+    assert single["Platforms"] == [{"architecture": "amd64", "os": "linux"}]
+    assert single["Descriptor"]["size"] > 0
+    assert client.get(f"/distribution/{registry.ref('test/nosuch')}/json").status_code == 404
+    private = htpasswd_registry.ref("test/single:latest")
+    assert client.get(f"/distribution/{private}/json").status_code == 401
+    allowed = client.get(f"/distribution/{private}/json", headers={
+        "X-Registry-Auth": auth_header(*CREDENTIALS, htpasswd_registry.host)})
+    assert allowed.status_code == 200

@@ -13,6 +13,7 @@ from pydeskd.api.image_requests import (
     has_label,
     parse_filters,
     platform_of,
+    platforms_of,
     pull_reference,
 )
 from pydeskd.containerd.errors import InvalidArgument
@@ -92,3 +93,14 @@ def test_credentials_and_platform() -> None:
     assert platform_of("linux/arm64") == Platform.parse("linux/arm64")
     with pytest.raises(InvalidArgument):
         platform_of("a/b/c/d")
+
+
+def test_platforms_of_json_and_text() -> None:
+    assert platforms_of([]) == [] and platforms_of([""]) == []
+    assert platforms_of(['{"os":"linux","architecture":"arm64","variant":"v8"}',
+                         "linux/amd64"]) == [Platform.parse("linux/arm64/v8"),
+                                             Platform.parse("linux/amd64")]
+    with pytest.raises(InvalidArgument):
+        platforms_of(['{"os":'])
+    with pytest.raises(InvalidArgument):
+        platforms_of(['{"os":"linux"}'])
