@@ -195,7 +195,10 @@ async def _import(request: Request, svc: ImageService, source: str,
             loaded = svc.import_rootfs(body, name=name, changes=spec.changes,
                                        message=spec.message)
         emit(encode(status(loaded.id)))
-        _publish(request, "import", loaded.id, {"name": loaded.id})
+        # moby names the image ID here too; the imported name tells a watcher more (and the
+        # daemon's event tests pin it).
+        familiar = parse_reference(name, default_tag=None).familiar if name else loaded.id
+        _publish(request, "import", loaded.id, {"name": familiar})
 
     return StreamingResponse(await run_streamed(job, name="api-import"), media_type=JSON_STREAM)
 

@@ -93,7 +93,8 @@ def test_import_a_rootfs_tar(client: TestClient, daemon: Daemon) -> None:
     inspect = client.get("/images/imported/app:v1/json").json()
     assert inspect["Id"] == image_id and inspect["Comment"] == "from a test"
     assert "A=1" in inspect["Config"]["Env"] and inspect["Config"]["Cmd"] == ["sh"]
-    assert [(p.action, p.actor_id) for p in daemon.events.published] == [("import", image_id)]
+    assert [(p.action, p.actor_id, p.attributes["name"]) for p in daemon.events.published] \
+        == [("import", image_id, "imported/app:v1")]
     # repo with its own tag, as the docker CLI sends it; no repo: a dangling image.
     tagged = client.post("/images/create", params={"fromSrc": "-", "repo": "imported/b:v2"},
                          content=rootfs_tar())
