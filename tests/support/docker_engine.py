@@ -34,9 +34,11 @@ class DockerEngine:
         self._own_root = root is None
         self.root = root or Path(tempfile.mkdtemp(prefix="pydesk-dockerd-", dir="/tmp"))
         self.socket = self.root / "docker.sock"
+        # Containers go under a cgroup parent of this engine's own, removed when it stops.
+        self.cgroup_parent = f"/{self.root.name}"
         self.config = {"registry-mirrors": list(mirrors), "insecure-registries": list(insecure),
                        "iptables": False, "ip-masq": False, "bridge": "none",
-                       "storage-driver": "overlay2"}
+                       "storage-driver": "overlay2", "cgroup-parent": self.cgroup_parent}
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -94,8 +96,20 @@ class DockerEngine:
                 os.killpg(self._proc.pid, signal.SIGKILL)
         self._proc = None
         self._unmount_all()
+        self._remove_cgroups()
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def _remove_cgroups(self) -> None:
+        """The engine's cgroup parent in every hierarchy, children first (all empty by now)."""
+        name = self.cgroup_parent.strip("/")
+        for top in Path("/sys/fs/cgroup").glob(f"*/{name}"):
+            for directory in sorted((p for p in top.rglob("*") if p.is_dir()),
+                                    key=lambda p: len(p.parts), reverse=True):
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+            with contextlib.suppress(OSError):
+                top.rmdir()
 
     def _unmount_all(self) -> None:
         prefix = str(self.root) + "/"
