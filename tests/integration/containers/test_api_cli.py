@@ -261,6 +261,18 @@ def test_limits_enforced(cli: CliDaemon) -> None:
     assert cli.docker("inspect", "--format", "{{.State.OOMKilled}}",
                       "oom").stdout.strip() == "true"
     cli.docker("rm", "oom")
-    done = cli.docker("run", "--rm", "--cap-drop", "ALL", "busybox", "chown", "1", "/tmp",
-                      check=False)
+    done = cli.docker("run", "--rm", "--cap-drop", "ALL", "busybox", "sh", "-c",
+                      "chown 1 /tmp", check=False)
     assert done.returncode == 1 and "Operation not permitted" in done.stderr
+
+
+def test_a_start_that_fails(cli: CliDaemon) -> None:
+    done = cli.docker("run", "--rm", "busybox", "nosuchcommand", check=False, timeout=30)
+    assert done.returncode == 127 and "executable file not found" in done.stderr
+    assert cli.docker("ps", "-aq").stdout == ""  # --rm removed it
+    done = cli.docker("run", "--name", "kept", "busybox", "nosuchcommand", check=False,
+                      timeout=30)
+    assert done.returncode == 127
+    assert cli.docker("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",
+                      "kept").stdout.strip() == "created 127"
+    cli.docker("rm", "kept")

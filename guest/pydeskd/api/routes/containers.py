@@ -287,14 +287,19 @@ async def attach(request: HijackRequest) -> None:
             writer.write(entry.data if c.tty else frame(stream, entry.data))
         await writer.drain()
         return
-    # Upgrade first: the CLI starts the container only once its attach is answered, and the
-    # service's attach waits for that start.
-    reader, writer = await request.upgrade(RAW_STREAM if c.tty else MULTIPLEXED_STREAM)
-    for entry in past:
-        stream = Stream.STDERR if entry.stream == "stderr" else Stream.STDOUT
-        writer.write(entry.data if c.tty else frame(stream, entry.data))
-    attachment = await run_in_threadpool(lambda: svc.attach(
-        c.id, stdin=want_stdin, stdout=want_out, stderr=want_err))
+    # The CLI starts the container once its attach is answered, and the service's attach
+    # waits for that start: reserve first (the start then waits for us), answer, then attach.
+    reservation = await run_in_threadpool(svc.reserve_attach, c.id)
+    try:
+        reader, writer = await request.upgrade(RAW_STREAM if c.tty else MULTIPLEXED_STREAM)
+        for entry in past:
+            stream = Stream.STDERR if entry.stream == "stderr" else Stream.STDOUT
+            writer.write(entry.data if c.tty else frame(stream, entry.data))
+        attachment = await run_in_threadpool(lambda: svc.attach(
+            c.id, stdin=want_stdin, stdout=want_out, stderr=want_err,
+            reservation=reservation))
+    finally:
+        svc.release_attach(reservation)
     try:
         await pump(attachment, reader, writer, request.query_value("detachKeys") or "",
                    stdin_once=bool(c.config.get("StdinOnce")))

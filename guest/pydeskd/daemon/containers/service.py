@@ -243,6 +243,13 @@ class ContainerService:
             c.state.set_error(message)
             self.store.save(c)
             live.shim = None
+            # Whoever waits for this start (attachers, next-exit waiters) hears it failed.
+            live.generation += 1
+            live.exits += 1
+            cond.notify_all()
+            if c.host_config.get("AutoRemove"):  # as dockerd: a failed --rm start removes it
+                threading.Thread(target=monitor_mod.auto_remove, args=(self, c.id),
+                                 daemon=True).start()
             if code in (126, 127):
                 raise CommandNotRunnable(f"failed to create task for container: {message}"
                                          ) from None
@@ -493,11 +500,19 @@ class ContainerService:
         """At daemon start (see :func:`.restore.restore`)."""
         return restore_mod.restore(self)
 
+    def reserve_attach(self, ref: str) -> streams.Reservation:
+        """Before answering an attach: the next start waits for this attacher."""
+        return streams.reserve(self, ref)
+
+    def release_attach(self, reservation: streams.Reservation) -> None:
+        streams.release(self, reservation)
+
     def attach(self, ref: str, *, stdin: bool = False, stdout: bool = True,
-               stderr: bool = True, timeout: float | None = None) -> Attachment:
+               stderr: bool = True, timeout: float | None = None,
+               reservation: streams.Reservation | None = None) -> Attachment:
         """The live streams of a container (see :func:`.streams.attach`)."""
         return streams.attach(self, ref, stdin=stdin, stdout=stdout, stderr=stderr,
-                              timeout=timeout)
+                              timeout=timeout, reservation=reservation)
 
     def logs(self, ref: str, options: LogOptions,
              stop: threading.Event | None = None) -> Iterator[LogEntry]:
