@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pydeskd.api.hijack import MULTIPLEXED_STREAM, RAW_STREAM, HijackRequest, HijackRoute
 from pydeskd.api.routes.containers import _bound, _service, containers, pump
-from pydeskd.containerd.errors import InvalidArgument
+from pydeskd.containerd.errors import ContainerdError, InvalidArgument
 
 router = APIRouter()
 EXIT_WAIT = 10.0  # after the output ends, how long the exit code may take to be recorded
@@ -82,11 +82,20 @@ async def exec_start(request: HijackRequest) -> None:
     if body.get("Detach"):
         await run_in_threadpool(lambda: svc.exec_start(exec_id, True, tty))
         return  # the front answers an empty 200
-    attachment = await run_in_threadpool(lambda: svc.exec_start(exec_id, False, tty))
+    await run_in_threadpool(svc.execs.check_startable, exec_id)  # errors as HTTP errors
+    # Answer before the process starts: docker-py reads the 101 through a buffered file, so
+    # output arriving with the headers would be swallowed by that buffer (dockerd, too,
+    # starts the process after the hijack).
+    reader, writer = await request.upgrade(RAW_STREAM if tty else MULTIPLEXED_STREAM)
+    try:
+        attachment = await run_in_threadpool(lambda: svc.exec_start(exec_id, False, tty))
+    except ContainerdError as exc:
+        writer.write(f"{exc}\r\n".encode())
+        await writer.drain()
+        return
     if attachment is None:
         return
     try:
-        reader, writer = await request.upgrade(RAW_STREAM if tty else MULTIPLEXED_STREAM)
         await pump(attachment, reader, writer, record.detach_keys, stdin_once=True)
         await run_in_threadpool(svc.execs.wait, exec_id, EXIT_WAIT)
     finally:

@@ -102,6 +102,16 @@ class Execs:
     def inspect(self, exec_id: str) -> dict[str, Any]:
         return self.get(exec_id).to_inspect()
 
+    def check_startable(self, exec_id: str) -> None:
+        """What ``start`` would refuse, checked before a route answers its client.
+        Raises NotFound, Conflict."""
+        record = self.get(exec_id)
+        c = self.service.get(record.container_id)
+        with self.service.store.lock(c.id):
+            if record.started:
+                raise Conflict(f"Error: Exec command {exec_id} has already run")
+            c.state.check_can_exec(c.id)
+
     def start(self, exec_id: str, detach: bool = False,
               tty: bool | None = None) -> Attachment | None:
         """Starts the exec; unless ``detach``, returns its attachment (connected before the
