@@ -119,6 +119,10 @@ class ContainerService:
     def close(self) -> None:
         """Stops following containers (they keep running: live restore finds them again)."""
         self.closed = True
+        with self._table:
+            lives = list(self._live.values())
+        for live in lives:
+            live.stop_prober()
 
     # --- create ---------------------------------------------------------------------------
 
