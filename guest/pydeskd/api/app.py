@@ -31,8 +31,8 @@ from pydeskd.containerd.errors import InvalidArgument
 ROUTE_MODULES: tuple[str, ...] = (
     "pydeskd.api.routes.system",
     "pydeskd.api.routes.images",
-    "pydeskd.api.routes.containers",  # TODO(H3)
-    "pydeskd.api.routes.exec",  # TODO(H3)
+    "pydeskd.api.routes.containers",
+    "pydeskd.api.routes.exec",
     "pydeskd.api.routes.volumes",  # TODO
 )
 
@@ -97,6 +97,11 @@ def create_app(daemon: Any, modules: Iterable[str] = ROUTE_MODULES) -> FastAPI:
     errors.install(app)
     for module in _route_modules(modules):
         app.include_router(module.router)
+        # Hijacked routes are served outside the app: a module that has them is given the
+        # daemon here.
+        bind = getattr(module, "bind", None)
+        if callable(bind):
+            bind(daemon)
     app.add_middleware(VersionPrefix)
     return app
 

@@ -9,18 +9,26 @@ What it must never do: serve HTTP, or hold per-request state.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
+import shutil
 import socket
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydeskd.containerd.errors import InvalidArgument
 from pydeskd.containerd.registry import RegistryHosts
 from pydeskd.containerd.service import ImageService
-from pydeskd.daemon.config import PYDESK_VERSION, DaemonConfig
+from pydeskd.daemon.config import PYDESK_VERSION, DaemonConfig, RuntimeConfig
+from pydeskd.daemon.containers.context import ServicePaths
+from pydeskd.daemon.containers.service import ContainerService
 from pydeskd.daemon.events import EventBus
+from pydeskd.shim.runtime import default_runtime
+
+log = logging.getLogger(__name__)
 
 # The engine version reported to clients. Tools gate features on it (Compose, buildx,
 # Testcontainers compare it), so it names the Docker Engine release whose API pydeskd serves;
@@ -98,6 +106,21 @@ def probe_host(root: Path = Path("/")) -> HostInfo:
     )
 
 
+def runtime_path(runtime: RuntimeConfig) -> Path:
+    """The runtime's executable: an absolute path as configured, a name found on PATH, and
+    the built-in ``pydesk-runc`` next to this interpreter (pydeskd may run without the
+    virtualenv on PATH)."""
+    path = Path(runtime.path)
+    if path.is_absolute():
+        return path
+    found = shutil.which(runtime.path)
+    if found:
+        return Path(found)
+    if runtime.path == "pydesk-runc":
+        return default_runtime()
+    raise InvalidArgument(f"runtime {runtime.path!r} not found on PATH")
+
+
 def _daemon_id(data_root: Path) -> str:
     """A stable ID for this daemon's data root (``docker info``'s ID), made on first start."""
     path = data_root / "engine-id"
@@ -132,8 +155,25 @@ class Daemon:
         config.exec_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         hosts = RegistryHosts(config.registry_mirrors, config.insecure_registries)
         images = ImageService(config.images_root, hosts)
-        return Daemon(config=config, images=images, events=EventBus(),
-                      host=host or probe_host(), id=_daemon_id(config.data_root))
+        events = EventBus()
+        containers = ContainerService(
+            images, events,
+            ServicePaths(config.data_root, config.exec_root,
+                         runtime=runtime_path(config.runtime())))
+        return Daemon(config=config, images=images, events=events,
+                      host=host or probe_host(), id=_daemon_id(config.data_root),
+                      containers=containers)
+
+    def restore(self) -> None:
+        """Find the containers again (live restore): running ones through their shims, and
+        restart policies for the ones that exited while the daemon was down. A failure is
+        logged, never fatal: the daemon must come up to let the user see and fix things."""
+        try:
+            restored = self.containers.restore()
+        except Exception:
+            log.exception("restoring containers failed")
+            return
+        log.info("restored %d containers", len(restored))
 
     def close(self) -> None:
         for service in (self.containers, self.volumes):

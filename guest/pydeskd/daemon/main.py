@@ -92,6 +92,7 @@ def run(argv: Sequence[str]) -> int:
         if config.pidfile is not None:
             write_pidfile(config.pidfile)
         daemon = Daemon.create(config)
+        daemon.restore()
     except (ConfigError, ContainerdError, OSError) as exc:
         log.error("failed to start daemon: %s", exc)
         if config.pidfile is not None:
