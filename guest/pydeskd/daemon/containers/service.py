@@ -19,7 +19,6 @@ block one container's calls on another's.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import signal
 import subprocess
 import threading
@@ -62,7 +61,7 @@ from pydeskd.daemon.containers.restart import RestartManager, RestartPolicy
 from pydeskd.daemon.containers.signals import parse_signal
 from pydeskd.daemon.containers.spec import BundleInputs
 from pydeskd.daemon.containers.state import now
-from pydeskd.daemon.containers.store import ContainerStore
+from pydeskd.daemon.containers.store import ContainerStore, remove_tree
 from pydeskd.daemon.logs import LogEntry, LogOptions
 from pydeskd.shim.client import ShimClient, ShimStartError, start_shim
 from pydeskd.shim.paths import atomic_write
@@ -169,7 +168,7 @@ class ContainerService:
                 raise
         except BaseException:
             self.store.release_name(stored, cid)
-            shutil.rmtree(cdir, ignore_errors=True)
+            remove_tree(cdir)
             raise
         self.live(record)
         self.publish(record, "create")
@@ -299,7 +298,7 @@ class ContainerService:
                 client.delete()
         if state_dir.exists():
             self._runtime("delete", "--force", c.id)
-            shutil.rmtree(state_dir, ignore_errors=True)
+            remove_tree(state_dir)
         with contextlib.suppress(OSError):
             snapmount.unmount(self.paths.rootfs(c.id), self.mounter)
 
@@ -448,13 +447,13 @@ class ContainerService:
             live.stop_prober()
             self.clear_task(c)
             live.shim = None
-            shutil.rmtree(self.paths.bundle(c.id), ignore_errors=True)
+            remove_tree(self.paths.bundle(c.id))
             with contextlib.suppress(NotFound):
                 self.images.stores.snapshotter.remove(c.snapshot_key)
             if volumes:
                 for m in c.resolved_mounts:
                     if m.get("anonymous") and m.get("type") == "volume":
-                        shutil.rmtree(Path(str(m["source"])).parent, ignore_errors=True)
+                        remove_tree(Path(str(m["source"])).parent)
             self.store.delete(c)
             live.removed = True
             cond.notify_all()

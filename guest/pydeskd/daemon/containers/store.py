@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import threading
 from pathlib import Path
 
 from pydeskd.containerd.errors import InvalidArgument, NotFound
+from pydeskd.containerd.snapshots.removal import remove_path
 from pydeskd.shim.paths import atomic_write
 
 from .errors import Conflict
@@ -51,7 +51,7 @@ class ContainerStore:
             try:
                 record = Container.from_json(json.loads((entry / CONFIG_FILE).read_text()))
             except (OSError, ValueError, TypeError, KeyError):
-                shutil.rmtree(entry, ignore_errors=True)
+                remove_tree(entry)
                 continue
             with self._lock:
                 self._by_id[record.id] = record
@@ -120,7 +120,7 @@ class ContainerStore:
             self._by_id.pop(record.id, None)
             if self._names.get(record.name) == record.id:
                 del self._names[record.name]
-        shutil.rmtree(self.dir(record.id), ignore_errors=True)
+        remove_tree(self.dir(record.id))
 
     # --- lookup ---------------------------------------------------------------------------
 
@@ -161,3 +161,11 @@ class ContainerStore:
         with contextlib.suppress(NotFound):
             return self.get(ref)
         return None
+
+
+def remove_tree(path: str | Path) -> None:
+    """Best-effort removal of a directory tree of any depth (``shutil.rmtree`` recurses and
+    raises RecursionError on a container that made a very deep tree); never crosses a mount
+    point left below it. Errors are ignored, as ``rmtree(ignore_errors=True)`` did."""
+    with contextlib.suppress(OSError, ValueError):
+        remove_path(path)
