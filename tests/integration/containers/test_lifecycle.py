@@ -226,8 +226,11 @@ def test_parallel_runs_leave_nothing_behind(env: Env) -> None:
             for i in range(3):
                 c = svc.create(None, {"Image": IMAGE, "Cmd": ["sh", "-c", f"exit {n + i}"]},
                                {"AutoRemove": True})
+                # As the CLI: the wait is set up before the start (the run may be removed
+                # before a lookup made after it).
+                block = svc.waiter(c.id, "removed")
                 svc.start(c.id)
-                codes.append(svc.wait(c.id, "removed", timeout=60)[0])
+                codes.append(block(60)[0])
         except BaseException as e:  # reported below
             errors.append(e)
 
@@ -242,6 +245,21 @@ def test_parallel_runs_leave_nothing_behind(env: Env) -> None:
     assert list(env.paths.containers.iterdir()) == []
     assert list((env.paths.exec_root / "s").iterdir()) == []
     assert list((env.paths.exec_root / "containers").iterdir()) == []
+
+
+def test_a_wait_set_up_before_a_fast_auto_remove_returns(env: Env) -> None:
+    """The races behind 'still waiting for removed': the record looked up just before its
+    removal must not get a fresh Live (never marked removed), and a waiter set up before the
+    start sees the removal however fast it comes."""
+    svc = env.service
+    c = svc.create(None, {"Image": IMAGE, "Cmd": ["true"]}, {"AutoRemove": True})
+    block = svc.waiter(c.id, "removed")
+    svc.start(c.id)
+    assert block(30) == (0, "")
+    assert svc.live(c).removed  # the stale record: a detached Live, marked removed
+    assert svc._live == {}  # and nothing re-entered in the table
+    with pytest.raises(NotFound):
+        svc.waiter(c.id, "removed")
 
 
 def test_logs_follow_ends_when_the_container_stops(env: Env) -> None:

@@ -149,11 +149,14 @@ def kill(request: Request, name: str, signal: str = "") -> Response:
 @router.post("/containers/{name}/wait")
 async def wait(request: Request, name: str, condition: str = "") -> StreamingResponse:
     svc = containers(request)
-    await run_in_threadpool(svc.get, name)  # a missing container is a 404, not a stream
+    # Resolved (a missing container is a 404, not a stream) and the baseline taken before
+    # the headers: the CLI starts the container after them, and a --rm run may be gone
+    # before a lookup made later.
+    block = await run_in_threadpool(svc.waiter, name, condition or "not-running")
 
     async def body() -> AsyncIterator[bytes]:
         yield b""  # the headers go out now; the CLI starts the container after them
-        code, error = await run_in_threadpool(svc.wait, name, condition or "not-running")
+        code, error = await run_in_threadpool(block, None)
         yield json.dumps({"StatusCode": code,
                           "Error": {"Message": error} if error else None}).encode() + b"\n"
 

@@ -100,10 +100,15 @@ class ContainerService:
             return cond
 
     def live(self, c: Container) -> Live:
+        """The live part of ``c``; for a container removed meanwhile (its record gone from
+        the store) a detached Live marked removed, so a waiter that looked it up just before
+        the removal sees it removed instead of waiting forever on a fresh entry."""
         with self._table:
             live = self._live.get(c.id)
             if live is None:
                 policy = RestartPolicy.from_api(c.host_config.get("RestartPolicy"))
+                if not self.store.exists(c.id):
+                    return Live(RestartManager(policy), removed=True)
                 live = self._live[c.id] = Live(RestartManager(policy))
             return live
 
@@ -399,6 +404,14 @@ class ContainerService:
              timeout: float | None = None) -> tuple[int, str]:
         """Blocks until ``condition``; (exit code, error message). Raises InvalidArgument
         (unknown condition), NotFound, TimeoutError (after ``timeout``)."""
+        return self.waiter(ref, condition)(timeout)
+
+    def waiter(self, ref: str, condition: str = "not-running"
+               ) -> Callable[[float | None], tuple[int, str]]:
+        """The first half of ``wait``: resolves the container and takes the baseline now
+        (next-exit counts exits from here), returns the blocking half. The API answers the
+        CLI (which then starts the container) only after this, so a run that ends and is
+        removed at once is still seen. Raises InvalidArgument, NotFound."""
         if not condition:
             condition = "not-running"
         if condition not in WAIT_CONDITIONS:
@@ -408,18 +421,22 @@ class ContainerService:
         with cond:
             live = self.live(c)
             exits = live.exits
-            if condition == "not-running":
-                def done() -> bool:
-                    return not c.state.running or live.removed
-            elif condition == "next-exit":
-                def done() -> bool:
-                    return live.exits > exits or live.removed
-            else:
-                def done() -> bool:
-                    return live.removed
-            if not cond.wait_for(done, timeout):
-                raise TimeoutError(f"container {c.id}: still waiting for {condition}")
-            return c.state.exit_code, c.state.error
+        if condition == "not-running":
+            def done() -> bool:
+                return not c.state.running or live.removed
+        elif condition == "next-exit":
+            def done() -> bool:
+                return live.exits > exits or live.removed
+        else:
+            def done() -> bool:
+                return live.removed
+
+        def block(timeout: float | None) -> tuple[int, str]:
+            with cond:
+                if not cond.wait_for(done, timeout):
+                    raise TimeoutError(f"container {c.id}: still waiting for {condition}")
+                return c.state.exit_code, c.state.error
+        return block
 
     # --- remove ---------------------------------------------------------------------------
 
