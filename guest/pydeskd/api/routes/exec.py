@@ -20,6 +20,8 @@ from starlette.concurrency import run_in_threadpool
 from pydeskd.api.hijack import MULTIPLEXED_STREAM, RAW_STREAM, HijackRequest, HijackRoute
 from pydeskd.api.routes.containers import _bound, _service, containers, pump
 from pydeskd.containerd.errors import ContainerdError, InvalidArgument
+from pydeskd.daemon.containers.attach import frame
+from pydeskd.shim.protocol import Stream
 
 router = APIRouter()
 EXIT_WAIT = 10.0  # after the output ends, how long the exit code may take to be recorded
@@ -90,7 +92,10 @@ async def exec_start(request: HijackRequest) -> None:
     try:
         attachment = await run_in_threadpool(lambda: svc.exec_start(exec_id, False, tty))
     except ContainerdError as exc:
-        writer.write(f"{exc}\r\n".encode())
+        # As dockerd: the message goes to the client's stdout, framed when the stream is
+        # multiplexed (raw text there reads as a bad frame header to the CLI and docker-py).
+        message = f"{exc}\r\n".encode()
+        writer.write(message if tty else frame(Stream.STDOUT, message))
         await writer.drain()
         return
     if attachment is None:

@@ -147,7 +147,11 @@ class Execs:
         except (ShimError, OSError, ProtocolError) as err:
             if attachment is not None:
                 attachment.close()
-            record.exit_code = 126
+            # As dockerd (translateContainerdStartErr): 127 for a command not found, 126
+            # for any other start failure (docker exec exits with it).
+            message = str(err).lower()
+            record.exit_code = 127 if ("not found" in message or "no such file" in message
+                                       ) else 126
             record.done.set()
             raise StartFailed(f"OCI runtime exec failed: {err}") from None
         record.pid, record.running = state.pid, True
