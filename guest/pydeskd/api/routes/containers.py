@@ -15,6 +15,7 @@ What it must never do: hold container logic (it is in the service), or block the
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -34,6 +35,9 @@ from pydeskd.daemon.config_types import (
     networking_config_from_api,
     validate_create,
 )
+from pydeskd.daemon.containers import archive as archive_mod
+from pydeskd.daemon.containers import export as export_mod
+from pydeskd.daemon.containers import update as update_mod
 from pydeskd.daemon.containers.attach import frame
 from pydeskd.daemon.containers.filters import ListOptions
 from pydeskd.daemon.containers.service import ContainerService
@@ -368,6 +372,60 @@ async def pump(attachment: Any, reader: Any, writer: Any, detach_keys: str,
         feeder.cancel()
         attachment.close()
         await asyncio.wait({producer}, timeout=5)
+
+
+# --- docker cp, export, update (daemon/containers/archive.py, export.py, update.py) ---------
+
+_SPOOL_MEMORY = 8 << 20  # a PUT body larger than this is spooled to a temporary file
+
+
+@router.head("/containers/{name}/archive")
+def archive_head(request: Request, name: str, path: str = "") -> Response:
+    found = archive_mod.stat_path(containers(request), name, path)
+    return Response(status_code=200, headers={archive_mod.STAT_HEADER: found.header()})
+
+
+@router.get("/containers/{name}/archive")
+def archive_get(request: Request, name: str, path: str = "") -> StreamingResponse:
+    found, chunks = archive_mod.get_archive(containers(request), name, path)
+    return StreamingResponse(chunks, media_type="application/x-tar",
+                             headers={archive_mod.STAT_HEADER: found.header()})
+
+
+@router.put("/containers/{name}/archive")
+async def archive_put(request: Request, name: str, path: str = "",
+                      noOverwriteDirNonDir: str = "",  # noqa: N803 - the API's names
+                      copyUIDGID: str = "") -> Response:  # noqa: N803
+    svc = containers(request)
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY) as spool:
+        async for chunk in request.stream():
+            await run_in_threadpool(spool.write, chunk)
+        spool.seek(0)
+        await run_in_threadpool(
+            lambda: archive_mod.put_archive(
+                svc, name, path, spool,
+                no_overwrite_dir_non_dir=_bool(noOverwriteDirNonDir),
+                copy_uid_gid=_bool(copyUIDGID)))
+    return Response(status_code=200)
+
+
+@router.get("/containers/{name}/export")
+def export(request: Request, name: str) -> StreamingResponse:
+    return StreamingResponse(export_mod.export(containers(request), name),
+                             media_type="application/x-tar")
+
+
+@router.post("/containers/{name}/update")
+async def update(request: Request, name: str) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("invalid update body: not a JSON object")
+    warnings = await run_in_threadpool(update_mod.update, containers(request), name, body)
+    return {"Warnings": warnings}
 
 
 hijack_routes = [HijackRoute("POST", "/containers/{id}/attach", attach)]

@@ -1,0 +1,162 @@
+"""docker cp through pydeskd with the official CLI and docker-py: files, directories and
+symlinks both ways, running and stopped containers, volumes, hostile symlinks, read-only
+rootfs; every escape attempt is checked against a sentinel on the host."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import time
+from pathlib import Path
+
+from tests.integration.containers_cp.conftest import BUSYBOX, out
+from tests.support.pydeskd import Pydeskd
+
+
+def _run(d: Pydeskd, *args: str) -> str:
+    return out(d, "run", "-d", *args, BUSYBOX, "sleep", "300")
+
+
+def test_cp_file_and_dir_both_ways_running(d: Pydeskd, tmp_path: Path) -> None:
+    cid = _run(d)
+    src = tmp_path / "in.txt"
+    src.write_text("hello from the host\n")
+    d.docker("cp", str(src), f"{cid}:/tmp/")
+    assert out(d, "exec", cid, "cat", "/tmp/in.txt") == "hello from the host"
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "f").write_text("deep")
+    (tree / "link").symlink_to("sub/f")
+    d.docker("cp", str(tree), f"{cid}:/tmp")
+    d.docker("cp", str(tree), f"{cid}:/renamed")  # missing: the tree is copied as it
+    assert out(d, "exec", cid, "cat", "/tmp/tree/sub/f") == "deep"
+    assert out(d, "exec", cid, "cat", "/renamed/sub/f") == "deep"
+    assert out(d, "exec", cid, "busybox", "readlink", "/tmp/tree/link") == "sub/f"
+    d.docker("exec", cid, "sh", "-c", "mkdir -p /data/x && echo out > /data/x/o && "
+             "busybox ln -s /data/x/o /data/l")
+    d.docker("cp", f"{cid}:/data/x", str(tmp_path / "back"))
+    assert (tmp_path / "back" / "o").read_text() == "out\n"
+    d.docker("cp", f"{cid}:/data/l", str(tmp_path / "link"))
+    assert os.readlink(tmp_path / "link") == "/data/x/o"  # the link itself, not followed
+    d.docker("cp", "-L", f"{cid}:/data/l", str(tmp_path / "followed"))
+    assert (tmp_path / "followed").read_text() == "out\n"
+
+
+def test_cp_missing_path_is_not_found(d: Pydeskd, tmp_path: Path) -> None:
+    cid = _run(d)
+    done = d.docker("cp", f"{cid}:/nope", str(tmp_path / "x"), check=False)
+    assert done.returncode != 0
+    assert b"Could not find the file /nope in container" in done.stderr
+
+
+def test_cp_into_and_out_of_a_stopped_container(d: Pydeskd, tmp_path: Path) -> None:
+    cid = out(d, "create", BUSYBOX, "cat", "/etc/copied")
+    src = tmp_path / "copied"
+    src.write_text("made while stopped\n")
+    d.docker("cp", str(src), f"{cid}:/etc/copied")
+    d.docker("cp", f"{cid}:/etc/copied", str(tmp_path / "again"))
+    assert (tmp_path / "again").read_text() == "made while stopped\n"
+    d.docker("start", "-a", cid)
+    assert out(d, "logs", cid) == "made while stopped"
+    d.docker("cp", f"{cid}:/bin/busybox", str(tmp_path / "bb"))
+    assert (tmp_path / "bb").stat().st_size > 100_000
+    _no_cp_mounts(d)
+
+
+def _no_cp_mounts(d: Pydeskd) -> None:
+    """The temporary mounts of stopped containers are gone (soon after the stream ended: the
+    CLI may exit before the daemon has sent the tar's end)."""
+    deadline = time.monotonic() + 10
+    while f"{d.exec_root}/cp/" in Path("/proc/self/mountinfo").read_text():
+        assert time.monotonic() < deadline, "a docker cp mount was left behind"
+        time.sleep(0.05)
+
+
+def test_cp_into_a_volume_path(d: Pydeskd, tmp_path: Path) -> None:
+    cid = _run(d, "-v", "cpvol:/vol")
+    src = tmp_path / "v.txt"
+    src.write_text("in the volume\n")
+    d.docker("cp", str(src), f"{cid}:/vol/")
+    other = out(d, "run", "--rm", "-v", "cpvol:/v", BUSYBOX, "cat", "/v/v.txt")
+    assert other == "in the volume"
+    d.docker("stop", "-t", "0", cid)
+    d.docker("cp", f"{cid}:/vol/v.txt", str(tmp_path / "from-stopped"))
+    assert (tmp_path / "from-stopped").read_text() == "in the volume\n"
+    d.docker("rm", cid)
+    d.docker("volume", "rm", "cpvol", check=False)
+
+
+def test_hostile_symlinks_never_reach_the_host(d: Pydeskd, tmp_path: Path) -> None:
+    sentinel = tmp_path / "sentinel"
+    sentinel.write_text("host file\n")
+    cid = _run(d)
+    d.docker("exec", cid, "sh", "-c",
+             f"busybox ln -s / /escape && busybox ln -s {tmp_path} /hostdir && "
+             f"echo container-shadow > /etc/shadow && busybox ln -s ../../../../../.. /up")
+    d.docker("cp", f"{cid}:/escape/etc/shadow", str(tmp_path / "shadow"))
+    assert (tmp_path / "shadow").read_text() == "container-shadow\n"
+    done = d.docker("cp", f"{cid}:/hostdir/sentinel", str(tmp_path / "leak"), check=False)
+    assert done.returncode != 0 and not (tmp_path / "leak").exists()
+    done = d.docker("cp", f"{cid}:/up{sentinel}", str(tmp_path / "leak2"), check=False)
+    assert done.returncode != 0 and not (tmp_path / "leak2").exists()
+    evil = tmp_path / "evil"
+    evil.write_text("overwritten\n")
+    d.docker("cp", str(evil), f"{cid}:/hostdir/", check=False)
+    d.docker("cp", str(evil), f"{cid}:/up{tmp_path}/", check=False)
+    assert sentinel.read_text() == "host file\n"
+    d.docker("exec", cid, "mkdir", "-p", str(tmp_path))  # the path now exists: in the container
+    d.docker("cp", str(evil), f"{cid}:/hostdir/")
+    d.docker("cp", str(evil), f"{cid}:/escape{tmp_path}/sentinel")
+    assert out(d, "exec", cid, "cat", f"{tmp_path}/evil", f"{tmp_path}/sentinel") == \
+        "overwritten\noverwritten"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil", "sentinel", "shadow"]
+
+
+def test_put_tar_with_dotdot_is_refused(d: Pydeskd, tmp_path: Path) -> None:
+    cid = _run(d)
+    client = d.client()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("../../../../../../../../" + str(tmp_path / "pwned"))
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    ok = False
+    try:
+        ok = client.api.put_archive(cid, "/tmp", buf.getvalue())
+    except Exception:  # docker.errors.APIError: refused, as expected
+        ok = False
+    assert not ok
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_read_only_rootfs_refuses_put(d: Pydeskd, tmp_path: Path) -> None:
+    cid = _run(d, "--read-only", "-v", "/data")
+    src = tmp_path / "f"
+    src.write_text("x")
+    done = d.docker("cp", str(src), f"{cid}:/tmp/", check=False)
+    assert done.returncode != 0
+    assert b"container rootfs is marked read-only" in done.stderr
+    d.docker("cp", str(src), f"{cid}:/data/")  # a volume stays writable
+    assert out(d, "exec", cid, "cat", "/data/f") == "x"
+
+
+def test_docker_py_put_and_get_archive(d: Pydeskd) -> None:
+    client = d.client()
+    container = client.containers.run(BUSYBOX, ["sleep", "300"], detach=True)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("dir/hello")
+        info.size = 5
+        info.uid, info.gid = 1234, 4321
+        tar.addfile(info, io.BytesIO(b"hello"))
+    assert container.put_archive("/root", buf.getvalue())
+    assert container.exec_run(["stat", "-c", "%u:%g", "/root/dir/hello"]).output == \
+        b"1234:4321\n"
+    chunks, stat = container.get_archive("/root/dir")
+    assert stat["name"] == "dir" and stat["mode"] & (1 << 31)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+        names = tar.getnames()
+        member = tar.extractfile("dir/hello")
+        assert member is not None and member.read() == b"hello"
+    assert "dir" in names and "dir/hello" in names
