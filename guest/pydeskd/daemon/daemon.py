@@ -162,7 +162,7 @@ class Daemon:
                          runtime=runtime_path(config.runtime())))
         return Daemon(config=config, images=images, events=events,
                       host=host or probe_host(), id=_daemon_id(config.data_root),
-                      containers=containers)
+                      containers=containers, volumes=containers.volumes)
 
     def restore(self) -> None:
         """Find the containers again (live restore): running ones through their shims, and

@@ -6,8 +6,9 @@ mounts (host source, destination, options) plus Docker's ``MountPoint`` JSON. Do
 ``-v /host:/dir`` creates a missing host directory, ``--mount type=bind`` does not (an error);
 a name (no leading ``/``) is a named volume, created on first use through the
 :class:`VolumeService` hook; a ``Config.Volumes`` entry no other mount covers is an anonymous
-volume (64-hex name). Later helpers own real volumes; :class:`LocalVolumes` is the simple local
-driver used until then (``<data-root>/volumes/<name>/_data``).
+volume (64-hex name). The daemon's volumes are :class:`pydeskd.daemon.volumes.VolumeService`
+(which also fills new volumes from the image: ``nocopy`` is recorded for it); :class:`LocalVolumes`
+is the bare directory-per-volume driver the unit tests use.
 
 What it must never do: mount anything (the runtime does, from the spec), or touch a host path
 other than creating a missing ``-v`` bind source.
@@ -29,8 +30,9 @@ PROPAGATIONS = ("rprivate", "private", "rshared", "shared", "rslave", "slave")
 
 
 class VolumeService(Protocol):
-    def get_or_create(self, name: str) -> Path:
-        """The host directory of volume ``name``, created if missing."""
+    def get_or_create(self, name: str, anonymous: bool = False, ref: str = "") -> Path:
+        """The host directory of volume ``name``, created if missing (``ref``: the container
+        being created, which holds the volume until its record exists)."""
         ...
 
 
@@ -40,7 +42,8 @@ class LocalVolumes:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def get_or_create(self, name: str) -> Path:
+    def get_or_create(self, name: str, anonymous: bool = False, ref: str = "") -> Path:
+        del anonymous, ref
         if "/" in name or name in (".", ".."):
             raise InvalidArgument(f"invalid volume name: {name}")
         path = self.root / name / "_data"
@@ -59,12 +62,13 @@ class Resolved:
     options: tuple[str, ...] = ()   # extra tmpfs options (size=, mode=)
     mode: str = ""            # the -v mode string, as inspect shows it
     anonymous: bool = False
+    nocopy: bool = False      # a new volume is not filled from the image
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "destination": self.destination, "source": self.source,
                 "read_only": self.read_only, "name": self.name,
                 "propagation": self.propagation, "options": list(self.options),
-                "mode": self.mode, "anonymous": self.anonymous}
+                "mode": self.mode, "anonymous": self.anonymous, "nocopy": self.nocopy}
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Resolved:
@@ -151,7 +155,7 @@ def _mode_flags(mode: str, spec: str) -> tuple[bool, str, bool]:
 
 def resolve(config: Mapping[str, Any], host_config: Mapping[str, Any],
             volumes: VolumeService, new_name: Callable[[], str] = lambda: secrets.token_hex(32),
-            ) -> MountPlan:
+            ref: str = "") -> MountPlan:
     """The mounts of a container to create. Raises InvalidArgument with Docker's messages."""
     plan = MountPlan()
     for spec in host_config.get("Binds") or []:
@@ -159,17 +163,18 @@ def resolve(config: Mapping[str, Any], host_config: Mapping[str, Any],
         if not src:
             raise InvalidArgument(f"invalid volume specification: '{spec}'")
         dest = _clean_destination(dst)
-        read_only, propagation, _ = _mode_flags(mode, spec)
+        read_only, propagation, nocopy = _mode_flags(mode, spec)
         if src.startswith("/"):
             # Docker creates a missing -v source (a directory), unlike --mount.
             os.makedirs(src, exist_ok=True)
             plan.add(Resolved("bind", dest, posixpath.normpath(src), read_only,
                               propagation=propagation, mode=mode))
         else:
-            path = volumes.get_or_create(src)
-            plan.add(Resolved("volume", dest, str(path), read_only, name=src, mode=mode))
+            path = volumes.get_or_create(src, ref=ref)
+            plan.add(Resolved("volume", dest, str(path), read_only, name=src, mode=mode,
+                              nocopy=nocopy))
     for mount in host_config.get("Mounts") or []:
-        plan.add(_from_mount(mount, volumes, new_name))
+        plan.add(_from_mount(mount, volumes, new_name, ref))
     for dst, opts in (host_config.get("Tmpfs") or {}).items():
         plan.add(_tmpfs(dst, str(opts or "")))
     for dst in (config.get("Volumes") or {}):
@@ -177,8 +182,8 @@ def resolve(config: Mapping[str, Any], host_config: Mapping[str, Any],
         if dest in plan.destinations():
             continue
         name = new_name()
-        plan.add(Resolved("volume", dest, str(volumes.get_or_create(name)), name=name,
-                          anonymous=True))
+        plan.add(Resolved("volume", dest, str(volumes.get_or_create(name, True, ref)),
+                          name=name, anonymous=True))
     return plan
 
 
@@ -195,7 +200,7 @@ def _tmpfs(dst: str, opts: str) -> Resolved:
 
 
 def _from_mount(mount: Mapping[str, Any], volumes: VolumeService,
-                new_name: Callable[[], str]) -> Resolved:
+                new_name: Callable[[], str], ref: str = "") -> Resolved:
     kind = mount.get("Type") or ""
     target = mount.get("Target") or ""
     if not target:
@@ -215,8 +220,9 @@ def _from_mount(mount: Mapping[str, Any], volumes: VolumeService,
                         propagation=propagation)
     if kind == "volume":
         name = source or new_name()
-        return Resolved("volume", dest, str(volumes.get_or_create(name)), read_only,
-                        name=name, anonymous=not source)
+        nocopy = bool((mount.get("VolumeOptions") or {}).get("NoCopy"))
+        return Resolved("volume", dest, str(volumes.get_or_create(name, not source, ref)),
+                        read_only, name=name, anonymous=not source, nocopy=nocopy)
     if kind == "tmpfs":
         if source:
             raise InvalidArgument('invalid mount config for type "tmpfs": field Source '

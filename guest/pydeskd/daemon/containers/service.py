@@ -19,6 +19,7 @@ block one container's calls on another's.
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import subprocess
 import threading
@@ -53,7 +54,7 @@ from pydeskd.daemon.containers.errors import (
 )
 from pydeskd.daemon.containers.execs import Execs
 from pydeskd.daemon.containers.filters import ListOptions
-from pydeskd.daemon.containers.mounts import LocalVolumes, Resolved, VolumeService, resolve
+from pydeskd.daemon.containers.mounts import Resolved, resolve
 from pydeskd.daemon.containers.names import generate_name, new_id
 from pydeskd.daemon.containers.ocibridge import docker_spec
 from pydeskd.daemon.containers.record import Container
@@ -63,6 +64,9 @@ from pydeskd.daemon.containers.spec import BundleInputs
 from pydeskd.daemon.containers.state import now
 from pydeskd.daemon.containers.store import ContainerStore, remove_tree
 from pydeskd.daemon.logs import LogEntry, LogOptions
+from pydeskd.daemon.volumes import VolumeService
+from pydeskd.daemon.volumes.fill import mounted_rootfs
+from pydeskd.daemon.volumes.service import users_from_records
 from pydeskd.shim.client import ShimClient, ShimStartError, start_shim
 from pydeskd.shim.paths import atomic_write
 from pydeskd.shim.protocol import ErrorKind, ProtocolError, ShimError
@@ -79,9 +83,12 @@ class ContainerService:
         self.images = images
         self.events = events
         self.paths = paths
-        self.volumes = volumes or LocalVolumes(paths.data_root / "volumes")
+        self.volumes = volumes or VolumeService(paths.data_root / "volumes", events,
+                                                durable=paths.durable, mounter=mounter)
         self.mounter = mounter
         self.store = ContainerStore(paths.containers, durable=paths.durable)
+        # Which container uses which volume is read from the records (survives restarts).
+        self.volumes.set_users(lambda: users_from_records(self.store.all()))
         self._live: dict[str, Live] = {}
         self._conds: dict[str, threading.Condition] = {}
         self._table = threading.Lock()
@@ -156,7 +163,11 @@ class ContainerService:
             cdir.mkdir(parents=True)
             self.images.stores.snapshotter.prepare(cid, chain)
             try:
-                plan = resolve(merged, host, self.volumes)
+                plan = resolve(merged, host, self.volumes, ref=cid)
+                # New volumes over image content are filled with it first, as Docker does.
+                self.volumes.populate(cid, plan.mounts, functools.partial(
+                    mounted_rootfs, self.images.stores.snapshotter.mounts(cid),
+                    self.paths.rootfs(cid), self.mounter))
                 record = Container(
                     id=cid, name=stored, created=now(), path=path, args=list(args), config=merged,
                     host_config=host, image=image.id, image_name=image_ref,
@@ -174,6 +185,7 @@ class ContainerService:
         except BaseException:
             self.store.release_name(stored, cid)
             remove_tree(cdir)
+            self.volumes.release(cid)
             raise
         self.live(record)
         self.publish(record, "create")
@@ -223,6 +235,7 @@ class ContainerService:
             mounts = self.images.stores.snapshotter.mounts(c.snapshot_key)
             snapmount.perform(mounts, rootfs, self.mounter)
             try:
+                self.volumes.mounted(c.id, [Resolved.from_json(m) for m in c.resolved_mounts])
                 spec = docker_spec(self.bundle_inputs(c), self.paths.cgroup_parent)
                 c.cgroups_path = str(spec.get("linux", {}).get("cgroupsPath") or "")
                 atomic_write(bundle / "config.json", spec, durable=False)
@@ -306,6 +319,7 @@ class ContainerService:
             remove_tree(state_dir)
         with contextlib.suppress(OSError):
             snapmount.unmount(self.paths.rootfs(c.id), self.mounter)
+        self.volumes.unmounted(c.id)
 
     def _runtime(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The one place the daemon runs the OCI runtime itself (pause, resume, cleanup)."""
@@ -467,11 +481,10 @@ class ContainerService:
             remove_tree(self.paths.bundle(c.id))
             with contextlib.suppress(NotFound):
                 self.images.stores.snapshotter.remove(c.snapshot_key)
-            if volumes:
-                for m in c.resolved_mounts:
-                    if m.get("anonymous") and m.get("type") == "volume":
-                        remove_tree(Path(str(m["source"])).parent)
             self.store.delete(c)
+            # rm -v: its anonymous volumes go too (unless another container uses them).
+            self.volumes.release(c.id, [str(m["name"]) for m in c.resolved_mounts if volumes
+                                        and m.get("anonymous") and m.get("type") == "volume"])
             live.removed = True
             cond.notify_all()
         with self._table:
