@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import signal
 import subprocess
 import threading
@@ -32,6 +33,7 @@ from typing import Any
 from pydeskd.containerd import oci
 from pydeskd.containerd.errors import InvalidArgument, NotFound
 from pydeskd.containerd.image_content import image_manifests
+from pydeskd.containerd.reference import parse_reference
 from pydeskd.containerd.service import ImageService
 from pydeskd.containerd.snapshots import mount as snapmount
 from pydeskd.daemon.config_types import Config, entrypoint_and_args, merge_image_config
@@ -72,6 +74,7 @@ from pydeskd.shim.paths import atomic_write
 from pydeskd.shim.protocol import ErrorKind, ProtocolError, ShimError
 
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
+ID_PREFIX = re.compile(r"(sha256:)?[0-9a-f]{1,64}")  # an image ID or a prefix of one
 KILL_GRACE = 30.0          # after SIGKILL, how long an exit may take before stop gives up
 ATTACH_GRACE = 2.0         # how long start waits for attachers that are connecting
 
@@ -148,7 +151,14 @@ class ContainerService:
         policy = RestartPolicy.from_api(host.get("RestartPolicy"))
         if host.get("AutoRemove") and policy.name != "no":
             raise InvalidArgument("conflicting options: cannot specify both --restart and --rm")
-        image = self.images.resolve(image_ref)
+        try:
+            image = self.images.resolve(image_ref)
+        except NotFound:
+            # As dockerd (GetImage parses first): a malformed reference is the client's
+            # error (400 "invalid reference format..."), not a missing image.
+            if not ID_PREFIX.fullmatch(image_ref):
+                parse_reference(image_ref)
+            raise
         matcher = oci.PlatformMatcher(platform or self.images.platform)
         _, _, image_config = image_manifests(self.images.stores.content, image.target, matcher)
         # Docker stores the Config merged with the image's (inspect shows the result).
