@@ -160,3 +160,83 @@ def test_docker_py_put_and_get_archive(d: Pydeskd) -> None:
         member = tar.extractfile("dir/hello")
         assert member is not None and member.read() == b"hello"
     assert "dir" in names and "dir/hello" in names
+
+
+def _cgroup_file(d: Pydeskd, cid: str, controller: str, name: str) -> str:
+    """A cgroup file of the container's init process, read on the host."""
+    pid = out(d, "inspect", "-f", "{{.State.Pid}}", cid)
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            return (Path("/sys/fs/cgroup") / path.lstrip("/") / name).read_text().strip()
+        if controller in controllers.split(","):
+            return (Path("/sys/fs/cgroup") / controllers / path.lstrip("/") / name
+                    ).read_text().strip()
+    raise AssertionError(f"no {controller} cgroup for {pid}")
+
+
+def test_update_memory_pids_and_restart_policy(d: Pydeskd) -> None:
+    cid = _run(d)
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    d.docker("update", "--memory", "64m", "--memory-swap", "128m", "--pids-limit", "50",
+             "--cpu-shares", "512", "--restart", "on-failure:3", cid)
+    if v2:
+        assert _cgroup_file(d, cid, "memory", "memory.max") == str(64 << 20)
+        assert _cgroup_file(d, cid, "memory", "memory.swap.max") == str(64 << 20)
+    else:
+        assert _cgroup_file(d, cid, "memory", "memory.limit_in_bytes") == str(64 << 20)
+        assert _cgroup_file(d, cid, "memory", "memory.memsw.limit_in_bytes") == str(128 << 20)
+        assert _cgroup_file(d, cid, "cpu", "cpu.shares") == "512"
+    assert _cgroup_file(d, cid, "pids", "pids.max") == "50"
+    host = out(d, "inspect", "-f",
+               "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.PidsLimit}} "
+               "{{.HostConfig.CpuShares}} {{.HostConfig.RestartPolicy.Name}} "
+               "{{.HostConfig.RestartPolicy.MaximumRetryCount}}", cid)
+    assert host == f"{64 << 20} {128 << 20} 50 512 on-failure 3"
+    d.docker("update", "--pids-limit", "-1", cid)
+    assert _cgroup_file(d, cid, "pids", "pids.max") == "max"
+    # The limits stay after a restart (the next spec is built from the record).
+    d.docker("restart", "-t", "0", cid)
+    assert _cgroup_file(d, cid, "memory", "memory.max" if v2 else "memory.limit_in_bytes") \
+        == str(64 << 20)
+
+
+def test_update_refusals(d: Pydeskd) -> None:
+    cid = _run(d)
+    done = d.docker("update", "--memory", "1m", cid, check=False)
+    assert done.returncode != 0 and b"Minimum memory limit allowed is 6MB" in done.stderr
+    rm = out(d, "run", "-d", "--rm", BUSYBOX, "sleep", "300")
+    done = d.docker("update", "--restart", "always", rm, check=False)
+    assert done.returncode != 0 and b"AutoRemove is enabled" in done.stderr
+    done = d.docker("update", "--memory", "64m", "nosuchcontainer", check=False)
+    assert done.returncode != 0 and b"No such container" in done.stderr
+
+
+def test_update_of_a_stopped_container_applies_at_start(d: Pydeskd) -> None:
+    cid = out(d, "create", BUSYBOX, "sleep", "300")
+    d.docker("update", "--pids-limit", "33", cid)
+    d.docker("start", cid)
+    assert _cgroup_file(d, cid, "pids", "pids.max") == "33"
+
+
+def test_export_lists_the_rootfs_without_volumes(d: Pydeskd, tmp_path: Path) -> None:
+    cid = _run(d, "-v", "/vol")
+    d.docker("exec", cid, "sh", "-c", "echo new > /root/made && echo v > /vol/in-volume && "
+             "busybox ln -s / /escape")
+    for state in ("running", "stopped"):
+        done = d.docker("export", cid)
+        with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+            names = set(tar.getnames())
+            made = tar.extractfile("root/made")
+            assert made is not None and made.read() == b"new\n"
+            assert tar.getmember("escape").issym()
+        assert {"bin/busybox", "etc/passwd", "root/made", "escape"} <= names, state
+        assert "vol/in-volume" not in names
+        assert not any(n.startswith("escape/") for n in names)
+        if state == "running":
+            d.docker("stop", "-t", "0", cid)
+    target = tmp_path / "out.tar"
+    d.docker("export", "-o", str(target), cid)
+    with tarfile.open(target) as tar:
+        assert "root/made" in tar.getnames()
+    _no_cp_mounts(d)

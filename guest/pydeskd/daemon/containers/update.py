@@ -111,10 +111,11 @@ def _v2_swap(memory: int, swap: int) -> str:
     return str(max(swap - memory, 0))
 
 
-def cgroup_writes(host: Mapping[str, Any], req: UpdateRequest,
-                  v2: bool) -> list[tuple[str, str, str]]:
+def cgroup_writes(host: Mapping[str, Any], req: UpdateRequest, v2: bool,
+                  current_limit: int | None = None) -> list[tuple[str, str, str]]:
     """(controller, file, value) to write for the updated fields, in a safe order; the
-    controller is "" on v2. ``host`` is the merged HostConfig."""
+    controller is "" on v2. ``host`` is the merged HostConfig; ``current_limit`` the v1
+    ``memory.limit_in_bytes`` now (it decides the order of the memory writes)."""
     new = req.resources
     memory = int(host.get("Memory") or 0)
     swap = int(host.get("MemorySwap") or 0)
@@ -145,9 +146,11 @@ def cgroup_writes(host: Mapping[str, Any], req: UpdateRequest,
     if "Memory" in new or "MemorySwap" in new:
         limit = ("memory", "memory.limit_in_bytes", str(memory))
         memsw = ("memory", "memory.memsw.limit_in_bytes", str(swap if swap else -1))
-        # memsw must stay >= the limit at every step: raise it first when growing.
+        # memsw must stay >= the limit at every step: raise memsw first only when it grows
+        # past the limit in force now (as runc orders them).
         if "MemorySwap" in new:
-            out += [memsw, limit] if swap < 0 or swap >= memory else [limit, memsw]
+            grows = swap < 0 or (current_limit is not None and current_limit < swap)
+            out += [memsw, limit] if grows else [limit, memsw]
         else:
             out.append(limit)
     if "MemoryReservation" in new:
@@ -181,6 +184,14 @@ def controller_dir(dirs: Mapping[str, Path], controller: str) -> Path | None:
         if controller in name.split(","):
             return path
     return None
+
+
+def _current_limit(dirs: Mapping[str, Path]) -> int | None:
+    directory = controller_dir(dirs, "memory")
+    try:
+        return int((directory / "memory.limit_in_bytes").read_text()) if directory else None
+    except (OSError, ValueError):
+        return None
 
 
 def write_cgroup(dirs: Mapping[str, Path], writes: Sequence[tuple[str, str, str]]) -> None:
@@ -219,7 +230,9 @@ def update(svc: ContainerService, ref: str, body: Mapping[str, Any]) -> list[str
         if c.state.is_running and req.resources:
             path = svc.cgroups_path(c)
             dirs = cgroupfs.cgroup_dirs(path)
-            write_cgroup(dirs, cgroup_writes(host, req, cgroupfs.is_v2()))
+            v2 = cgroupfs.is_v2()
+            write_cgroup(dirs, cgroup_writes(host, req, v2, None if v2 else
+                                             _current_limit(dirs)))
         c.host_config = host
         if req.restart_policy is not None:
             svc.live(c).restart.policy = RestartPolicy.from_api(req.restart_policy)
