@@ -240,3 +240,58 @@ def test_export_lists_the_rootfs_without_volumes(d: Pydeskd, tmp_path: Path) -> 
     with tarfile.open(target) as tar:
         assert "root/made" in tar.getnames()
     _no_cp_mounts(d)
+
+
+def test_cp_tar_streams_file_mounts_and_events(d: Pydeskd, tmp_path: Path) -> None:
+    cid = _run(d, "--hostname", "cphost")
+    since = str(int(time.time()) - 1)
+    done = d.docker("cp", f"{cid}:/etc/hostname", "-")
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+        member = tar.extractfile("hostname")
+        assert member is not None and member.read() == b"cphost\n"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("from-stdin")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    d.docker("cp", "-", f"{cid}:/tmp", input=buf.getvalue())
+    assert out(d, "exec", cid, "cat", "/tmp/from-stdin") == "abc"
+    events = out(d, "events", "--since", since, "--until", str(int(time.time()) + 1),
+                 "--filter", f"container={cid}", "--format", "{{.Action}}").split()
+    assert "archive-path" in events and "extract-to-dir" in events
+
+
+def test_put_no_overwrite_dir_non_dir(d: Pydeskd) -> None:
+    cid = _run(d)
+    api = d.client().api
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("tmp")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    url = api._url("/containers/{0}/archive", cid)
+    refused = api._put(url, params={"path": "/", "noOverwriteDirNonDir": "true"},
+                       data=buf.getvalue())
+    assert refused.status_code == 400 and "cannot overwrite directory" in refused.text
+    missing = api._put(url, params={"path": "/nope"}, data=buf.getvalue())
+    assert missing.status_code == 404
+    not_dir = api._put(url, params={"path": "/etc/passwd"}, data=buf.getvalue())
+    assert not_dir.status_code == 400 and "not a directory" in not_dir.text
+    head = api.head(url, params={"path": "/etc/passwd"})
+    assert head.status_code == 200 and "X-Docker-Container-Path-Stat" in head.headers
+
+
+def test_deep_trees_are_copied_and_removed(d: Pydeskd, tmp_path: Path) -> None:
+    cid = _run(d, "-v", "/deep")
+    depth = 1500  # deeper than Python's recursion limit
+    d.docker("exec", cid, "sh", "-c",
+             f"cd /deep && i=0; while [ $i -lt {depth} ]; do mkdir d && cd d; i=$((i+1)); done"
+             " && echo bottom > f")
+    done = d.docker("cp", f"{cid}:/deep", "-")
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+        names = tar.getnames()
+    assert "deep/" + "d/" * depth + "f" in names
+    source = out(d, "inspect", "-f", '{{range .Mounts}}{{.Source}}{{end}}', cid)
+    assert Path(source).is_dir()
+    d.docker("rm", "-f", "-v", cid)
+    assert not Path(source).exists()

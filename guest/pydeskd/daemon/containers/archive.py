@@ -191,7 +191,7 @@ def stat_path(svc: ContainerService, ref: str, path: str) -> PathStat:
 
 def get_archive(svc: ContainerService, ref: str, path: str) -> tuple[PathStat, Iterator[bytes]]:
     """``GET /containers/{ref}/archive``: the stat and the tar's chunks. The container's view
-    stays open until the iterator is exhausted or closed. Raises NotFound."""
+    stays open until the iterator is exhausted or closed (or collected). Raises NotFound."""
     c = svc.get(ref)
     stack = contextlib.ExitStack()
     try:
@@ -203,9 +203,9 @@ def get_archive(svc: ContainerService, ref: str, path: str) -> tuple[PathStat, I
 
     def chunks() -> Iterator[bytes]:
         with stack:
-            top = pstat.name if pstat.name != "/" else "/"
-            yield from tar_stream(fs, loc, top)
+            yield from tar_stream(fs, loc, pstat.name)
 
+    svc.publish(c, "archive-path")
     return pstat, chunks()
 
 
@@ -268,7 +268,10 @@ def put_archive(svc: ContainerService, ref: str, path: str, stream: IO[bytes], *
     """``PUT /containers/{ref}/archive``. Raises NotFound, InvalidArgument, Forbidden."""
     c = svc.get(ref)
     req = Request.parse(path)
-    with container_fs(svc, c, read_only=False) as fs:
+    # The container's lock is held for the extraction, as dockerd does: a start or stop cannot
+    # mount or unmount the snapshot under it. (The body is already spooled: this is bounded
+    # by the disk, never by the client.)
+    with svc.condition(c.id), container_fs(svc, c, read_only=False) as fs:
         loc = fs.resolve(req.parts, follow_last=True)
         st = fs.lstat(loc)
         if st is None:
@@ -293,3 +296,4 @@ def put_archive(svc: ContainerService, ref: str, path: str, stream: IO[bytes], *
             extract(stream, dir_fd, no_overwrite_dir_non_dir, owner)
         finally:
             os.close(dir_fd)
+    svc.publish(c, "extract-to-dir")

@@ -33,4 +33,5 @@ def export(svc: ContainerService, ref: str) -> Iterator[bytes]:
         with stack:
             yield from tar_stream(fs, fs.locate(()), "", follow_mounts=False)
 
+    svc.publish(c, "export")
     return chunks()
