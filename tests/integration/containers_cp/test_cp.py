@@ -295,3 +295,22 @@ def test_deep_trees_are_copied_and_removed(d: Pydeskd, tmp_path: Path) -> None:
     assert Path(source).is_dir()
     d.docker("rm", "-f", "-v", cid)
     assert not Path(source).exists()
+
+
+def test_copy_uid_gid_uses_the_container_user(d: Pydeskd, tmp_path: Path) -> None:
+    cid = _run(d, "--user", "nobody")
+    api = d.client().api
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in ("kept", "mapped"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            info.uid, info.gid = 1234, 4321
+            tar.addfile(info, io.BytesIO(b"x"))
+    data = buf.getvalue()
+    url = api._url("/containers/{0}/archive", cid)
+    assert api._put(url, params={"path": "/tmp"}, data=data).status_code == 200
+    assert api._put(url, params={"path": "/root", "copyUIDGID": "1"},
+                    data=data).status_code == 200
+    owners = out(d, "exec", "-u", "0", cid, "stat", "-c", "%u:%g", "/tmp/kept", "/root/mapped")
+    assert owners.split() == ["1234:4321", "65534:65534"]
