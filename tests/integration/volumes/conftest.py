@@ -1,9 +1,10 @@
 """A real pydeskd with ``volimg:latest`` loaded: busybox plus content to fill volumes from.
 
 ``volimg`` has ``/data`` (a file 0640 owned 1000:1000, a directory 0750 owned 7:8, a relative
-symlink, a hardlink pair), ``VOLUME /vol`` with ``/vol/from-image``, ``/etc-link -> /etc``
-(inside the image) and ``/escape`` -> an absolute path on *this host* whose directory holds a
-marker file: a fill that followed it out of the rootfs would copy the marker.
+symlink, a hardlink pair, a ``user.color`` xattr, a char device 1:3), ``VOLUME /vol`` with
+``/vol/from-image``, ``/etc-link -> /etc`` (inside the image) and ``/escape`` -> an absolute
+path on *this host* whose directory holds a marker file: a fill that followed it out of the
+rootfs would copy the marker.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tests.support.images import (
     ImageLayout,
     build_layer,
     busybox_rootfs_entries,
+    char_device,
     directory,
     file,
     hardlink,
@@ -40,6 +42,8 @@ def _image_tar(where: Path, host_dir: Path) -> Path:
         symlink("data/link", "seed.txt"),
         file("data/a", "linked\n"),
         hardlink("data/b", "data/a"),
+        file("data/attrs", "x\n", xattrs={"user.color": b"blue"}),
+        char_device("data/null", 1, 3, 0o666),
         directory("vol"),
         file("vol/from-image", "image\n"),
         symlink("etc-link", "/etc"),

@@ -5,6 +5,8 @@ anonymous volumes from VOLUME, ``rm -v``, in-use refusals, events and ``system d
 from __future__ import annotations
 
 import json
+import os
+import stat
 import time
 
 from tests.integration.volumes.conftest import IMAGE, Host, text
@@ -61,6 +63,11 @@ def test_new_volume_is_filled_from_the_image(d: Pydeskd) -> None:
     assert lines[6] == "seed"
     assert lines[7] == lines[8], "the hardlink pair stays one inode"
     assert lines[9] == "755 0:0"
+    data = d.data_root / "volumes" / "filled" / "_data"
+    assert os.getxattr(data / "attrs", "user.color") == b"blue"
+    null = (data / "null").lstat()
+    assert stat.S_ISCHR(null.st_mode) and os.major(null.st_rdev) == 1 and \
+        os.minor(null.st_rdev) == 3 and stat.S_IMODE(null.st_mode) == 0o666
     # written content stays; an already filled volume is never filled again
     d.docker("run", "--rm", "-v", "filled:/data", IMAGE, "sh", "-c",
              "rm -rf /data/* && echo mine > /data/mine")
