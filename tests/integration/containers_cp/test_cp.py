@@ -131,12 +131,17 @@ def test_put_tar_with_dotdot_is_refused(d: Pydeskd, tmp_path: Path) -> None:
 
 
 def test_read_only_rootfs_refuses_put(d: Pydeskd, tmp_path: Path) -> None:
-    cid = _run(d, "--read-only", "-v", "/data")
+    ro_bind = tmp_path / "ro-bind"
+    ro_bind.mkdir()
+    cid = _run(d, "--read-only", "-v", "/data", "-v", f"{ro_bind}:/robind:ro")
     src = tmp_path / "f"
     src.write_text("x")
     done = d.docker("cp", str(src), f"{cid}:/tmp/", check=False)
     assert done.returncode != 0
     assert b"container rootfs is marked read-only" in done.stderr
+    done = d.docker("cp", str(src), f"{cid}:/robind/", check=False)
+    assert done.returncode != 0 and b"mounted volume is marked read-only" in done.stderr
+    assert list(ro_bind.iterdir()) == []
     d.docker("cp", str(src), f"{cid}:/data/")  # a volume stays writable
     assert out(d, "exec", cid, "cat", "/data/f") == "x"
 

@@ -39,7 +39,7 @@ from typing import IO, TYPE_CHECKING
 
 from pydeskd.containerd.archive.apply import WHITEOUT_PREFIX, _Applier
 from pydeskd.containerd.archive.confine import clean_name, lstat_at
-from pydeskd.containerd.errors import FailedPrecondition, InvalidArgument, NotFound
+from pydeskd.containerd.errors import InvalidArgument, NotFound
 from pydeskd.containerd.snapshots import mount as snapmount
 from pydeskd.daemon.containers.archive_fs import (
     ContainerFS,
@@ -69,8 +69,9 @@ GO_MODE_CHAR_DEVICE = 1 << 21
 GO_MODE_STICKY = 1 << 20
 
 
-class Forbidden(FailedPrecondition):
-    """Docker's errdefs.Forbidden (HTTP 403 there); the API maps it with FailedPrecondition."""
+class ReadOnlyTarget(InvalidArgument):
+    """A PUT into a read-only rootfs or mount: errdefs.InvalidParameter in current dockerd
+    (HTTP 400; the API reference still lists 403, which old daemons answered)."""
 
 
 def go_file_mode(st_mode: int) -> int:
@@ -265,7 +266,7 @@ def extract(stream: IO[bytes], dir_fd: int, no_overwrite_dir_non_dir: bool = Fal
 
 def put_archive(svc: ContainerService, ref: str, path: str, stream: IO[bytes], *,
                 no_overwrite_dir_non_dir: bool = False, copy_uid_gid: bool = False) -> None:
-    """``PUT /containers/{ref}/archive``. Raises NotFound, InvalidArgument, Forbidden."""
+    """``PUT /containers/{ref}/archive``. Raises NotFound, InvalidArgument (ReadOnlyTarget)."""
     c = svc.get(ref)
     req = Request.parse(path)
     # The container's lock is held for the extraction, as dockerd does: a start or stop cannot
@@ -280,9 +281,9 @@ def put_archive(svc: ContainerService, ref: str, path: str, stream: IO[bytes], *
             raise InvalidArgument("extraction point is not a directory")
         if loc.mount is not None:
             if loc.mount.read_only:
-                raise Forbidden("mounted volume is marked read-only")
+                raise ReadOnlyTarget("mounted volume is marked read-only")
         elif c.host_config.get("ReadonlyRootfs"):
-            raise Forbidden("container rootfs is marked read-only")
+            raise ReadOnlyTarget("container rootfs is marked read-only")
         owner = None
         user = str(c.config.get("User") or "")
         if copy_uid_gid and user:
