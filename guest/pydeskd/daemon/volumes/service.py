@@ -198,12 +198,15 @@ class VolumeService:
                 raise
 
     def _remove(self, name: str, anonymous_only: bool = False) -> int:
-        refs = self.refs()
+        recorded = set(self._users().get(name, ()))
         with self._lock:
             volume = self._volumes.get(name)
             if volume is None:
                 raise NotFound(f"get {name}: no such volume")
-            users = sorted(refs.get(name, ()))
+            # Holds are read under the lock: a container taking this volume right now holds
+            # it before its record exists, so it is either seen here or finds it gone.
+            held = {cid for cid, names in self._holds.items() if name in names}
+            users = sorted(recorded | held)
             if users:
                 raise FailedPrecondition(f"remove {name}: volume is in use - "
                                          f"[{', '.join(users)}]")
