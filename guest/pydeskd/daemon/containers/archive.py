@@ -17,7 +17,8 @@ read-only"); ``noOverwriteDirNonDir`` refuses to replace a directory by a non-di
 reverse; ``copyUIDGID`` gives everything extracted the container user's uid/gid (without it,
 the tar's own). Tar entries are extracted by :mod:`pydeskd.containerd.archive.apply`'s confined
 applier rooted at the destination directory: ``..`` is refused, symlinks resolve inside it.
-Whiteout names (``.wh.*``) are refused rather than deleting files.
+A ``.wh.*`` name is copied as the plain file it is (docker cp is no layer: nothing is deleted);
+top-level aufs metadata (``.wh..wh.*``) is skipped, as dockerd does.
 
 What it must never do: read or write outside the container's rootfs and mount sources, leave a
 temporary mount behind, or hold a container lock while streaming.
@@ -37,10 +38,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from pydeskd.containerd.archive.apply import WHITEOUT_PREFIX, _Applier
+from pydeskd.containerd.archive import attrs
+from pydeskd.containerd.archive.apply import _KNOWN_TYPES, AUFS_PREFIX, WHITEOUT_PREFIX, _Applier
 from pydeskd.containerd.archive.confine import clean_name, lstat_at
 from pydeskd.containerd.errors import InvalidArgument, NotFound
 from pydeskd.containerd.snapshots import mount as snapmount
+from pydeskd.containerd.snapshots.removal import remove_entry
 from pydeskd.daemon.containers.archive_fs import (
     ContainerFS,
     Location,
@@ -223,13 +226,43 @@ class _CopyApplier(_Applier):
 
     def entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         parts = clean_name(member.name)
-        if any(p.startswith(WHITEOUT_PREFIX) for p in parts):
-            raise InvalidArgument(f"tar entry {member.name!r}: whiteout names are not copied")
+        if parts and parts[0].startswith(AUFS_PREFIX):
+            return  # aufs metadata at the top: skipped, as dockerd's untar does
         if self.no_overwrite and parts:
             self._check_overwrite(parts, member)
         if self.owner is not None:
             member.uid, member.gid = self.owner
+        if parts and parts[-1].startswith(WHITEOUT_PREFIX):
+            self._literal(tar, member, parts)
+            return
         super().entry(tar, member)
+
+    def _literal(self, tar: tarfile.TarFile, member: tarfile.TarInfo,
+                 parts: tuple[str, ...]) -> None:
+        """A ``.wh.*`` name is a plain file here (docker cp is no layer): created as its
+        type says, never read as a whiteout that deletes something."""
+        if member.type not in _KNOWN_TYPES:
+            raise InvalidArgument(f"tar entry {member.name!r}: unsupported type {member.type!r}")
+        self._drop_cache()
+        if member.islnk():
+            self._hardlink(parts, member)
+            return
+        with self._parent(parts) as pfd:
+            base = parts[-1]
+            existing = lstat_at(pfd, base)
+            keep_dir = existing is not None and member.isdir() and stat.S_ISDIR(existing.st_mode)
+            if existing is not None and not keep_dir:
+                remove_entry(pfd, base)
+            self._mark(parts)
+            if member.isdir():
+                self._dir(pfd, parts, member, exists=keep_dir)
+            elif member.isreg():
+                self._file(tar, pfd, base, member)
+            elif member.issym():
+                os.symlink(member.linkname, base, dir_fd=pfd)
+                attrs.apply_symlink(pfd, base, attrs.Meta.of(member))
+            else:
+                self._node(pfd, parts, member)
 
     def _check_overwrite(self, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
         self._drop_cache()

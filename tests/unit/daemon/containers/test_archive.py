@@ -206,13 +206,18 @@ def test_extract_no_overwrite_dir_non_dir_and_owner(tmp_path: Path) -> None:
     assert (dest / "d").read_bytes() == b"file"
 
 
-def test_extract_refuses_whiteout_names(tmp_path: Path) -> None:
+def test_extract_copies_whiteout_names_literally(tmp_path: Path) -> None:
     dest = tmp_path / "dest"
-    dest.mkdir()
+    (dest / "sub").mkdir(parents=True)
     (dest / "keep").write_text("k")
-    with pytest.raises(InvalidArgument, match="whiteout"):
-        _extract(dest, _tar((".wh.keep", b"", "")))
-    assert (dest / "keep").exists()
+    (dest / "sub" / "x").write_text("x")
+    _extract(dest, _tar((".wh.keep", b"wh", ""), ("sub/.wh..wh..opq", b"", ""),
+                        (".wh..wh.plnk", None, "dir"), ("sub/.wh.l", None, "../keep")))
+    assert (dest / "keep").read_text() == "k"
+    assert (dest / ".wh.keep").read_text() == "wh"
+    assert (dest / "sub" / "x").exists() and (dest / "sub" / ".wh..wh..opq").exists()
+    assert os.readlink(dest / "sub" / ".wh.l") == "../keep"
+    assert not (dest / ".wh..wh.plnk").exists()  # aufs metadata: skipped
 
 
 def test_mount_points_from_a_record() -> None:
