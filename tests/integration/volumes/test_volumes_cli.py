@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import time
 
@@ -176,3 +177,27 @@ def test_system_df(d: Pydeskd) -> None:
     assert raw["Type"] == "Images"
 
 
+
+
+def test_a_live_restored_run_unmounts_its_tmpfs_volume(d: Pydeskd) -> None:
+    d.client().api.create_volume("rt", driver_opts={"type": "tmpfs", "device": "tmpfs"})
+    cid = text(d.docker("run", "-d", "-v", "rt:/t", IMAGE, "sleep", "1000")).strip()
+    mountpoint = str(d.data_root / "volumes" / "rt" / "_data")
+
+    def mounted() -> bool:
+        with open("/proc/self/mounts") as mounts:
+            return any(line.split()[1] == mountpoint for line in mounts)
+
+    assert mounted()
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGKILL)      # the container keeps running (live restore)
+    d.proc.wait()
+    d.proc = None
+    d.start()
+    assert text(d.docker("inspect", "--format", "{{.State.Status}}", cid)).strip() == "running"
+    since = f"{time.time():.9f}"
+    d.docker("stop", "-t", "0", cid)
+    assert not mounted(), "the restored run's exit unmounts the tmpfs"
+    out = d.docker("events", "--since", since, "--until", f"{time.time() + 1:.9f}",
+                   "--filter", "volume=rt", "--format", "{{.Action}} {{.Actor.ID}}")
+    assert text(out).splitlines() == ["unmount rt"]

@@ -20,6 +20,7 @@ from pydeskd.containerd.errors import NotFound
 from pydeskd.containerd.snapshots import mount as snapmount
 from pydeskd.daemon.containers import health
 from pydeskd.daemon.containers.errors import Conflict, NotModified, StartFailed
+from pydeskd.daemon.containers.mounts import Resolved
 from pydeskd.daemon.containers.record import Container
 from pydeskd.daemon.containers.state import Status
 from pydeskd.shim.client import ShimClient
@@ -47,6 +48,7 @@ def restore(svc: ContainerService) -> list[Container]:
                 with svc.condition(c.id):
                     live.generation += 1
                     live.shim = client
+                    svc.volumes.adopt(c.id, [Resolved.from_json(m) for m in c.resolved_mounts])
                     settings = health.Settings.from_config(c.config.get("Healthcheck"))
                     if settings is not None:
                         live.prober = health.Prober(svc, c, client, settings)

@@ -309,6 +309,19 @@ class VolumeService:
                 "container": ref, "destination": m.destination, "driver": LOCAL,
                 "propagation": m.propagation, "read/write": str(not m.read_only).lower()})
 
+    def adopt(self, ref: str, mounts: Sequence[VolumeMount]) -> None:
+        """A run found again by live restore: its volumes count as mounted (no events; a
+        tmpfs volume is still mounted from before the restart), so its exit unmounts them."""
+        used = [m.name for m in mounts if m.type == "volume" and m.name]
+        with self._lock:
+            if ref in self._mounted:
+                return
+            self._mounted[ref] = used
+            for name in used:
+                volume = self._volumes.get(name)
+                if volume is not None and volume.tmpfs:
+                    self._tmpfs_active[name] = self._tmpfs_active.get(name, 0) + 1
+
     def unmounted(self, ref: str) -> None:
         """After a run of ``ref`` ended (safe to call when nothing was mounted)."""
         with self._lock:

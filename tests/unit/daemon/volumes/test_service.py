@@ -254,3 +254,20 @@ def test_mount_events_and_tmpfs_volumes(tmp_path: Path, events: Events) -> None:
                            "propagation": "", "read/write": "false"})]
     assert [(a, actor) for a, actor, _ in mounts[2:]] == [
         ("mount", "tmp"), ("unmount", "tmp"), ("unmount", "disk"), ("unmount", "tmp")]
+
+
+def test_adopted_runs_unmount_at_their_exit(tmp_path: Path, events: Events) -> None:
+    mounter = Mounter()
+    svc = VolumeService(tmp_path / "volumes", events, durable=False,
+                        mounter=mounter)  # type: ignore[arg-type]
+    svc.create("tmp", driver_opts={"type": "tmpfs"})
+    svc.adopt("c1", [Mount("tmp", "/t")])      # found running again after a restart
+    svc.adopt("c1", [Mount("tmp", "/t")])      # once only
+    svc.mounted("c2", [Mount("tmp", "/t")])    # still mounted: not mounted again
+    assert mounter.calls == []
+    svc.unmounted("c1")
+    assert mounter.calls == []
+    svc.unmounted("c2")
+    assert mounter.calls == [("umount", str(svc.mountpoint("tmp")))]
+    assert [a for _, a, _, _ in events.seen if a.endswith("mount")] == \
+        ["mount", "unmount", "unmount"]
