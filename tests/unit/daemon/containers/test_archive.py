@@ -229,3 +229,32 @@ def test_mount_points_from_a_record() -> None:
     assert [(m.destination, m.source, m.read_only) for m in mounts] == [
         (("data",), "/v/_data", False), (("etc", "hosts"), "/x/hosts", True),
         (("etc", "hostname"), "/c/hostname", False)]
+
+
+def test_a_symlink_swapped_in_after_resolution_is_refused(tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "secret").write_text("host")
+    root = tmp_path / "rootfs"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "secret").write_text("container")
+    with ContainerFS(str(root)) as fs:
+        loc = fs.resolve("/a/secret", follow_last=False)
+        (root / "a" / "secret").unlink()
+        (root / "a").rmdir()
+        (root / "a").symlink_to(host)  # the running container races the walk
+        with pytest.raises(OSError):
+            fs.open_parent(loc)
+        with pytest.raises(OSError):
+            b"".join(tar_stream(fs, loc, "secret"))
+
+
+def test_tar_stream_keeps_names_that_are_not_utf8(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    name = os.fsdecode(b"caf\xe9")
+    (root / name).write_text("x")
+    with ContainerFS(str(root)) as fs:
+        data = b"".join(tar_stream(fs, fs.locate(()), ""))
+    with tarfile.open(fileobj=io.BytesIO(data), errors="surrogateescape") as tar:
+        assert [os.fsencode(n) for n in tar.getnames()] == [b"caf\xe9"]
