@@ -319,3 +319,17 @@ def test_copy_uid_gid_uses_the_container_user(d: Pydeskd, tmp_path: Path) -> Non
                     data=data).status_code == 200
     owners = out(d, "exec", "-u", "0", cid, "stat", "-c", "%u:%g", "/tmp/kept", "/root/mapped")
     assert owners.split() == ["1234:4321", "65534:65534"]
+
+
+def test_cp_dir_contents_and_into_a_symlinked_dir(d: Pydeskd, tmp_path: Path) -> None:
+    cid = _run(d)
+    d.docker("exec", cid, "sh", "-c", "mkdir -p /srv/real && echo a > /srv/real/a && "
+             "busybox ln -s /srv/real /srv/link")
+    d.docker("cp", f"{cid}:/srv/real/.", str(tmp_path / "contents"))
+    assert sorted(p.name for p in (tmp_path / "contents").iterdir()) == ["a"]
+    src = tmp_path / "b"
+    src.write_text("b\n")
+    d.docker("cp", str(src), f"{cid}:/srv/link")  # a symlink to a directory: copied into it
+    assert out(d, "exec", cid, "cat", "/srv/real/b") == "b"
+    d.docker("cp", f"{cid}:/srv/link/", str(tmp_path / "via-link"))  # trailing /: followed
+    assert sorted(p.name for p in (tmp_path / "via-link").iterdir()) == ["a", "b"]
