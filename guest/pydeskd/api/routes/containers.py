@@ -1,5 +1,6 @@
 """The Engine API's container endpoints: create, list, inspect, start/stop/restart/kill, wait,
-remove, logs, top, stats, rename, pause/unpause, resize, prune, and attach (hijacked).
+remove, logs, top, stats, rename, pause/unpause, resize, prune, attach (hijacked), and the
+archive (``docker cp``: HEAD/GET/PUT), export and update endpoints.
 
 What it is for: each handler parses the request as dockerd does and calls the daemon's
 ``ContainerService`` (``request.app.state.daemon.containers``,
