@@ -59,7 +59,8 @@ def test_exec_run_stream_demux(d: Pydeskd) -> None:
 def test_logs_stream_and_events_decode(d: Pydeskd) -> None:
     client = d.client()
     events: list[dict[str, Any]] = []
-    stream = client.events(decode=True, filters={"type": "container", "label": "py=1"})
+    stream = client.events(decode=True, since=int(time.time()) - 1,
+                           filters={"type": "container", "label": "py=1"})
 
     def collect() -> None:
         for event in stream:

@@ -13,11 +13,12 @@ from tests.support.pydeskd import Pydeskd
 
 def test_events_follow_the_commands(d: Pydeskd) -> None:
     since = str(int(time.time()) - 1)
-    watcher = d.popen_docker("events", "--filter", "type=container", "--filter",
-                             "container=ev", "--format", "{{json .}}",
+    # --since: what happens before the watcher is connected is replayed, then it follows.
+    watcher = d.popen_docker("events", "--since", since, "--filter", "type=container",
+                             "--filter", "container=ev", "--format", "{{json .}}",
                              stdout=subprocess.PIPE)
     try:
-        time.sleep(0.5)  # the watcher is connected
+        time.sleep(0.3)
         out(d, "create", "--name", "ev", "--label", "team=a", BUSYBOX, "sleep", "60")
         out(d, "start", "ev")
         out(d, "exec", "ev", "true")
