@@ -6,8 +6,9 @@ walk is fd-based: each directory is opened relative to its parent's fd with ``O_
 (a symlink is archived as a symlink, never followed), each file is opened the same way, and a
 directory whose container path is a mount destination is read from the mount's source (as
 Docker's tar of the mounted view). Hardlinks within the archive are recorded once as a file
-and then as links; sockets are skipped (tar cannot hold them). GNU format: long names and
-large files, names that are not UTF-8 kept byte for byte.
+and then as links; sockets are skipped (tar cannot hold them). PAX format, as dockerd's: long
+names, large files, names that are not UTF-8 kept byte for byte (``hdrcharset=BINARY``), and a
+file's ``security.capability`` (the one xattr dockerd's tar carries).
 
 Deep trees: the walk is iterative; it keeps one fd per directory level being walked, so a tree
 deeper than the open-file limit fails with EMFILE (an error on the stream), never recursion.
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pydeskd.daemon.containers.archive_fs import ContainerFS, Location
 
 _CHUNK = 1 << 20
+CAPABILITY_XATTR = "security.capability"
 _BLOCK = tarfile.BLOCKSIZE
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -50,7 +52,17 @@ def _info(name: str, st: os.stat_result) -> tarfile.TarInfo:
 
 
 def _header(info: tarfile.TarInfo) -> bytes:
-    return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _capability(fd: int) -> dict[str, str]:
+    """A file's ``security.capability`` as the PAX record dockerd's tar writes (the only
+    xattr it carries); the value round-trips through surrogateescape as ``attrs`` reads it."""
+    try:
+        value = os.getxattr(fd, CAPABILITY_XATTR)
+    except OSError:
+        return {}
+    return {f"SCHILY.xattr.{CAPABILITY_XATTR}": value.decode("utf-8", "surrogateescape")}
 
 
 def _join(parent: str, name: str) -> str:
@@ -137,6 +149,7 @@ class _Walker:
             if st.st_nlink > 1:
                 self.links[key] = tarname
             info.size = now.st_size
+            info.pax_headers = _capability(fd)
             yield _header(info)
             left = now.st_size
             while left > 0:

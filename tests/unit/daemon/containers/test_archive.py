@@ -258,3 +258,4 @@ def test_tar_stream_keeps_names_that_are_not_utf8(tmp_path: Path) -> None:
         data = b"".join(tar_stream(fs, fs.locate(()), ""))
     with tarfile.open(fileobj=io.BytesIO(data), errors="surrogateescape") as tar:
         assert [os.fsencode(n) for n in tar.getnames()] == [b"caf\xe9"]
+
