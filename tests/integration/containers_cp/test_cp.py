@@ -333,3 +333,20 @@ def test_cp_dir_contents_and_into_a_symlinked_dir(d: Pydeskd, tmp_path: Path) ->
     assert out(d, "exec", cid, "cat", "/srv/real/b") == "b"
     d.docker("cp", f"{cid}:/srv/link/", str(tmp_path / "via-link"))  # trailing /: followed
     assert sorted(p.name for p in (tmp_path / "via-link").iterdir()) == ["a", "b"]
+
+
+def test_start_while_a_copy_of_the_stopped_container_streams(d: Pydeskd) -> None:
+    client = d.client()
+    container = client.containers.create(BUSYBOX, ["sleep", "300"])
+    chunks, _ = container.get_archive("/bin/busybox", chunk_size=4096)
+    stream = iter(chunks)
+    first = next(stream)  # the daemon has the snapshot mounted for the copy now
+    container.start()
+    container.reload()
+    assert container.status == "running"
+    rest = b"".join(stream)
+    with tarfile.open(fileobj=io.BytesIO(first + rest)) as tar:
+        assert tar.getmember("busybox").size > 100_000
+    container.exec_run(["touch", "/made-after-start"])
+    _no_cp_mounts(d)
+    assert container.exec_run(["test", "-e", "/made-after-start"]).exit_code == 0
