@@ -33,7 +33,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "pydeskd.api.routes.images",
     "pydeskd.api.routes.containers",
     "pydeskd.api.routes.exec",
-    "pydeskd.api.routes.volumes",  # TODO
+    "pydeskd.api.routes.volumes",
 )
 
 
