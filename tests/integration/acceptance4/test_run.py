@@ -121,3 +121,38 @@ def test_memory_and_pids_limit_enforced(d: Pydeskd) -> None:
     assert out(d, "run", "--rm", "--memory", "32m", BUSYBOX, "sh", "-c",
                "cat /sys/fs/cgroup/memory.max 2>/dev/null || "
                "cat /sys/fs/cgroup/memory/memory.limit_in_bytes") == str(32 << 20)
+
+
+def test_detach_keys_and_attach_again(d: Pydeskd) -> None:
+    """ctrl-p ctrl-q leaves a `docker run -it` running; `docker attach` takes it up again."""
+    def under_pty(*args: str) -> tuple[subprocess.Popen[bytes], int]:
+        primary, secondary = pty.openpty()
+        proc = subprocess.Popen([DOCKER, *args], env=d.env(), stdin=secondary,
+                                stdout=secondary, stderr=secondary, start_new_session=True)
+        os.close(secondary)
+        return proc, primary
+
+    proc, primary = under_pty("run", "-it", "--name", "detached", BUSYBOX, "sh")
+    try:
+        assert b"#" in _read_until(primary, b"# ")
+        os.write(primary, b"\x10\x11")  # ctrl-p ctrl-q
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(primary)
+    assert out(d, "inspect", "--format", "{{.State.Running}}", "detached") == "true"
+    proc, primary = under_pty("attach", "detached")
+    try:
+        time.sleep(0.5)
+        os.write(primary, b"echo back-$((2*4))\r")
+        assert b"back-8" in _read_until(primary, b"back-8")
+        os.write(primary, b"exit 3\r")
+        assert proc.wait(timeout=20) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(primary)
+    assert out(d, "inspect", "--format", "{{.State.ExitCode}}", "detached") == "3"
