@@ -23,6 +23,7 @@ from pydeskd.containerd.errors import InvalidArgument
 
 PYDESK_VERSION = "0.1.0"
 DEFAULT_HOST = "unix:///run/pydesk/docker.sock"
+DEFAULT_CGROUP_PARENT = "/pydesk"
 DEFAULT_DATA_ROOT = Path("/var/lib/pydesk")
 DEFAULT_EXEC_ROOT = Path("/run/pydesk")
 DEFAULT_CONFIG_FILE = Path("/etc/pydesk/daemon.json")
@@ -85,6 +86,8 @@ class DaemonConfig:
     default_runtime: str = DEFAULT_RUNTIME
     runtimes: Mapping[str, RuntimeConfig] = field(default_factory=lambda: dict(BUILTIN_RUNTIMES))
     log: LogConfig = field(default_factory=LogConfig)
+    # Where container cgroups go (dockerd's --cgroup-parent; cgroupfs style, absolute).
+    cgroup_parent: str = DEFAULT_CGROUP_PARENT
 
     @property
     def images_root(self) -> Path:
@@ -137,6 +140,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-registry", dest="insecure_registries", action="append")
     p.add_argument("--default-runtime", dest="default_runtime")
     p.add_argument("--log-driver", dest="log_driver", choices=LOG_DRIVERS)
+    p.add_argument("--cgroup-parent", dest="cgroup_parent",
+                   help=f"parent cgroup of every container (default {DEFAULT_CGROUP_PARENT})")
     p.add_argument("-v", "--version", action="version",
                    version=f"pydeskd version {PYDESK_VERSION}")
     return p
@@ -156,6 +161,7 @@ FILE_KEYS: Mapping[str, str] = {
     "runtimes": "runtimes",
     "log-driver": "log_driver",
     "log-opts": "log_opts",
+    "cgroup-parent": "cgroup_parent",
 }
 
 
@@ -271,7 +277,16 @@ def from_sources(flags: Mapping[str, Any], file_data: Mapping[str, Any],
         default_runtime=default_runtime,
         runtimes=runtimes,
         log=log,
+        cgroup_parent=_cgroup_parent(merged.get("cgroup_parent", DEFAULT_CGROUP_PARENT)),
     )
+
+
+def _cgroup_parent(value: str) -> str:
+    """dockerd's rule for cgroupfs: a path of plain names (a leading / is added)."""
+    parts = [p for p in value.strip().split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise ConfigError(f"invalid cgroup-parent {value!r}: want a path such as /pydesk")
+    return "/" + "/".join(parts)
 
 
 def _show(value: Any) -> str:

@@ -159,7 +159,8 @@ class Daemon:
         containers = ContainerService(
             images, events,
             ServicePaths(config.data_root, config.exec_root,
-                         runtime=runtime_path(config.runtime())))
+                         runtime=runtime_path(config.runtime()),
+                         cgroup_parent=config.cgroup_parent))
         return Daemon(config=config, images=images, events=events,
                       host=host or probe_host(), id=_daemon_id(config.data_root),
                       containers=containers, volumes=containers.volumes)

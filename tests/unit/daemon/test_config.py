@@ -128,3 +128,13 @@ def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
         DaemonConfig.load(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.startswith("pydeskd version ")
+
+
+def test_cgroup_parent_from_flag_or_file(tmp_path: Path) -> None:
+    assert load(tmp_path, []).cgroup_parent == "/pydesk"
+    assert load(tmp_path, ["--cgroup-parent", "ci/run-1"]).cgroup_parent == "/ci/run-1"
+    assert load(tmp_path, [], {"cgroup-parent": "/mine"}).cgroup_parent == "/mine"
+    with pytest.raises(ConfigError, match="invalid cgroup-parent"):
+        load(tmp_path, [], {"cgroup-parent": "/a/../../b"})
+    with pytest.raises(ConfigError, match="both as a flag and in the configuration file"):
+        load(tmp_path, ["--cgroup-parent", "x"], {"cgroup-parent": "/y"})

@@ -89,7 +89,7 @@ def build_spec(inp: SpecInputs, host: HostView | None = None) -> dict[str, Any]:
         extra_mounts.append(SpecMount(inp.init_path, INIT_PATH_IN_CONTAINER, "bind",
                                       ("bind", "ro")))
     user = inp.user or resolve_user(inp.rootfs, config.user, hc.group_add or ())
-    caps = process.capabilities(hc, last)
+    caps = process.capabilities(hc, last, view.bounding_set())
 
     proc: dict[str, Any] = {}
     if config.tty:

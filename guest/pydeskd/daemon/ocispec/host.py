@@ -60,6 +60,11 @@ class HostView(Protocol):
     def last_cap(self) -> int:
         """The highest capability number the kernel knows."""
 
+    def bounding_set(self) -> int | None:
+        """The daemon's capability bounding set (a bit mask), or None if unknown. As moby's
+        ``caps.GetAllCapabilities``, "all capabilities" means all this process could grant: a
+        daemon in a restricted environment cannot give a container what it lacks itself."""
+
 
 def _node(path: str, info: os.stat_result) -> DeviceNode | None:
     if stat.S_ISCHR(info.st_mode):
@@ -112,6 +117,16 @@ class RealHost:
 
     def last_cap(self) -> int:
         return last_cap()
+
+    def bounding_set(self) -> int | None:
+        try:
+            with open("/proc/self/status") as status:
+                for line in status:
+                    if line.startswith("CapBnd:"):
+                        return int(line.split()[1], 16)
+        except OSError:
+            pass
+        return None
 
     def kernel(self) -> tuple[int, int]:
         parts = platform.release().split(".")

@@ -33,23 +33,24 @@ def container_env(config: Config, hostname: str) -> list[str]:
     return [e for e in out if e is not None]
 
 
-def all_capabilities(last: int) -> list[str]:
-    """Every capability the kernel knows, in kernel order (what ``--privileged`` gets)."""
+def all_capabilities(last: int, bounding: int | None = None) -> list[str]:
+    """Every capability the kernel knows and (``bounding``, a mask) the daemon holds, in kernel
+    order: what ``--privileged`` and ``--cap-add ALL`` get."""
     return [name for name, number in sorted(CAPABILITIES.items(), key=lambda kv: kv[1])
-            if number <= last]
+            if number <= last and (bounding is None or bounding >> number & 1)]
 
 
-def capabilities(host: HostConfig, last: int) -> list[str]:
+def capabilities(host: HostConfig, last: int, bounding: int | None = None) -> list[str]:
     """moby's TweakCapabilities: privileged = all; ALL in CapAdd = all minus drops; ALL in
     CapDrop = only the adds; else defaults minus drops, plus adds (in that order)."""
     if host.privileged:
-        return all_capabilities(last)
+        return all_capabilities(last, bounding)
     if not host.cap_add and not host.cap_drop:
         return list(DEFAULT_CAPABILITIES)
     drops = normalize_capabilities(host.cap_drop, last)
     adds = normalize_capabilities(host.cap_add, last)
     if "ALL" in adds:
-        return [c for c in all_capabilities(last) if c not in drops]
+        return [c for c in all_capabilities(last, bounding) if c not in drops]
     if "ALL" in drops:
         return _unique(adds)
     return _unique([c for c in DEFAULT_CAPABILITIES if c not in drops] + adds)

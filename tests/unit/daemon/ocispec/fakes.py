@@ -20,6 +20,7 @@ class FakeHost:
     arch: str = "x86_64"
     kernel_version: tuple[int, int] = (6, 1)
     last: int = 40
+    bounding: int | None = None  # None: every capability (no restriction)
     cpus: int = 2
 
     def device(self, path: str) -> DeviceNode | None:
@@ -50,3 +51,6 @@ class FakeHost:
 
     def last_cap(self) -> int:
         return self.last
+
+    def bounding_set(self) -> int | None:
+        return self.bounding

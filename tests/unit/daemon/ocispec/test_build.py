@@ -287,3 +287,17 @@ def test_user_from_the_rootfs(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="unable to find user nobody"):
         build_spec(SpecInputs(CID, Config(user="nobody", cmd=("id",)), hc, str(tmp_path)),
                    FakeHost())
+
+
+def test_privileged_gets_only_the_capabilities_the_daemon_holds() -> None:
+    """moby's GetAllCapabilities: a daemon without CAP_SYS_RESOURCE in its bounding set (a
+    restricted sandbox) cannot grant it; asking the runtime for it would fail the start."""
+    from pydeskd.runtime.capabilities import CAPABILITIES
+
+    without = ((1 << 41) - 1) & ~(1 << CAPABILITIES["CAP_SYS_RESOURCE"])
+    for host in ({"Privileged": True}, {"CapAdd": ["ALL"]}):
+        caps = build(host=host, fake=FakeHost(bounding=without))["process"]["capabilities"]
+        assert "CAP_SYS_RESOURCE" not in caps["bounding"] and "CAP_SYS_ADMIN" in caps["bounding"]
+        assert len(caps["effective"]) == 40
+    assert "CAP_SYS_RESOURCE" in build(host={"Privileged": True})["process"]["capabilities"][
+        "bounding"]
