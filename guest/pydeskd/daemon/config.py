@@ -24,6 +24,7 @@ from pydeskd.containerd.errors import InvalidArgument
 PYDESK_VERSION = "0.1.0"
 DEFAULT_HOST = "unix:///run/pydesk/docker.sock"
 DEFAULT_CGROUP_PARENT = "/pydesk"
+INIT_CANDIDATES = (Path("/usr/bin/tini-static"), Path("/usr/bin/docker-init"))
 DEFAULT_DATA_ROOT = Path("/var/lib/pydesk")
 DEFAULT_EXEC_ROOT = Path("/run/pydesk")
 DEFAULT_CONFIG_FILE = Path("/etc/pydesk/daemon.json")
@@ -88,6 +89,8 @@ class DaemonConfig:
     log: LogConfig = field(default_factory=LogConfig)
     # Where container cgroups go (dockerd's --cgroup-parent; cgroupfs style, absolute).
     cgroup_parent: str = DEFAULT_CGROUP_PARENT
+    # The init `docker run --init` runs as PID 1 (dockerd's init-path; tini, as Docker ships).
+    init_path: Path | None = None
 
     @property
     def images_root(self) -> Path:
@@ -140,6 +143,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-registry", dest="insecure_registries", action="append")
     p.add_argument("--default-runtime", dest="default_runtime")
     p.add_argument("--log-driver", dest="log_driver", choices=LOG_DRIVERS)
+    p.add_argument("--init-path", dest="init_path",
+                   help="the init --init runs (default: tini-static or docker-init if installed)")
     p.add_argument("--cgroup-parent", dest="cgroup_parent",
                    help=f"parent cgroup of every container (default {DEFAULT_CGROUP_PARENT})")
     p.add_argument("-v", "--version", action="version",
@@ -162,6 +167,7 @@ FILE_KEYS: Mapping[str, str] = {
     "log-driver": "log_driver",
     "log-opts": "log_opts",
     "cgroup-parent": "cgroup_parent",
+    "init-path": "init_path",
 }
 
 
@@ -278,7 +284,18 @@ def from_sources(flags: Mapping[str, Any], file_data: Mapping[str, Any],
         runtimes=runtimes,
         log=log,
         cgroup_parent=_cgroup_parent(merged.get("cgroup_parent", DEFAULT_CGROUP_PARENT)),
+        init_path=_init_path(merged.get("init_path")),
     )
+
+
+def _init_path(value: str | None) -> Path | None:
+    """The configured init, or the first of Debian's static tini and docker-init present."""
+    if value:
+        return Path(value)
+    for candidate in INIT_CANDIDATES:
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _cgroup_parent(value: str) -> str:

@@ -160,7 +160,7 @@ class Daemon:
             images, events,
             ServicePaths(config.data_root, config.exec_root,
                          runtime=runtime_path(config.runtime()),
-                         cgroup_parent=config.cgroup_parent))
+                         cgroup_parent=config.cgroup_parent, init_path=config.init_path))
         return Daemon(config=config, images=images, events=events,
                       host=host or probe_host(), id=_daemon_id(config.data_root),
                       containers=containers, volumes=containers.volumes)

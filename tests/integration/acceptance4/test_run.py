@@ -156,3 +156,16 @@ def test_detach_keys_and_attach_again(d: Pydeskd) -> None:
             proc.wait()
         os.close(primary)
     assert out(d, "inspect", "--format", "{{.State.ExitCode}}", "detached") == "3"
+
+
+def test_init_runs_tini_as_pid_1(d: Pydeskd) -> None:
+    lines = out(d, "run", "--rm", "--init", BUSYBOX, "ps", "-o", "pid,args").splitlines()
+    assert any(line.split()[:2] == ["1", "/sbin/docker-init"] for line in lines), lines
+
+
+def test_privileged_gets_what_the_daemon_holds(d: Pydeskd) -> None:
+    with open("/proc/self/status") as status:
+        mine = next(int(line.split()[1], 16) for line in status if line.startswith("CapBnd:"))
+    inside = out(d, "run", "--rm", "--privileged", BUSYBOX, "sh", "-c",
+                 "grep CapEff /proc/self/status")
+    assert int(inside.split()[1], 16) == mine

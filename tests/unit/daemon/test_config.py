@@ -138,3 +138,15 @@ def test_cgroup_parent_from_flag_or_file(tmp_path: Path) -> None:
         load(tmp_path, [], {"cgroup-parent": "/a/../../b"})
     with pytest.raises(ConfigError, match="both as a flag and in the configuration file"):
         load(tmp_path, ["--cgroup-parent", "x"], {"cgroup-parent": "/y"})
+
+
+def test_init_path_configured_or_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydeskd.daemon import config as config_module
+
+    assert load(tmp_path, ["--init-path", "/opt/tini"]).init_path == Path("/opt/tini")
+    fake = tmp_path / "tini-static"
+    fake.write_text("")
+    monkeypatch.setattr(config_module, "INIT_CANDIDATES", (tmp_path / "none", fake))
+    assert load(tmp_path, []).init_path == fake
+    monkeypatch.setattr(config_module, "INIT_CANDIDATES", (tmp_path / "none",))
+    assert load(tmp_path, []).init_path is None

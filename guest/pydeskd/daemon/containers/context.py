@@ -30,6 +30,7 @@ class ServicePaths:
     runtime: Path | None = None        # pydesk-runc (default), runc or crun
     runtime_root: Path | None = None   # the runtime's --root; default <exec-root>/runtime
     cgroup_parent: str = "/pydesk"
+    init_path: Path | None = None      # the static init --init runs as PID 1 (tini)
     durable: bool = True               # fsync records (tests may turn it off)
 
     @property

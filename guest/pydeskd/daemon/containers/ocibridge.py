@@ -9,6 +9,7 @@ HostConfig itself. Pure: no I/O beyond what the builder does (reading the rootfs
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydeskd.daemon.config_types import Config, HostConfig
@@ -16,7 +17,8 @@ from pydeskd.daemon.containers.spec import BundleInputs
 from pydeskd.daemon.ocispec import SpecInputs, bind_mount, build_spec
 
 
-def docker_spec(inputs: BundleInputs, cgroup_parent: str) -> dict[str, Any]:
+def docker_spec(inputs: BundleInputs, cgroup_parent: str,
+                init_path: Path | None = None) -> dict[str, Any]:
     """Raises InvalidArgument (an unknown user, a bad device or seccomp profile...)."""
     config = Config.from_api(dict(inputs.config))
     host = HostConfig.from_api(dict(inputs.host_config))
@@ -26,4 +28,5 @@ def docker_spec(inputs: BundleInputs, cgroup_parent: str) -> dict[str, Any]:
     return build_spec(SpecInputs(
         container_id=inputs.cid, config=config, host_config=host, rootfs=str(inputs.rootfs),
         mounts=mounts, hosts_path=inputs.hosts_path, hostname_path=inputs.hostname_path,
-        resolv_conf_path=inputs.resolv_conf_path, cgroup_parent=cgroup_parent))
+        resolv_conf_path=inputs.resolv_conf_path, cgroup_parent=cgroup_parent,
+        init_path=str(init_path) if init_path is not None else None))

@@ -246,7 +246,8 @@ class ContainerService:
             snapmount.perform(mounts, rootfs, self.mounter)
             try:
                 self.volumes.mounted(c.id, [Resolved.from_json(m) for m in c.resolved_mounts])
-                spec = docker_spec(self.bundle_inputs(c), self.paths.cgroup_parent)
+                spec = docker_spec(self.bundle_inputs(c), self.paths.cgroup_parent,
+                                   self.paths.init_path)
                 c.cgroups_path = str(spec.get("linux", {}).get("cgroupsPath") or "")
                 atomic_write(bundle / "config.json", spec, durable=False)
                 log = (c.host_config.get("LogConfig") or {}).get("Config") or {}
