@@ -1,6 +1,6 @@
 """The Python client of a shim's control socket (used by the daemon and the tests).
 
-:func:`start_shim` runs ``pydesk-shim start`` and returns a :class:`ShimClient`; a restarted
+:func:`start_shim` spawns the shim and returns a :class:`ShimClient`; a restarted
 daemon finds a running shim again with :meth:`ShimClient.for_state_dir`. Each call opens its own
 connection, so calls may run in parallel threads (several ``wait`` at once, say).
 Errors: :class:`~pydeskd.shim.protocol.ShimError` (with an ErrorKind) for a refused request,
@@ -10,18 +10,17 @@ Errors: :class:`~pydeskd.shim.protocol.ShimError` (with an ErrorKind) for a refu
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pydeskd.shim import protocol as p
+from pydeskd.shim import starting
 from pydeskd.shim.paths import socket_path
+from pydeskd.shim.starting import ShimStartError
 
-
-class ShimStartError(Exception):
-    """``pydesk-shim start`` failed; the message is the shim's (usually the runtime's) error."""
+__all__ = ["AttachStream", "ShimClient", "ShimStartError", "shim_command", "start_shim"]
 
 
 def shim_command() -> list[str]:
@@ -34,24 +33,12 @@ def start_shim(cid: str, bundle: Path, state_dir: Path, *, runtime: Path | None 
                runtime_root: Path | None = None, stdin: bool = False,
                log_path: Path | None = None, log_max_size: int = 0, log_max_files: int = 1,
                debug: bool = False, timeout: float = 120.0) -> ShimClient:
-    """Creates the container under a new detached shim. Raises ShimStartError."""
-    argv = [*shim_command(), "start", "--id", cid, "--bundle", str(bundle),
-            "--state-dir", str(state_dir), "--log-max-size", str(log_max_size),
-            "--log-max-files", str(log_max_files)]
-    if runtime is not None:
-        argv += ["--runtime", str(runtime)]
-    if runtime_root is not None:
-        argv += ["--runtime-root", str(runtime_root)]
-    if log_path is not None:
-        argv += ["--log-path", str(log_path)]
-    if stdin:
-        argv.append("--stdin")
-    if debug:
-        argv.append("--debug")
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    if done.returncode != 0:
-        raise ShimStartError(done.stderr.strip() or f"pydesk-shim exited {done.returncode}")
-    return ShimClient(Path(done.stdout.strip()))
+    """Creates the container under a new detached shim (spawned from this process, see
+    :mod:`pydeskd.shim.starting`). Raises ShimStartError with the runtime's message."""
+    path = starting.start(cid, bundle, state_dir, runtime=runtime, runtime_root=runtime_root,
+                          stdin=stdin, log_path=log_path, log_max_size=log_max_size,
+                          log_max_files=log_max_files, debug=debug, timeout=timeout)
+    return ShimClient(path)
 
 
 class ShimClient:

@@ -1,0 +1,127 @@
+"""How a shim is started (pydeskd.shim.starting): detached from the caller, nothing inherited,
+nothing left to reap, refusals before any spawn, a shim that never reports. No root needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pydeskd.shim import starting
+from pydeskd.shim.client import ShimClient, ShimStartError, start_shim
+from pydeskd.shim.protocol import Status
+from pydeskd.shim.starting import ShimUsageError
+from tests.unit.shim.conftest import Env
+
+
+def _ppid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _sid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[4])
+
+
+def _fd_targets(pid: int) -> set[str]:
+    fds = Path(f"/proc/{pid}/fd")
+    return {os.readlink(fd) for fd in fds.iterdir()}
+
+
+def test_the_shim_is_not_the_callers_child_and_nothing_is_left_to_reap(env: Env) -> None:
+    client = env.start(["sleep", "60"])
+    shim_pid = json.loads((client.path.parent / "shim.json").read_text())["pid"]
+    assert _ppid(shim_pid) != os.getpid()
+    assert _sid(shim_pid) != os.getsid(0)  # its own session: no signal of ours reaches it
+    with pytest.raises(ChildProcessError):  # no child of ours: exited, not yet reaped, or live
+        os.waitpid(-1, os.WNOHANG)
+    assert client.state().status is Status.CREATED
+
+
+def test_the_shim_inherits_no_fd_of_the_caller(env: Env) -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    os.set_inheritable(listener.fileno(), True)  # even one marked inheritable is not passed
+    try:
+        inode = os.fstat(listener.fileno()).st_ino
+        client = env.start(["sleep", "60"])
+        shim_pid = json.loads((client.path.parent / "shim.json").read_text())["pid"]
+        targets = _fd_targets(shim_pid)
+        assert f"socket:[{inode}]" not in targets
+        assert os.readlink(f"/proc/{shim_pid}/fd/1") == os.devnull
+        assert os.readlink(f"/proc/{shim_pid}/fd/2") == str(client.path.parent / "shim.log")
+    finally:
+        listener.close()
+
+
+def test_refusals_come_before_any_spawn(env: Env) -> None:
+    with pytest.raises(ShimUsageError, match=r"no config\.json"):
+        start_shim("x", env.base / "missing", env.base / "s-x")
+    assert not (env.base / "s-x").exists()
+    bundle = env.base / "b-x"
+    bundle.mkdir()
+    (bundle / "config.json").write_text("{}")
+    with pytest.raises(ShimUsageError, match="log-max-files"):
+        start_shim("x", bundle, env.base / "s-x", log_max_files=0)
+    with pytest.raises(ShimUsageError, match="too long"):
+        start_shim("x", bundle, env.base / ("d" * 120))
+    first = env.start(["sleep", "60"])
+    with pytest.raises(ShimUsageError, match="already serves"):
+        start_shim("x", bundle, first.path.parent)
+    assert first.state().status is Status.CREATED
+    assert not (env.base / "s-x").exists()
+
+
+def test_a_shim_that_does_not_report_in_time_is_an_error(env: Env) -> None:
+    stuck = env.base / "stuck-runtime"
+    # The test's path on its command line: the env's cleanup finds it and kills it.
+    stuck.write_text(f'#!/bin/sh\nexec "{sys.executable}" -c "import time; time.sleep(60)" "$0"\n')
+    stuck.chmod(0o755)
+    bundle = env.base / "b-stuck"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"process": {"args": ["true"]}}))
+    with pytest.raises(ShimStartError, match=r"did not report within 0\.5 s"):
+        start_shim("stuck", bundle, env.base / "s-stuck", runtime=stuck,
+                   runtime_root=env.base / "root", timeout=0.5)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_a_shim_that_dies_before_it_reports_is_an_error(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = env.base / "b-dead"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"process": {"args": ["true"]}}))
+    # Stands in for a shim that crashes at once: it exits without a word on the pipe.
+    monkeypatch.setattr(starting, "serve_command",
+                        lambda: [sys.executable, "-c", "import sys; sys.exit(3)"])
+    with pytest.raises(ShimStartError, match=r"died before it was ready.*shim\.log"):
+        start_shim("dead", bundle, env.base / "s-dead", runtime=env.runtime)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_the_cli_start_prints_the_socket_and_refuses_bad_arguments(env: Env) -> None:
+    bundle = env.base / "b-cli"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"process": {"args": ["sleep", "60"]}}))
+    state = env.base / "s-cli"
+    cmd = [sys.executable, "-m", "pydeskd.shim.main", "start", "--id", "cli", "--bundle",
+           str(bundle), "--runtime", str(env.runtime), "--runtime-root", str(env.base / "root")]
+    bad = subprocess.run([*cmd, "--state-dir", str(state), "--log-max-files", "0"],
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert bad.returncode == 2 and "log-max-files" in bad.stderr
+    done = subprocess.run([*cmd, "--state-dir", str(state)], capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(state / "shim.sock")
+    client = ShimClient(state / "shim.sock")
+    env.clients.append(client)
+    assert client.state().status is Status.CREATED
