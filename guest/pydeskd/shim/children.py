@@ -24,10 +24,13 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
 
 from pydeskd.shim import diag
+
+TYPE_CHECKING = False  # typing and dataclasses cost start-up time: mypy only (see serve.py)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
 
 _UNCLAIMED_TTL = 120.0  # seconds a status of an unknown pid is kept for a late watch()
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing and dataclasses cost start-up time: mypy only (see serve.py)
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from pydeskd.runtime.record import NamedTuple
 
 # AF_UNIX paths are limited to 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -23,8 +27,7 @@ def socket_path(state_dir: Path) -> Path:
     return state_dir / SOCKET_NAME
 
 
-@dataclass(frozen=True)
-class StatePaths:
+class StatePaths(NamedTuple):
     root: Path
 
     @property

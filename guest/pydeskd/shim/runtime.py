@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+
+TYPE_CHECKING = False  # typing and dataclasses cost start-up time: mypy only (see serve.py)
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from pydeskd.runtime.record import NamedTuple
 
 DEFAULT_ROOT = Path("/run/pydesk/runc")
 
@@ -21,8 +26,7 @@ def default_runtime() -> Path:
     return Path(sys.executable).parent / "pydesk-runc"
 
 
-@dataclass(frozen=True)
-class Runtime:
+class Runtime(NamedTuple):
     path: Path
     root: Path
     log: Path
