@@ -30,7 +30,7 @@ from pydeskd.shim import diag
 TYPE_CHECKING = False  # typing and dataclasses cost start-up time: mypy only (see serve.py)
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from typing import Any
+    from typing import Any, TypeAlias
 
 _UNCLAIMED_TTL = 120.0  # seconds a status of an unknown pid is kept for a late watch()
 
@@ -41,6 +41,25 @@ def exit_code(status: int) -> int:
     return 128 - code if code < 0 else code
 
 
+class Spawned:
+    """A child the shim started itself before :class:`Children` existed (``os.posix_spawn``
+    of ``runtime create``, first thing at start-up, see :mod:`pydeskd.shim.serve`), handed over
+    with :meth:`Children.adopt`. Popen's part that Children uses: pid, args, returncode, kill."""
+
+    def __init__(self, pid: int, args: Sequence[str]) -> None:
+        self.pid = pid
+        self.args = list(args)
+        self.returncode: int | None = None  # set by the reaper
+
+    def kill(self) -> None:
+        if self.returncode is None:  # as Popen: never signal a reaped (maybe reused) pid
+            os.kill(self.pid, 9)
+
+
+if TYPE_CHECKING:
+    Child: TypeAlias = subprocess.Popen[bytes] | Spawned  # what spawn() or adopt() returned
+
+
 class Children:
     """Spawns children and reaps every child (the shim's only waitpid caller)."""
 
@@ -48,7 +67,7 @@ class Children:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._spawned = 0  # bumped per spawn: wakes a reaper that saw no children
-        self._popens: dict[int, subprocess.Popen[bytes]] = {}
+        self._popens: dict[int, Child] = {}
         self._codes: dict[int, int] = {}  # spawned pids that exited, until wait() takes them
         self._watches: dict[int, Callable[[int], None]] = {}
         self._unclaimed: dict[int, tuple[int, float]] = {}  # pid -> (code, monotonic reaped)
@@ -67,7 +86,18 @@ class Children:
             self._changed.notify_all()
         return proc
 
-    def wait(self, proc: subprocess.Popen[bytes], timeout: float | None = None) -> int:
+    def adopt(self, pid: int, args: Sequence[str]) -> Spawned:
+        """Takes charge of a child started before this object; call before :meth:`start`
+        (the reaper would otherwise keep its status as an unclaimed orphan's)."""
+        child = Spawned(pid, args)
+        with self._lock:
+            if self._thread.is_alive():
+                raise RuntimeError("adopt() after start(): the child may be reaped already")
+            self._popens[pid] = child
+            self._spawned += 1
+        return child
+
+    def wait(self, proc: Child, timeout: float | None = None) -> int:
         """The exit code of a spawned child. Raises TimeoutError (the child is left running)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
@@ -78,7 +108,7 @@ class Children:
                 self._changed.wait(left)
             return self._codes.pop(proc.pid)
 
-    def finish(self, proc: subprocess.Popen[bytes], timeout: float) -> int:
+    def finish(self, proc: Child, timeout: float) -> int:
         """The exit code of a spawned child; one that overstays ``timeout`` is killed (and
         reaped) and TimeoutError raised: a hung runtime must not outlive the shim's patience."""
         try:

@@ -26,10 +26,9 @@ from pydeskd.shim.runtime import Runtime
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
-    import subprocess
     from typing import NamedTuple
 
-    from pydeskd.shim.children import Children
+    from pydeskd.shim.children import Child, Children
 else:
     from pydeskd.runtime.record import NamedTuple
 
@@ -58,7 +57,7 @@ class Launch:
     A plain class, not a dataclass (see TYPE_CHECKING above): its fds are handed over one by
     one, so it is mutable."""
 
-    def __init__(self, child: subprocess.Popen[bytes], since: float, tty: bool, *,
+    def __init__(self, child: Child, since: float, tty: bool, *,
                  stdin_fd: int | None = None, stdout_fd: int | None = None,
                  stderr_fd: int | None = None, console: socket.socket | None = None,
                  log_offset: int = 0) -> None:

@@ -1,22 +1,26 @@
 """The shim's process: spawned by :mod:`pydeskd.shim.starting`, it forks once and then serves.
 
-``main([ready_fd, config_json])``. The first process only forks and exits (its parent reaps it
-at once); the child is the shim: a child subreaper (the container's processes are reparented
-to it), reparented itself to init, in the session its first process opened. It reports on
-``ready_fd`` once the container is created and the control socket serves, or the runtime's error
-after removing what it made, and exits when the container is deleted.
+``main(argv)``, argv as :func:`pydeskd.shim.starting.serve_argv` makes it. The first process
+only forks and exits (its parent reaps it at once); the child is the shim: a child subreaper
+(the container's processes are reparented to it), reparented itself to init, in the session
+its first process opened. It reports on the pipe once the container is created and the control
+socket serves, or the runtime's error after removing what it made, and exits when the container
+is deleted.
 
 The fork comes first, before any thread or import: forking a process with threads is unsafe.
-Every container start waits for this process, so it imports only what the next step needs
-(:mod:`pydeskd.shim.launch` first, the server while the runtime works). It must never write to
-the caller's stdio: stdin/stdout are /dev/null, stderr is ``shim.log``.
+Every container start waits for ``runtime create`` (~40 ms), so without a terminal the shim
+spawns it next (``os.posix_spawn``, argv made by the caller), with nothing imported but ``os``
+and ``ctypes`` (for the subreaper flag, which must be set before the runtime exits), and
+imports the rest (~20 ms) while the runtime works. With a terminal,
+:func:`pydeskd.shim.launch.spawn_create` does it (the console socket needs the socket module).
+It must never write to the caller's stdio: stdin/stdout are /dev/null, stderr is ``shim.log``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+import time
 
 TYPE_CHECKING = False  # typing costs start-up time (~2 ms): mypy only, as in pydeskd.runtime
 if TYPE_CHECKING:
@@ -28,21 +32,81 @@ if TYPE_CHECKING:
 PR_SET_CHILD_SUBREAPER = 36
 
 
+# Reset to their defaults in the runtime, as subprocess does (Python ignores them itself).
+SIGPIPE, SIGXFSZ = 13, 25
+
+
+class _Early:
+    """``runtime create`` as spawned before any import, and the shim's ends of its stdio."""
+
+    def __init__(self, pid: int, argv: list[str], since: float, offset: int,
+                 ours: dict[str, int]) -> None:
+        self.pid, self.argv, self.since, self.offset, self.ours = pid, argv, since, offset, ours
+
+
 def main(argv: list[str]) -> NoReturn:
-    ready_w, config = int(argv[0]), json.loads(argv[1])
+    # The layout of pydeskd.shim.starting.serve_argv.
+    ready_w, mode, bundle, count = int(argv[0]), argv[1], argv[2], int(argv[3])
+    create, config = argv[4:4 + count], argv[4 + count]
     if os.fork() != 0:
         os._exit(0)  # the caller reaps this; the shim below is reparented to init
-    _serve(config, ready_w)
+    os.set_inheritable(ready_w, False)  # the runtime (and the container) must not hold it
+    early: _Early | OSError | None = None
+    try:
+        _set_subreaper()
+        if mode != "tty":
+            early = _spawn_create(create, bundle, mode == "stdin", config)
+    except OSError as e:
+        early = e
+    _serve(config, ready_w, early)
 
 
-def _serve(raw: dict[str, Any], ready_w: int) -> NoReturn:
+def _spawn_create(argv: list[str], bundle: str, stdin: bool, config: str) -> _Early:
+    """``runtime create`` with pipes for stdio, as launch.spawn_create does. Raises OSError
+    (nothing started then)."""
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    theirs = {"stdin": null, "stdout": null, "stderr": null}
+    ours: dict[str, int] = {}
+    try:
+        if stdin:
+            theirs["stdin"], ours["stdin"] = os.pipe()
+        ours["stdout"], theirs["stdout"] = os.pipe()
+        ours["stderr"], theirs["stderr"] = os.pipe()
+        state_dir = argv[argv.index("--log") + 1].rpartition("/")[0]
+        try:
+            offset = os.stat(state_dir + "/runtime.log").st_size
+        except FileNotFoundError:
+            offset = 0
+        since = time.monotonic()
+        os.chdir(bundle)  # posix_spawn has no cwd (3.11); single-threaded here
+        try:
+            pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=[
+                (os.POSIX_SPAWN_DUP2, theirs["stdin"], 0),
+                (os.POSIX_SPAWN_DUP2, theirs["stdout"], 1),
+                (os.POSIX_SPAWN_DUP2, theirs["stderr"], 2)], setsigdef=(SIGPIPE, SIGXFSZ))
+        finally:
+            os.chdir("/")
+    except BaseException:
+        for fd in ours.values():
+            os.close(fd)
+        raise
+    finally:
+        for fd in set(theirs.values()):
+            os.close(fd)
+    return _Early(pid, argv, since, offset, ours)
+
+
+def _serve(config_json: str, ready_w: int, early: _Early | OSError | None) -> NoReturn:
     """The shim process. Never returns: exits when deleted, or when creation failed."""
+    import json
     from pathlib import Path
 
     from pydeskd.shim import diag
     from pydeskd.shim.children import Children
     from pydeskd.shim.launch import CreateFailed, Launch, ShimConfig, abandon, spawn_create
     from pydeskd.shim.paths import StatePaths, atomic_write
+
+    raw = json.loads(config_json)
 
     config = ShimConfig(
         id=raw["id"], bundle=Path(raw["bundle"]), state_dir=Path(raw["state_dir"]),
@@ -58,13 +122,20 @@ def _serve(raw: dict[str, Any], ready_w: int) -> NoReturn:
         os.chdir("/")
         os.umask(0o022)
         diag.set_debug(raw["debug"])
-        _set_subreaper()
         children = Children()
+        if isinstance(early, _Early):
+            launch = Launch(children.adopt(early.pid, early.argv), early.since, False,
+                            stdin_fd=early.ours.get("stdin"), stdout_fd=early.ours["stdout"],
+                            stderr_fd=early.ours["stderr"], log_offset=early.offset)
         children.start()
-        try:
-            launch = spawn_create(config, children)
-        except (CreateFailed, OSError) as e:
-            _fail(ready_w, str(e), paths, raw, config)
+        if isinstance(early, OSError):
+            _fail(ready_w, str(early), paths, raw, config)
+        if early is None:
+            try:
+                launch = spawn_create(config, children)
+            except (CreateFailed, OSError) as e:
+                _fail(ready_w, str(e), paths, raw, config)
+        assert launch is not None  # adopted, or spawned by spawn_create
         # The rest of the shim is imported while the runtime works (see launch.py).
         from pydeskd.shim import control
         from pydeskd.shim.server import Shim
@@ -117,14 +188,19 @@ def _fail(ready_w: int, message: str, paths: StatePaths, raw: dict[str, Any],
 
 
 def _set_subreaper() -> None:
-    from pydeskd.runtime.syscalls import LinuxSyscalls
+    """Orphans of the container (its init, once ``runtime create`` exits) become our children.
+    ctypes directly: pydeskd.runtime.syscalls would import more before the runtime's spawn."""
+    import ctypes
 
-    # Orphans of the container (its init, once `runtime create` exits) become our children.
-    LinuxSyscalls().prctl(PR_SET_CHILD_SUBREAPER, 1)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(errno)}")
 
 
 def _report(fd: int, obj: dict[str, object]) -> None:
     import contextlib
+    import json
 
     with contextlib.suppress(OSError):
         os.write(fd, json.dumps(obj).encode())

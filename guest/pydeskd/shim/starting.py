@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from pydeskd.shim.paths import MAX_SOCKET_PATH, StatePaths
-from pydeskd.shim.runtime import DEFAULT_ROOT, default_runtime
+from pydeskd.shim.runtime import DEFAULT_ROOT, Runtime, default_runtime
 
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
          "from pydeskd.shim.serve import main; main(sys.argv[2:])")
@@ -56,6 +56,7 @@ def start(cid: str, bundle: Path, state_dir: Path, *, runtime: Path | None = Non
     bundle, state_dir = bundle.absolute(), state_dir.absolute()
     paths = StatePaths(state_dir)
     _check(bundle, paths, log_max_size, log_max_files)
+    tty = _terminal_requested(bundle)
     made_dir = not state_dir.exists()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     config = {
@@ -74,7 +75,7 @@ def start(cid: str, bundle: Path, state_dir: Path, *, runtime: Path | None = Non
                       0o600)
         try:
             first = subprocess.Popen(
-                [*serve_command(), str(ready_w), json.dumps(config)], stdin=subprocess.DEVNULL,
+                [*serve_command(), *serve_argv(ready_w, tty, config)], stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=err, pass_fds=(ready_w,), close_fds=True,
                 start_new_session=True, cwd="/")
         finally:
@@ -99,6 +100,31 @@ def start(cid: str, bundle: Path, state_dir: Path, *, runtime: Path | None = Non
     if not result.get("ok"):
         raise ShimStartError(str(result.get("error")))
     return Path(result["socket"])
+
+
+def serve_argv(ready_w: int, tty: bool, config: dict[str, object]) -> list[str]:
+    """The shim's arguments (read by :func:`pydeskd.shim.serve.main`): the report pipe, the
+    stdio mode, the bundle, ``runtime create``'s argv (its length first) and the config in
+    JSON. The shim spawns that argv before it imports anything (json included)."""
+    paths = StatePaths(Path(str(config["state_dir"])))
+    runtime = Runtime(Path(str(config["runtime"])), Path(str(config["runtime_root"])),
+                      paths.runtime_log)
+    create = runtime.create(str(config["id"]), Path(str(config["bundle"])), paths.init_pid,
+                            paths.console_socket(0) if tty else None)
+    mode = "tty" if tty else "stdin" if config["stdin"] else "pipes"
+    return [str(ready_w), mode, str(config["bundle"]), str(len(create)), *create,
+            json.dumps(config)]
+
+
+def _terminal_requested(bundle: Path) -> bool:
+    """Whether config.json asks for a terminal (then the runtime sends the shim a pty master).
+    Read here, where json is loaded already, not in the shim before it spawns the runtime."""
+    try:
+        config = json.loads((bundle / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ShimStartError(f"cannot read {bundle / 'config.json'}: {e}") from None
+    process = config.get("process") if isinstance(config, dict) else None
+    return bool(isinstance(process, dict) and process.get("terminal"))
 
 
 def _check(bundle: Path, paths: StatePaths, log_max_size: int, log_max_files: int) -> None:

@@ -139,3 +139,30 @@ def test_a_child_that_overstays_is_killed() -> None:
         print(*children.run(["sh", "-c", "echo still fine"]))
     """)
     assert out.split() == ["timeout", "timeout", "0", "b'still", "fine\\n'"]
+
+
+def test_an_adopted_child_is_waited_for_and_killed_like_a_spawned_one() -> None:
+    script = textwrap.dedent("""
+        import os
+        from pydeskd.shim.children import Children
+        children = Children()
+        quick = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 7"], os.environ)
+        slow = os.posix_spawn("/bin/sleep", ["sleep", "30"], os.environ)
+        a, b = children.adopt(quick, ["sh"]), children.adopt(slow, ["sleep", "30"])
+        children.start()
+        assert children.wait(a, 10) == 7 and a.returncode == 7
+        try:
+            children.finish(b, 0.2)
+        except TimeoutError:
+            pass
+        assert b.returncode == 137  # killed, and reaped by the reaper
+        b.kill()  # reaped: never signalled again
+        try:
+            children.adopt(os.getpid(), ["x"])
+        except RuntimeError as e:
+            print("refused:", e)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "refused: adopt() after start()" in done.stdout

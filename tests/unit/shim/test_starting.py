@@ -61,6 +61,49 @@ def test_the_shim_inherits_no_fd_of_the_caller(env: Env) -> None:
         listener.close()
 
 
+def test_the_runtime_gets_default_signal_dispositions_and_only_its_stdio(env: Env) -> None:
+    """The shim spawns ``runtime create`` itself (os.posix_spawn): the runtime (and so the
+    container) must not inherit Python's ignored SIGPIPE, nor the shim's report pipe."""
+    probe = env.base / "probe-runtime"
+    lister = env.base / "listfds.py"
+    lister.write_text(
+        "import os, sys\nlines = []\nfor fd in os.listdir('/proc/self/fd'):\n"
+        "    try:\n        lines.append(fd + ' ' + os.readlink('/proc/self/fd/' + fd))\n"
+        "    except OSError:\n        pass  # the listing's own fd, closed\n"
+        "open(sys.argv[1], 'w').write('\\n'.join(lines))\n")
+    # Records on create only (the shim's cleanup runs it again, for delete).
+    probe.write_text("#!/bin/sh\ncase \" $* \" in *\" create \"*) ;; *) exit 0;; esac\n"
+                     f"grep SigIgn /proc/$$/status > {env.base}/sigign\n"
+                     f'exec "{sys.executable}" {lister} {env.base}/fds\n')
+    probe.chmod(0o755)
+    bundle = env.base / "b-probe"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"process": {"args": ["true"]}}))
+    with pytest.raises(ShimStartError, match="no usable pid file"):
+        start_shim("probe", bundle, env.base / "s-probe", runtime=probe,
+                   runtime_root=env.base / "root")
+    ignored = int((env.base / "sigign").read_text().split()[1], 16)
+    assert not ignored & (1 << (13 - 1))  # SIGPIPE
+    # What the runtime inherited: its stdio (pipes) and nothing else.
+    fds = dict(line.split(" ", 1) for line in (env.base / "fds").read_text().splitlines())
+    assert {"0", "1", "2"} <= set(fds)
+    assert [n for n, target in fds.items() if n not in "012" and "pipe:" in target] == []
+
+
+def test_a_runtime_that_cannot_be_run_is_reported_and_nothing_is_left(env: Env) -> None:
+    bundle = env.base / "b-nort"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"process": {"args": ["true"]}}))
+    with pytest.raises(ShimStartError, match="No such file or directory"):
+        start_shim("nort", bundle, env.base / "s-nort", runtime=env.base / "missing",
+                   runtime_root=env.base / "root")
+    assert not (env.base / "s-nort").exists()
+    with pytest.raises(ShimStartError, match=r"cannot read .*config\.json"):
+        (bundle / "config.json").write_text("{")
+        start_shim("nort", bundle, env.base / "s-nort", runtime=env.runtime)
+    assert not (env.base / "s-nort").exists()
+
+
 def test_refusals_come_before_any_spawn(env: Env) -> None:
     with pytest.raises(ShimUsageError, match=r"no config\.json"):
         start_shim("x", env.base / "missing", env.base / "s-x")
