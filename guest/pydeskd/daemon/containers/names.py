@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 from pydeskd.containerd.errors import InvalidArgument
 
-NAME_PATTERN = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-ID_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+# \Z, not $: "$" also matches before a trailing newline ("nl\n" would pass).
+NAME_PATTERN = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z")
+ID_PATTERN = re.compile(r"^[0-9a-f]{64}\Z")
 
 # A short selection in the spirit of moby's namesgenerator (not a copy of its lists).
 ADJECTIVES = (

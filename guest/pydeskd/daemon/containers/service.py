@@ -406,13 +406,29 @@ class ContainerService:
         number = parse_signal(sig, signal.SIGKILL)
         with self.condition(c.id):
             live = self.live(c)
+            # moby's killWithSignal: the kill ends the restart policy (ExitOnNext) unless the
+            # container names a StopSignal and this is neither it nor SIGKILL; any kill counts
+            # as a manual stop (unless-stopped).
+            configured = c.config.get("StopSignal")
+            exit_on_next = (not configured or number == signal.SIGKILL
+                            or parse_signal(configured, signal.SIGTERM) == number)
+            if c.state.restarting:
+                # Waiting to restart: no process to signal; telling it not to come back is all.
+                if exit_on_next:
+                    live.restart.cancel()
+                    c.manually_stopped = True
+                    c.state.set_stopped(c.state.exit_code, c.state.finished_at)
+                    self.store.save(c)
+                    live.exits += 1
+                    self.condition(c.id).notify_all()
+                return
             if not c.state.is_running or live.shim is None:
                 raise Conflict(f"Cannot kill container: {ref}: container {c.id} is not "
                                f"running")
-            stop_signal = parse_signal(c.config.get("StopSignal"), signal.SIGTERM)
-            if number in (signal.SIGKILL, stop_signal):
-                c.manually_stopped = True
-                self.store.save(c)
+            if exit_on_next:
+                live.restart.cancel()
+            c.manually_stopped = True
+            self.store.save(c)
             shim = live.shim
         self._send(c, shim, number)
 

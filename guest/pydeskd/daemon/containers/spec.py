@@ -66,6 +66,7 @@ def exec_process(template: Mapping[str, Any], rootfs: Path, args: Sequence[str],
     if cwd:
         proc["cwd"] = posixpath.normpath(cwd)
     if privileged:
-        caps = all_capabilities(RealHost().last_cap())
+        host = RealHost()  # the daemon's bounding set: it cannot grant what it lacks
+        caps = all_capabilities(host.last_cap(), host.bounding_set())
         proc["capabilities"] = {k: list(caps) for k in ("bounding", "effective", "permitted")}
     return proc
