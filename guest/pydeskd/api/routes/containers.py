@@ -15,7 +15,12 @@ What it must never do: hold container logic (it is in the service), or block the
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import json
+import logging
+import select
 import tempfile
 import threading
 import time
@@ -39,7 +44,7 @@ from pydeskd.daemon.config_types import (
 from pydeskd.daemon.containers import archive as archive_mod
 from pydeskd.daemon.containers import export as export_mod
 from pydeskd.daemon.containers import update as update_mod
-from pydeskd.daemon.containers.attach import frame
+from pydeskd.daemon.containers.attach import DetachScanner, frame, parse_detach_keys
 from pydeskd.daemon.containers.filters import ListOptions
 from pydeskd.daemon.containers.service import ContainerService
 from pydeskd.daemon.containers.timeutil import parse_api_time
@@ -47,6 +52,7 @@ from pydeskd.daemon.logs import LogOptions
 from pydeskd.shim.protocol import Stream
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 # The hijack handlers get no app: the daemon is bound here by ``bind`` (the app factory calls
 # it; see the module docstring of pydeskd.api.hijack).
@@ -318,21 +324,30 @@ async def attach(request: HijackRequest) -> None:
 async def pump(attachment: Any, reader: Any, writer: Any, detach_keys: str,
                stdin_once: bool = True) -> None:
     """Copies the client's bytes to the process's stdin (until EOF or the detach keys) and the
-    process's output to the client (until it ends), each in its own worker."""
-    import asyncio
+    process's output to the client (until it ends, or the client is gone).
 
-    from pydeskd.daemon.containers.attach import DetachScanner, parse_detach_keys
-
+    The output is read by a thread of its own (a read blocks until the process prints, which
+    may be never: the bounded default executor would run dry). After the client's EOF the
+    stream goes on (the CLI half-closes once its stdin ends) until the socket hangs up."""
     loop = asyncio.get_running_loop()
     scanner = DetachScanner(parse_detach_keys(detach_keys) if attachment.stdin else b"")
     done = asyncio.Event()
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=_OUTPUT_QUEUE)
+    stopped = threading.Event()
+    finished: asyncio.Future[None] = loop.create_future()
 
     async def client_to_process() -> None:
         while not done.is_set():
-            data = await reader.read(65536)
+            try:
+                data = await reader.read(65536)
+            except (ConnectionError, OSError):
+                done.set()
+                return
             if not data:
                 if attachment.stdin and stdin_once:
-                    await run_in_threadpool(attachment.close_stdin)
+                    with contextlib.suppress(OSError):
+                        await run_in_threadpool(attachment.close_stdin)
+                await _until_hangup(writer, done)
                 return
             forward = scanner.feed(data)
             if forward and attachment.stdin:
@@ -341,25 +356,43 @@ async def pump(attachment: Any, reader: Any, writer: Any, detach_keys: str,
                 done.set()
                 return
 
-    def produce(queue: asyncio.Queue[bytes | None]) -> None:
+    def put(item: bytes | None) -> bool:
+        """Hands ``item`` to the loop, waiting while the queue is full (back-pressure);
+        False once the pump has stopped."""
+        try:
+            future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+        except RuntimeError:  # the loop is closed
+            return False
+        while not stopped.is_set():
+            try:
+                future.result(_STOP_POLL)
+                return True
+            except concurrent.futures.TimeoutError:
+                continue
+        future.cancel()
+        return False
+
+    def produce() -> None:
         try:
             for chunk in attachment.output():
-                loop.call_soon_threadsafe(queue.put_nowait, chunk)
-        except OSError:
-            pass
+                if not put(chunk):
+                    return
+        except Exception as exc:  # the stream broke or was closed under us: the output ends
+            log.debug("attach output ended: %s", exc)
         finally:
-            loop.call_soon_threadsafe(queue.put_nowait, None)
+            put(None)
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, finished)
 
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-    producer = loop.run_in_executor(None, produce, queue)
+    threading.Thread(target=produce, name="attach-output", daemon=True).start()
     feeder = asyncio.ensure_future(client_to_process())
     try:
         while True:
             getter = asyncio.ensure_future(queue.get())
             stopper = asyncio.ensure_future(done.wait())
-            finished, _ = await asyncio.wait({getter, stopper},
-                                             return_when=asyncio.FIRST_COMPLETED)
-            if getter not in finished:
+            finished_first, _ = await asyncio.wait({getter, stopper},
+                                                   return_when=asyncio.FIRST_COMPLETED)
+            if getter not in finished_first:
                 getter.cancel()
                 return
             stopper.cancel()
@@ -370,9 +403,44 @@ async def pump(attachment: Any, reader: Any, writer: Any, detach_keys: str,
             await writer.drain()
     finally:
         done.set()
+        stopped.set()
         feeder.cancel()
-        attachment.close()
-        await asyncio.wait({producer}, timeout=5)
+        attachment.close()  # wakes the output thread's read
+        await asyncio.wait({finished}, timeout=5)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_OUTPUT_QUEUE = 16  # chunks of output (64 KiB each at most) held for a slow client
+_STOP_POLL = 0.5    # how often a blocked output thread checks whether the pump stopped
+_HANGUP_POLL = 0.25
+
+
+def hung_up(writer: Any) -> bool:
+    """The client's socket is gone both ways (not only half-closed). A unix socket reports
+    POLLHUP once its peer is closed; a TCP peer's close reads as a half-close until a write
+    fails."""
+    if writer.is_closing():
+        return True
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return False
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLHUP | select.POLLERR)
+    return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
+
+
+async def _until_hangup(writer: Any, done: asyncio.Event) -> None:
+    """After the client's EOF: set ``done`` when its socket hangs up (a killed ``docker
+    attach``), so a silent container does not hold the stream forever."""
+    while not done.is_set():
+        if hung_up(writer):
+            done.set()
+            return
+        await asyncio.sleep(_HANGUP_POLL)
 
 
 # --- docker cp, export, update (daemon/containers/archive.py, export.py, update.py) ---------

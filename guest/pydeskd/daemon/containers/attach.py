@@ -11,6 +11,8 @@ Pure (bytes in, bytes out); the sockets belong to the routes and the shim client
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -115,4 +117,8 @@ class Attachment:
         self.stream.close_stdin()
 
     def close(self) -> None:
+        """Ends the stream, waking a thread blocked reading ``output()`` (a plain close of
+        the socket would leave that read blocked in the kernel)."""
+        with contextlib.suppress(OSError):
+            self.stream.sock.shutdown(socket.SHUT_RDWR)
         self.stream.close()
