@@ -152,9 +152,11 @@ def _read_report(fd: int, timeout: float) -> bytes:
     died). Raises ShimStartError after ``timeout``."""
     deadline = time.monotonic() + timeout
     chunks: list[bytes] = []
+    poller = select.poll()  # not select(): a daemon's fds go past FD_SETSIZE (1024)
+    poller.register(fd, select.POLLIN)
     while True:
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
+        if left <= 0 or not poller.poll(left * 1000):
             raise ShimStartError(f"the shim did not report within {timeout:g} s")
         chunk = os.read(fd, 65536)
         if not chunk:

@@ -168,3 +168,25 @@ def test_the_cli_start_prints_the_socket_and_refuses_bad_arguments(env: Env) -> 
     client = ShimClient(state / "shim.sock")
     env.clients.append(client)
     assert client.state().status is Status.CREATED
+
+
+def test_a_caller_with_fds_past_1024_still_hears_the_report(env: Env) -> None:
+    """A busy daemon holds many fds: the report pipe may be numbered past select()'s limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    null = os.open(os.devnull, os.O_RDONLY)
+    fillers = []
+    try:
+        while (fd := os.dup(null)) < 1100:
+            fillers.append(fd)
+        fillers.append(fd)
+        client = env.start(["sleep", "60"])
+        assert client.state().status is Status.CREATED
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        os.close(null)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
