@@ -24,8 +24,8 @@ import select
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -53,6 +53,7 @@ from pydeskd.shim.protocol import Stream
 
 router = APIRouter()
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The hijack handlers get no app: the daemon is bound here by ``bind`` (the app factory calls
 # it; see the module docstring of pydeskd.api.hijack).
@@ -84,6 +85,54 @@ def _bool(value: str | None, default: bool = False) -> bool:
     if value is None:
         return default
     return value.strip().lower() not in ("", "0", "false", "no")
+
+
+WAIT_SLICE = 0.5  # how long a wait blocks before it checks whether its client is still there
+
+
+class StoppableStream(StreamingResponse):
+    """A stream whose producer is told (``stop``) when the client goes away. Cancelling the
+    response cannot interrupt a worker thread blocked in a wait or a log follow; the thread
+    polls ``stop`` and ends."""
+
+    def __init__(self, content: Any, stop: threading.Event, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.stop = stop
+
+    async def listen_for_disconnect(self, receive: Any) -> None:
+        try:
+            await super().listen_for_disconnect(receive)
+        finally:
+            self.stop.set()
+
+
+async def in_own_thread(fn: Callable[[], T]) -> T:
+    """``fn()`` in a new thread rather than the bounded worker pool (for calls that may block
+    for as long as a container runs). Cancelling the await does not stop ``fn``: make it
+    poll for that."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the awaiting task
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(settle, None, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="pydeskd-blocking", daemon=True).start()
+    return await future
 
 
 # --- create / list / inspect ---------------------------------------------------------------
@@ -164,14 +213,32 @@ async def wait(request: Request, name: str, condition: str = "") -> StreamingRes
     # the headers: the CLI starts the container after them, and a --rm run may be gone
     # before a lookup made later.
     block = await run_in_threadpool(svc.waiter, name, condition or "not-running")
+    stop = threading.Event()
+
+    def until_met() -> tuple[int, str] | None:
+        # In slices, so a client that went away (``stop``) frees the thread soon.
+        while not stop.is_set():
+            try:
+                return block(WAIT_SLICE)
+            except TimeoutError:
+                continue
+        return None
 
     async def body() -> AsyncIterator[bytes]:
         yield b""  # the headers go out now; the CLI starts the container after them
-        code, error = await run_in_threadpool(block, None)
+        try:
+            # A thread of its own: a wait may last for days, the worker pool is for
+            # requests that end.
+            result = await in_own_thread(until_met)
+        finally:
+            stop.set()
+        if result is None:
+            return
+        code, error = result
         yield json.dumps({"StatusCode": code,
                           "Error": {"Message": error} if error else None}).encode() + b"\n"
 
-    return StreamingResponse(body(), media_type="application/json")
+    return StoppableStream(body(), stop, media_type="application/json")
 
 
 @router.delete("/containers/{name}", status_code=204)
@@ -245,7 +312,7 @@ def logs(request: Request, name: str, *, follow: str = "", stdout: str = "", std
         finally:
             stop.set()
 
-    return StreamingResponse(chunks(), media_type=RAW_STREAM if tty else MULTIPLEXED_STREAM)
+    return StoppableStream(chunks(), stop, media_type=RAW_STREAM if tty else MULTIPLEXED_STREAM)
 
 
 @router.get("/containers/{name}/top")
