@@ -148,21 +148,43 @@ _REASONS = {200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified",
             400: "Bad Request", 404: "Not Found", 409: "Conflict", 500: "Internal Server Error"}
 
 class _PrefixedReader(asyncio.StreamReader):
-    """A reader that first returns bytes h11 had already read past the request head."""
+    """A reader that first returns the bytes h11 had already read past the request head, then
+    reads the socket's own reader -- only as the handler asks, so a client streaming stdin
+    is held back by the socket (no copy of everything it sends)."""
 
     def __init__(self, prefix: bytes, source: asyncio.StreamReader) -> None:
         super().__init__()
-        self.feed_data(prefix)
-        self._pump = asyncio.create_task(self._copy(source))
+        self._prefix = prefix
+        self._source = source
 
-    async def _copy(self, source: asyncio.StreamReader) -> None:
-        try:
-            while data := await source.read(64 * 1024):
-                self.feed_data(data)
-        except (ConnectionError, OSError):
-            pass
-        self.feed_eof()
+    def _take(self, n: int) -> bytes:
+        if n < 0:
+            n = len(self._prefix)
+        data, self._prefix = self._prefix[:n], self._prefix[n:]
+        return data
 
+    async def read(self, n: int = -1) -> bytes:
+        if n == 0:
+            return b""
+        if self._prefix:
+            data = self._take(n)
+            return data + await self._source.read(-1) if n < 0 else data
+        return await self._source.read(n)
+
+    async def readexactly(self, n: int) -> bytes:
+        data = self._take(n)
+        if len(data) < n:
+            data += await self._source.readexactly(n - len(data))
+        return data
+
+    async def readline(self) -> bytes:
+        end = self._prefix.find(b"\n")
+        if end >= 0:
+            return self._take(end + 1)
+        return self._take(-1) + await self._source.readline()
+
+    def at_eof(self) -> bool:
+        return not self._prefix and self._source.at_eof()
 
 
 HijackHandler = Callable[[HijackRequest], Awaitable[None]]
