@@ -106,8 +106,9 @@ class _Selector:
 def read_logs(path: Path, options: LogOptions,
               running: Callable[[], bool] = lambda: False,
               stop: threading.Event | None = None) -> Iterator[LogEntry]:
-    """The entries of the log at ``path`` by ``options``. With ``follow``, waits for more while
-    ``running()`` is true and ``stop`` is not set."""
+    """The entries of the log at ``path`` by ``options``, read line by line (a log of any
+    size is never held whole: only ``tail`` entries are). With ``follow``, waits for more
+    while ``running()`` is true and ``stop`` is not set."""
     selector = _Selector(options)
     if options.tail == 0 and not options.follow:
         return
@@ -118,35 +119,48 @@ def read_logs(path: Path, options: LogOptions,
     current = open(path, "rb") if path.exists() else None  # noqa: SIM115 (kept for follow)
     try:
         old_files = files[:-1] if current is not None and files else files
-        backlog: collections.deque[LogEntry] | list[LogEntry]
-        backlog = collections.deque(maxlen=options.tail) if options.tail > 0 else []
-        if options.tail != 0:
-            for f in old_files:
-                try:
-                    with open(f, "rb") as fh:
-                        for line in fh:
-                            entry = selector.pick(line)
-                            if entry is not None:
-                                backlog.append(entry)
-                except FileNotFoundError:
-                    continue
-        pending = b""
-        if current is not None:
-            data = current.read()
-            lines = data.split(b"\n")
-            pending = lines.pop()
-            if options.tail != 0:
-                for line in lines:
-                    entry = selector.pick(line)
-                    if entry is not None:
-                        backlog.append(entry)
-        yield from backlog
+        if options.tail == 0:
+            old_files = []
+        partial: list[bytes] = []  # the current file's unterminated last line, for follow
+        past = _past(old_files, current, selector, partial)
+        if options.tail > 0:
+            yield from collections.deque(past, maxlen=options.tail)
+        elif options.tail < 0:
+            yield from past
+        else:
+            collections.deque(past, maxlen=0)  # only to reach the end of the current file
         if not options.follow or selector.ended:
             return
+        pending = partial[0] if partial else b""
         yield from _follow(path, current, pending, selector, running=running, stop=stop)
     finally:
         if current is not None:
             current.close()
+
+
+def _past(old_files: list[Path], current: BinaryIO | None, selector: _Selector,
+          partial: list[bytes]) -> Iterator[LogEntry]:
+    """The entries already written: the old files', then the current file's up to its last
+    complete line (an unterminated one is put in ``partial``)."""
+    for f in old_files:
+        try:
+            fh = open(f, "rb")  # noqa: SIM115 (closed by the with below)
+        except FileNotFoundError:
+            continue
+        with fh:
+            for line in fh:
+                entry = selector.pick(line)
+                if entry is not None:
+                    yield entry
+    if current is None:
+        return
+    for line in current:
+        if not line.endswith(b"\n"):
+            partial.append(line)
+            return
+        entry = selector.pick(line)
+        if entry is not None:
+            yield entry
 
 
 def _follow(path: Path, current: BinaryIO | None, pending: bytes, selector: _Selector, *,

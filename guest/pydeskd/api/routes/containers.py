@@ -48,7 +48,7 @@ from pydeskd.daemon.containers.attach import DetachScanner, frame, parse_detach_
 from pydeskd.daemon.containers.filters import ListOptions
 from pydeskd.daemon.containers.service import ContainerService
 from pydeskd.daemon.containers.timeutil import parse_api_time
-from pydeskd.daemon.logs import LogOptions
+from pydeskd.daemon.logs import LogEntry, LogOptions
 from pydeskd.shim.protocol import Stream
 
 router = APIRouter()
@@ -357,25 +357,24 @@ async def attach(request: HijackRequest) -> None:
     want_stdin = request.query_bool("stdin")
     want_out = request.query_bool("stdout")
     want_err = request.query_bool("stderr")
+    # Resolved before the answer (a log driver without read support is an HTTP error); the
+    # entries are read lazily, after it.
+    past = None
     if request.query_bool("logs"):
-        past = list(svc.logs(c.id, LogOptions(stdout=want_out, stderr=want_err)))
-    else:
-        past = []
+        past = await run_in_threadpool(
+            svc.logs, c.id, LogOptions(stdout=want_out, stderr=want_err))
     if not request.query_bool("stream"):
         reader, writer = await request.upgrade(RAW_STREAM if c.tty else MULTIPLEXED_STREAM)
-        for entry in past:
-            stream = Stream.STDERR if entry.stream == "stderr" else Stream.STDOUT
-            writer.write(entry.data if c.tty else frame(stream, entry.data))
-        await writer.drain()
+        if past is not None:
+            await send_logs(past, c.tty, writer)
         return
     # The CLI starts the container once its attach is answered, and the service's attach
     # waits for that start: reserve first (the start then waits for us), answer, then attach.
     reservation = await run_in_threadpool(svc.reserve_attach, c.id)
     try:
         reader, writer = await request.upgrade(RAW_STREAM if c.tty else MULTIPLEXED_STREAM)
-        for entry in past:
-            stream = Stream.STDERR if entry.stream == "stderr" else Stream.STDOUT
-            writer.write(entry.data if c.tty else frame(stream, entry.data))
+        if past is not None:
+            await send_logs(past, c.tty, writer)
         attachment = await run_in_threadpool(lambda: svc.attach(
             c.id, stdin=want_stdin, stdout=want_out, stderr=want_err,
             reservation=reservation))
@@ -386,6 +385,33 @@ async def attach(request: HijackRequest) -> None:
                    stdin_once=bool(c.config.get("StdinOnce")))
     finally:
         attachment.close()
+
+
+LOG_BATCH = 256 << 10  # bytes of past log read per worker call, written before the next
+
+
+async def send_logs(entries: Iterator[LogEntry], tty: bool, writer: Any) -> None:
+    """A container's past log on the raw stream (``attach?logs=1``): read by workers in
+    batches of about ``LOG_BATCH`` bytes, each written and drained before the next is read,
+    so neither the loop nor memory carries the whole log."""
+
+    def batch() -> bytes:
+        out = bytearray()
+        for entry in entries:
+            stream = Stream.STDERR if entry.stream == "stderr" else Stream.STDOUT
+            out += entry.data if tty else frame(stream, entry.data)
+            if len(out) >= LOG_BATCH:
+                break
+        return bytes(out)
+
+    try:
+        while data := await run_in_threadpool(batch):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        close = getattr(entries, "close", None)
+        if close is not None:
+            await run_in_threadpool(close)  # the log's files
 
 
 async def pump(attachment: Any, reader: Any, writer: Any, detach_keys: str,

@@ -1,0 +1,161 @@
+"""``attach?logs=1`` on a large log with a client that does not read: the event loop stays
+responsive (the log is read by workers in batches, not on the loop), and the whole log still
+arrives, framed, once the client reads.
+
+The attach route runs under the real HTTP front (its loop in a thread) over a stand-in
+service whose log is a real json-file log in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import struct
+import tempfile
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pydeskd.api.app import create_app, hijack_routes
+from pydeskd.api.server import HttpFront
+from pydeskd.daemon.logs import LogEntry, LogOptions, read_logs
+
+ENTRIES = 150_000
+LINE = "x" * 60 + "\n"
+MODULES = ("pydeskd.api.routes.containers",)
+
+
+class FakeContainer:
+    id = "c" * 64
+    tty = False
+    config: dict[str, Any] = {}
+
+
+class FakeService:
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    def get(self, name: str) -> FakeContainer:
+        return FakeContainer()
+
+    def logs(self, cid: str, options: LogOptions,
+             stop: threading.Event | None = None) -> Iterator[LogEntry]:
+        return read_logs(self.log, options, lambda: False, stop)
+
+
+class FakeDaemon:
+    def __init__(self, service: FakeService) -> None:
+        self.containers = service
+
+
+def _write_log(path: Path) -> None:
+    line = json.dumps({"log": LINE, "stream": "stdout",
+                       "time": "2026-01-01T00:00:00.000000000Z"}) + "\n"
+    with open(path, "w") as fh:
+        for _ in range(ENTRIES):
+            fh.write(line)
+
+
+class Front:
+    def __init__(self, base: Path) -> None:
+        log = base / "ctr.log"
+        _write_log(log)
+        self.socket = base / "d.sock"
+        self.loop = asyncio.new_event_loop()
+        self.front = HttpFront(create_app(FakeDaemon(FakeService(log)), modules=MODULES),
+                               hijack_routes(MODULES))
+        ready = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.front.listen_unix(self.socket, group=None))
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        assert ready.wait(10)
+
+    def loop_latency(self) -> float:
+        """How long a no-op takes to run on the loop."""
+        started = time.monotonic()
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self.loop).result(30)
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.front.shutdown(1.0), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def front() -> Iterator[Front]:
+    base = Path(tempfile.mkdtemp(prefix="pdal-", dir="/tmp"))
+    f = Front(base)
+    yield f
+    f.close()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_attach_logs_of_a_large_log_keeps_the_loop_responsive(front: Front) -> None:
+    latencies: list[float] = []
+    measuring = threading.Event()
+    measuring.set()
+
+    def measure() -> None:
+        while measuring.is_set():
+            latencies.append(front.loop_latency())
+            time.sleep(0.01)
+
+    probe = threading.Thread(target=measure)
+    probe.start()
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(30)
+            sock.connect(str(front.socket))
+            sock.sendall(b"POST /v1.47/containers/x/attach?logs=1&stream=0&stdout=1 HTTP/1.1"
+                         b"\r\nHost: d\r\nContent-Length: 0\r\nConnection: Upgrade\r\n"
+                         b"Upgrade: tcp\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(1)
+            assert head.startswith(b"HTTP/1.1 101")
+            time.sleep(1.5)  # a slow reader: nothing read for a while
+            measuring.clear()
+            probe.join()
+            received = bytearray()
+            while data := sock.recv(1 << 20):
+                received += data
+    finally:
+        measuring.clear()
+        probe.join()
+    assert max(latencies) < 0.15
+    payload = bytearray()
+    offset = 0
+    while offset < len(received):
+        stream, size = struct.unpack(">BxxxI", received[offset:offset + 8])
+        assert stream == 1
+        payload += received[offset + 8:offset + 8 + size]
+        offset += 8 + size
+    assert payload == LINE.encode() * ENTRIES
+
+
+def test_reading_a_whole_log_does_not_hold_it(tmp_path: Path) -> None:
+    log = tmp_path / "ctr.log"
+    _write_log(log)
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in read_logs(log, LogOptions()))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == ENTRIES
+    assert peak < (2 << 20)  # the log is ~16 MB
