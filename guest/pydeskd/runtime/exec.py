@@ -10,20 +10,34 @@ happened. Must never run anything in the container that is not the requested pro
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, NoReturn
 
 from pydeskd.runtime import state as st
 from pydeskd.runtime.errors import IllegalState, SetupFailed, SpecError
 from pydeskd.runtime.spec import Capabilities, Process, Spec, parse_spec
 
+# typing and json cost start-up time on every exec; annotations only need typing for mypy,
+# and json is imported only for a JSON process file (the shim hands pydesk-runc marshal).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
 
 def load_process_file(path: str) -> Process:
+    """A runtime-spec process as JSON, or, for a file named ``*.marshal``, pydesk's private
+    fast form of the same object (written by pydesk-shim, never by users)."""
     try:
         with open(path, "rb") as f:
-            raw = json.loads(f.read())
-    except (OSError, ValueError) as exc:
+            data = f.read()
+        if path.endswith(".marshal"):
+            import marshal
+
+            raw = marshal.loads(data)
+        else:
+            import json
+
+            raw = json.loads(data)
+    except (OSError, ValueError, EOFError, TypeError) as exc:
         raise SpecError(f"--process {path}: {exc}") from None
     spec = parse_spec({"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": raw})
     assert spec.process is not None

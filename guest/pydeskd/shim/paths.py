@@ -67,8 +67,10 @@ class StatePaths(NamedTuple):
         """Console socket of process number n (0 = init); short names keep within 108 bytes."""
         return self.root / f"c{n}.sock"
 
-    def exec_process(self, n: int) -> Path:
-        return self.root / f"exec{n}.json"
+    def exec_process(self, n: int, fast: bool = False) -> Path:
+        """The exec's process spec: JSON for any runtime, or (``fast``) the marshal format
+        pydesk-runc reads without importing json (see ``Runtime.fast_process_files``)."""
+        return self.root / (f"exec{n}.marshal" if fast else f"exec{n}.json")
 
     def exec_pid(self, n: int) -> Path:
         return self.root / f"exec{n}.pid"

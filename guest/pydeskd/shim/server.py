@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import marshal
 import os
 import threading
 import time
@@ -253,7 +254,9 @@ class Shim:
             n, self._next_n = self._next_n, self._next_n + 1
             proc = self._new_process(n, exec_id, tty, None)
             self._procs[exec_id] = proc
-        self.paths.exec_process(n).write_text(json.dumps(spec))
+        fast = self.runtime.fast_process_files
+        data = marshal.dumps(spec) if fast else json.dumps(spec).encode()
+        self.paths.exec_process(n, fast).write_bytes(data)
         if not tty:
             self._child_stdio(proc, stdin)
         with self._lock:
@@ -266,7 +269,9 @@ class Shim:
             self._child_stdio(proc, False)
         try:
             with console_socket(console_path) as console:
-                argv = self.runtime.exec(self.config.id, self.paths.exec_process(proc.n),
+                argv = self.runtime.exec(self.config.id,
+                                         self.paths.exec_process(
+                                             proc.n, self.runtime.fast_process_files),
                                          self.paths.exec_pid(proc.n), console_path)
                 code, out, since = self._run_runtime(proc, argv)
                 if code != 0:
@@ -320,7 +325,8 @@ class Shim:
             with self._lock:
                 del self._procs[exec_id]
                 proc.status = p.Status.DELETED
-            for path in (self.paths.exec_process(proc.n), self.paths.exec_pid(proc.n)):
+            for path in (self.paths.exec_process(proc.n, self.runtime.fast_process_files),
+                         self.paths.exec_pid(proc.n)):
                 path.unlink(missing_ok=True)
             proc.close_fds()
             return proc.state()
