@@ -28,6 +28,7 @@ from typing import BinaryIO
 from pydeskd.daemon.containers.timeutil import parse_rfc3339_ns
 
 POLL_INTERVAL = 0.05
+FOLLOW_CHUNK = 1 << 20  # bytes a follow reads per pass (it checks ``stop`` between passes)
 
 
 @dataclass(frozen=True)
@@ -166,39 +167,22 @@ def _past(old_files: list[Path], current: BinaryIO | None, selector: _Selector,
 def _follow(path: Path, current: BinaryIO | None, pending: bytes, selector: _Selector, *,
             running: Callable[[], bool], stop: threading.Event | None) -> Iterator[LogEntry]:
     fh = current
-    while True:
-        if fh is None:
-            if path.exists():
-                fh = open(path, "rb")  # noqa: SIM115 (closed below or by the caller)
-            else:
-                if not running() or (stop is not None and stop.is_set()):
-                    return
-                time.sleep(POLL_INTERVAL)
-                continue
-        data = fh.read()
-        if data:
-            lines = (pending + data).split(b"\n")
-            pending = lines.pop()
-            for line in lines:
-                entry = selector.pick(line)
-                if selector.ended:
-                    return
-                if entry is not None:
-                    yield entry
-            continue
-        if stop is not None and stop.is_set():
-            return
-        if _rotated(path, fh):
-            # The writer moved on to a new file: the old one is drained (read returned
-            # nothing), so switch to the new one from its start.
-            if fh is not current:
-                fh.close()
-            fh, pending = None, b""
-            continue
-        alive = running()
-        if not alive:
-            # One last read: the exit is recorded only after the output is drained.
-            data = fh.read()
+    try:
+        while True:
+            # Checked on every pass, not only when idle: a log that keeps growing (with lines
+            # this reader may filter out) must not keep a reader whose client left.
+            if stop is not None and stop.is_set():
+                return
+            if fh is None:
+                if path.exists():
+                    fh = open(path, "rb")  # noqa: SIM115 (closed below)
+                else:
+                    if not running():
+                        return
+                    time.sleep(POLL_INTERVAL)
+                    continue
+            # In bounded chunks, so a fast writer cannot keep one pass going forever.
+            data = fh.read(FOLLOW_CHUNK)
             if data:
                 lines = (pending + data).split(b"\n")
                 pending = lines.pop()
@@ -208,8 +192,30 @@ def _follow(path: Path, current: BinaryIO | None, pending: bytes, selector: _Sel
                         return
                     if entry is not None:
                         yield entry
-            return
-        time.sleep(POLL_INTERVAL)
+                continue
+            if _rotated(path, fh):
+                # The writer moved on to a new file: the old one is drained (read returned
+                # nothing), so switch to the new one from its start.
+                if fh is not current:
+                    fh.close()
+                fh, pending = None, b""
+                continue
+            if not running():
+                # One last drain: the exit is recorded only after the output is drained.
+                while data := fh.read(FOLLOW_CHUNK):
+                    lines = (pending + data).split(b"\n")
+                    pending = lines.pop()
+                    for line in lines:
+                        entry = selector.pick(line)
+                        if selector.ended:
+                            return
+                        if entry is not None:
+                            yield entry
+                return
+            time.sleep(POLL_INTERVAL)
+    finally:
+        if fh is not None and fh is not current:
+            fh.close()
 
 
 def _rotated(path: Path, fh: BinaryIO) -> bool:

@@ -159,3 +159,34 @@ def test_reading_a_whole_log_does_not_hold_it(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert count == ENTRIES
     assert peak < (2 << 20)  # the log is ~16 MB
+
+
+def test_a_follow_stops_while_the_log_grows_with_lines_it_filters_out(tmp_path: Path) -> None:
+    log = tmp_path / "ctr.log"
+    log.write_text("")
+    stop = threading.Event()
+    writing = threading.Event()
+    writing.set()
+    line = json.dumps({"log": LINE, "stream": "stdout",
+                       "time": "2026-01-01T00:00:00.000000000Z"}) + "\n"
+
+    def write() -> None:
+        with open(log, "a") as fh:
+            while writing.is_set():
+                fh.write(line * 100)
+                fh.flush()
+
+    follower = threading.Thread(target=lambda: list(read_logs(
+        log, LogOptions(stdout=False, stderr=True, follow=True), lambda: True, stop)))
+    writer = threading.Thread(target=write)
+    writer.start()
+    follower.start()
+    try:
+        time.sleep(0.3)
+        stop.set()
+        follower.join(1.0)
+        assert not follower.is_alive()
+    finally:
+        writing.clear()
+        writer.join()
+        follower.join(5)
