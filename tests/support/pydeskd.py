@@ -20,6 +20,7 @@ is mounted under them, and removes the socket directory.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -55,6 +56,10 @@ class Pydeskd:
         self.log_path = tmp_dir / "pydeskd.log"
         self.docker_config = tmp_dir / "docker-config"
         self.config = dict(config or {})
+        # Container cgroups under a parent of this daemon's own (the same for a restart on the
+        # same directory), removed when it stops: tests leave no cgroup behind.
+        digest = hashlib.sha256(str(tmp_dir).encode()).hexdigest()[:10]
+        self.config.setdefault("cgroup-parent", f"/pydesk-test-{digest}")
         self.extra_args = extra_args
         self.sock_dir = Path(tempfile.mkdtemp(prefix="pd-", dir="/tmp"))
         self.socket = self.sock_dir / "docker.sock"
@@ -150,8 +155,21 @@ class Pydeskd:
             self.proc = None
         self._kill_leftovers()
         self._unmount_all()
+        self._remove_empty_cgroups()
         shutil.rmtree(self.sock_dir, ignore_errors=True)
         return code
+
+    def _remove_empty_cgroups(self) -> None:
+        """The daemon's cgroup parent, children first, in every hierarchy: one pass, empty
+        directories only (a container left running keeps its own)."""
+        name = str(self.config["cgroup-parent"]).strip("/")
+        for top in Path("/sys/fs/cgroup").glob(f"*/{name}"):
+            if top.parent.is_symlink():
+                continue  # cpu,cpuacct aliases
+            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+            for directory in [*dirs, top]:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
 
     def _kill_leftovers(self) -> None:
         """Shims and runtimes run detached from the daemon; anything naming our roots goes."""
