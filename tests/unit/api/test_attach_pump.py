@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 
-from pydeskd.api.routes.containers import pump
+from pydeskd.api.streaming import pump
 from pydeskd.daemon.containers.attach import Attachment
 from pydeskd.shim.client import AttachStream
 

@@ -2,7 +2,7 @@
 
 What it is for: parsing Docker's ExecConfig / ExecStartConfig and calling the container
 service's exec API (:mod:`pydeskd.daemon.containers.execs`). A started exec's stream is pumped
-as an attach is (:func:`pydeskd.api.routes.containers.pump`); the connection closes only once
+as an attach is (:func:`pydeskd.api.streaming.pump`); the connection closes only once
 the exec's exit code is recorded, so the CLI's inspect right after reads it.
 
 What it must never do: hold exec logic of its own, or block the event loop.
@@ -18,7 +18,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from pydeskd.api.hijack import MULTIPLEXED_STREAM, RAW_STREAM, HijackRequest, HijackRoute
-from pydeskd.api.routes.containers import _bound, _service, containers, pump
+from pydeskd.api.routes.containers import _bound, _service, containers
+from pydeskd.api.streaming import pump
 from pydeskd.containerd.errors import ContainerdError, InvalidArgument
 from pydeskd.daemon.containers.attach import frame
 from pydeskd.shim.protocol import Stream
