@@ -34,6 +34,11 @@ ALLOWED = {
     "capabilities.newer": "CAP_PERFMON, CAP_BPF, CAP_CHECKPOINT_RESTORE (38-40): 20.10's "
                           "capability table predates them; Docker 28 and pydesk grant them "
                           "with ALL/--privileged when the kernel knows them",
+    "capabilities.bounding": "pydesk grants ALL/--privileged only the capabilities in the "
+                             "daemon's own bounding set (moby's GetAllCapabilities reads the "
+                             "daemon's bounding set); 20.10 lists every capability it knows. "
+                             "This sandbox lacks CAP_SYS_RESOURCE: compared without the "
+                             "capabilities the daemon does not hold",
     "network.host": "with --network host, 20.10 joins its own handle on the host netns "
                     "(exec-root/netns/default); Docker 28 and pydesk leave the network "
                     "namespace out: the same namespace",
@@ -58,6 +63,21 @@ SEC_28_ONLY = _names("""
 # io_uring: removed from Docker's default profile in 25.0 (a history of kernel exploits).
 SEC_20_ONLY = frozenset(("io_uring_enter", "io_uring_register", "io_uring_setup"))
 NEWER_CAPS = frozenset(("CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"))
+
+
+def _unheld_caps() -> frozenset[str]:
+    """Capabilities outside this process's bounding set (a daemon started from here has the
+    same): no container can be given them."""
+    from pydeskd.runtime.capabilities import CAPABILITIES
+
+    with open("/proc/self/status") as status:
+        bounding = next(int(line.split()[1], 16) for line in status
+                        if line.startswith("CapBnd:"))
+    return frozenset(name for name, number in CAPABILITIES.items()
+                     if not bounding >> number & 1)
+
+
+UNHELD_CAPS = _unheld_caps()
 
 
 _ALLOW_RULE = json.dumps({"action": "SCMP_ACT_ALLOW", "errnoRet": None, "args": None},
@@ -102,7 +122,8 @@ def normalize(spec: dict[str, Any], *, docker: bool) -> dict[str, Any]:
         user["additionalGids"] = sorted(user["additionalGids"])
     caps = spec.get("process", {}).get("capabilities", {})
     for key in list(caps):
-        caps[key] = [c for c in dict.fromkeys(caps[key]) if c not in NEWER_CAPS]
+        caps[key] = [c for c in dict.fromkeys(caps[key])
+                     if c not in NEWER_CAPS and c not in UNHELD_CAPS]
     if spec.get("process", {}).get("user", {}).get("uid", 0) != 0:
         caps.pop("effective", None)
         caps.pop("permitted", None)
