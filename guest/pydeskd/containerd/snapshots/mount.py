@@ -32,25 +32,26 @@ from typing import Protocol
 
 from pydeskd.containerd.errors import InvalidArgument
 from pydeskd.containerd.snapshots import Mount
-
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_SYNCHRONOUS = 16
-MS_REMOUNT = 32
-MS_MANDLOCK = 64
-MS_DIRSYNC = 128
-MS_NOATIME = 1024
-MS_NODIRATIME = 2048
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MS_SLAVE = 1 << 19
-MS_SHARED = 1 << 20
-MS_RELATIME = 1 << 21
-MS_STRICTATIME = 1 << 24
-MNT_DETACH = 2
+from pydeskd.runtime.syscalls import (  # the kernel's mount flags, defined once
+    MNT_DETACH,
+    MS_BIND,
+    MS_DIRSYNC,
+    MS_MANDLOCK,
+    MS_NOATIME,
+    MS_NODEV,
+    MS_NODIRATIME,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_RELATIME,
+    MS_REMOUNT,
+    MS_SHARED,
+    MS_SLAVE,
+    MS_STRICTATIME,
+    MS_SYNCHRONOUS,
+)
 
 # option -> (clear?, flag), as containerd's mount_linux.go parseMountOptions
 _FLAGS: dict[str, tuple[bool, int]] = {
