@@ -54,7 +54,7 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 AUFS_PREFIX = ".wh..wh."
 _CHUNK = 1 << 20
-_KNOWN_TYPES = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE,
+KNOWN_TYPES = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE,
                           tarfile.GNUTYPE_SPARSE, tarfile.DIRTYPE, tarfile.SYMTYPE,
                           tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE})
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -76,7 +76,7 @@ def _show(parts: tuple[str, ...]) -> str:
     return "/" + "/".join(parts)
 
 
-class _Applier:
+class Applier:
     def __init__(self, root: str, overlay: bool, lowers: Sequence[str]) -> None:
         self.root = Root(root)
         self.overlay = overlay
@@ -132,7 +132,7 @@ class _Applier:
     # --- entries ------------------------------------------------------------------------------
 
     def entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        if member.type not in _KNOWN_TYPES:
+        if member.type not in KNOWN_TYPES:
             raise InvalidArgument(f"tar entry {member.name!r}: unsupported type {member.type!r}")
         parts = clean_name(member.name)
         if not parts:
@@ -347,14 +347,19 @@ def apply_tar(stream: IO[bytes], root: str, overlay: bool = False,
     Raises InvalidArgument (a hostile or malformed entry), FailedPrecondition (device node
     without root), OSError (the filesystem failed).
     """
-    applier = _Applier(root, overlay, lowers)
+    run_applier(Applier(root, overlay, lowers), stream, "layer tar")
+
+
+def run_applier(applier: Applier, stream: IO[bytes], what: str) -> None:
+    """Feed every member of the tar ``stream`` to ``applier``, then finish and close it (also
+    on error). Raises InvalidArgument for a malformed tar (``what`` names it)."""
     try:
         try:
             with tarfile.open(fileobj=stream, mode="r|", errors="surrogateescape") as tar:
                 for member in tar:
                     applier.entry(tar, member)
         except tarfile.TarError as err:
-            raise InvalidArgument(f"malformed layer tar: {err}") from None
+            raise InvalidArgument(f"malformed {what}: {err}") from None
         applier.finish()
     finally:
         applier.close()

@@ -39,7 +39,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from pydeskd.containerd.archive import attrs
-from pydeskd.containerd.archive.apply import _KNOWN_TYPES, AUFS_PREFIX, WHITEOUT_PREFIX, _Applier
+from pydeskd.containerd.archive.apply import (
+    AUFS_PREFIX,
+    KNOWN_TYPES,
+    WHITEOUT_PREFIX,
+    Applier,
+    run_applier,
+)
 from pydeskd.containerd.archive.confine import clean_name, lstat_at
 from pydeskd.containerd.errors import InvalidArgument, NotFound
 from pydeskd.containerd.snapshots import mount as snapmount
@@ -215,7 +221,7 @@ def get_archive(svc: ContainerService, ref: str, path: str) -> tuple[PathStat, I
 
 # --- PUT ---------------------------------------------------------------------------------------
 
-class _CopyApplier(_Applier):
+class _CopyApplier(Applier):
     """The confined plain-mode layer applier with ``docker cp``'s rules on top."""
 
     def __init__(self, root: str, no_overwrite_dir_non_dir: bool,
@@ -241,7 +247,7 @@ class _CopyApplier(_Applier):
                  parts: tuple[str, ...]) -> None:
         """A ``.wh.*`` name is a plain file here (docker cp is no layer): created as its
         type says, never read as a whiteout that deletes something."""
-        if member.type not in _KNOWN_TYPES:
+        if member.type not in KNOWN_TYPES:
             raise InvalidArgument(f"tar entry {member.name!r}: unsupported type {member.type!r}")
         self._drop_cache()
         if member.islnk():
@@ -284,17 +290,8 @@ def extract(stream: IO[bytes], dir_fd: int, no_overwrite_dir_non_dir: bool = Fal
             owner: tuple[int, int] | None = None) -> None:
     """Extract the uncompressed tar ``stream`` into the opened directory ``dir_fd`` (the
     confinement root). Raises InvalidArgument (hostile or malformed tar, overwrite refused)."""
-    applier = _CopyApplier(f"/proc/self/fd/{dir_fd}", no_overwrite_dir_non_dir, owner)
-    try:
-        try:
-            with tarfile.open(fileobj=stream, mode="r|", errors="surrogateescape") as tar:
-                for member in tar:
-                    applier.entry(tar, member)
-        except tarfile.TarError as err:
-            raise InvalidArgument(f"malformed tar: {err}") from None
-        applier.finish()
-    finally:
-        applier.close()
+    run_applier(_CopyApplier(f"/proc/self/fd/{dir_fd}", no_overwrite_dir_non_dir, owner),
+                stream, "tar")
 
 
 def put_archive(svc: ContainerService, ref: str, path: str, stream: IO[bytes], *,
