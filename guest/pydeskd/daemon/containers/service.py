@@ -522,26 +522,26 @@ class ContainerService:
     # --- pause / rename -------------------------------------------------------------------
 
     def pause(self, ref: str) -> None:
-        c = self.get(ref)
-        with self.condition(c.id):
-            c.state.check_can_pause(c.id)
-            done = self._runtime("pause", c.id)
-            if done.returncode != 0:
-                raise StartFailed(f"Cannot pause container {c.id}: {done.stderr.strip()}")
-            c.state.set_paused(True)
-            self.store.save(c)
-        self.publish(c, "pause")
+        self._set_paused(ref, True)
 
     def unpause(self, ref: str) -> None:
+        self._set_paused(ref, False)
+
+    def _set_paused(self, ref: str, paused: bool) -> None:
+        """``docker pause`` / ``unpause``: the runtime freezes or thaws the cgroup."""
         c = self.get(ref)
+        verb, command = ("pause", "pause") if paused else ("unpause", "resume")
         with self.condition(c.id):
-            c.state.check_can_unpause(c.id)
-            done = self._runtime("resume", c.id)
+            if paused:
+                c.state.check_can_pause(c.id)
+            else:
+                c.state.check_can_unpause(c.id)
+            done = self._runtime(command, c.id)
             if done.returncode != 0:
-                raise StartFailed(f"Cannot unpause container {c.id}: {done.stderr.strip()}")
-            c.state.set_paused(False)
+                raise StartFailed(f"Cannot {verb} container {c.id}: {done.stderr.strip()}")
+            c.state.set_paused(paused)
             self.store.save(c)
-        self.publish(c, "unpause")
+        self.publish(c, verb)
 
     def rename(self, ref: str, new_name: str) -> None:
         """Raises Conflict (name taken), InvalidArgument (bad name or the same name)."""
