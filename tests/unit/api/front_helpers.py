@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,30 @@ def run(scenario: Callable[[], Awaitable[None]], timeout: float = 20.0) -> None:
     async def bounded() -> None:
         await asyncio.wait_for(scenario(), timeout)
     asyncio.run(bounded())
+
+
+def serve_in_thread(front: HttpFront, sock: Path) -> tuple[asyncio.AbstractEventLoop,
+                                                           threading.Thread]:
+    """Serve ``front`` on the unix socket ``sock`` from an event loop in a thread of its own
+    (for tests whose client side is blocking); undo with ``stop_served``."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(front.listen_unix(sock, group=None))
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    return loop, thread
+
+
+def stop_served(front: HttpFront, loop: asyncio.AbstractEventLoop,
+                thread: threading.Thread) -> None:
+    asyncio.run_coroutine_threadsafe(front.shutdown(1.0), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()

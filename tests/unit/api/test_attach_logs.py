@@ -26,6 +26,7 @@ import pytest
 from pydeskd.api.app import create_app, hijack_routes
 from pydeskd.api.server import HttpFront
 from pydeskd.daemon.logs import LogEntry, LogOptions, read_logs
+from tests.unit.api.front_helpers import serve_in_thread, stop_served
 
 ENTRIES = 150_000
 LINE = "x" * 60 + "\n"
@@ -68,20 +69,9 @@ class Front:
         log = base / "ctr.log"
         _write_log(log)
         self.socket = base / "d.sock"
-        self.loop = asyncio.new_event_loop()
         self.front = HttpFront(create_app(FakeDaemon(FakeService(log)), modules=MODULES),
                                hijack_routes(MODULES))
-        ready = threading.Event()
-
-        def serve() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.front.listen_unix(self.socket, group=None))
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=serve, daemon=True)
-        self.thread.start()
-        assert ready.wait(10)
+        self.loop, self.thread = serve_in_thread(self.front, self.socket)
 
     def loop_latency(self) -> float:
         """How long a no-op takes to run on the loop."""
@@ -90,10 +80,7 @@ class Front:
         return time.monotonic() - started
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.front.shutdown(1.0), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+        stop_served(self.front, self.loop, self.thread)
 
 
 @pytest.fixture

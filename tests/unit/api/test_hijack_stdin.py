@@ -17,6 +17,7 @@ import pytest
 
 from pydeskd.api.hijack import HijackRequest, HijackRoute
 from pydeskd.api.server import HttpFront
+from tests.unit.api.front_helpers import serve_in_thread, stop_served
 
 STREAM = 64 << 20  # what the client tries to push while the handler does not read
 HELD_BACK = 8 << 20  # far above the socket buffers and the reader's limit, far below STREAM
@@ -25,22 +26,11 @@ HELD_BACK = 8 << 20  # far above the socket buffers and the reader's limit, far 
 class Front:
     def __init__(self, base: Path) -> None:
         self.socket = base / "d.sock"
-        self.loop = asyncio.new_event_loop()
         self.first = threading.Event()
         self.release = threading.Event()
         self.front = HttpFront(None, [HijackRoute("POST", "/containers/{id}/attach",
                                                   self.handler)])
-        ready = threading.Event()
-
-        def serve() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.front.listen_unix(self.socket, group=None))
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=serve, daemon=True)
-        self.thread.start()
-        assert ready.wait(10)
+        self.loop, self.thread = serve_in_thread(self.front, self.socket)
 
     async def handler(self, request: HijackRequest) -> None:
         reader, writer = await request.upgrade()
@@ -56,10 +46,7 @@ class Front:
 
     def close(self) -> None:
         self.release.set()
-        asyncio.run_coroutine_threadsafe(self.front.shutdown(1.0), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+        stop_served(self.front, self.loop, self.thread)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ import pytest
 from pydeskd.api.app import create_app
 from pydeskd.api.server import HttpFront
 from pydeskd.daemon.logs import LogEntry, LogOptions, read_logs
+from tests.unit.api.front_helpers import serve_in_thread, stop_served
 
 CLIENTS = 60  # more than anyio's default 40 workers in this process
 
@@ -70,20 +71,9 @@ class Front:
                                    "time": "2026-01-01T00:00:00.000000000Z"}) + "\n")
         self.service = FakeService(log)
         self.socket = base / "d.sock"
-        self.loop = asyncio.new_event_loop()
         self.front = HttpFront(create_app(FakeDaemon(self.service),
                                           modules=("pydeskd.api.routes.containers",)))
-        ready = threading.Event()
-
-        def serve() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.front.listen_unix(self.socket, group=None))
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=serve, daemon=True)
-        self.thread.start()
-        assert ready.wait(10)
+        self.loop, self.thread = serve_in_thread(self.front, self.socket)
 
     def borrowed_workers(self) -> float:
         async def read() -> float:
@@ -117,10 +107,7 @@ class Front:
 
     def close(self) -> None:
         self.service.exited.set()
-        asyncio.run_coroutine_threadsafe(self.front.shutdown(1.0), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+        stop_served(self.front, self.loop, self.thread)
 
 
 @pytest.fixture
