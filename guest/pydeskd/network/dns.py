@@ -1,0 +1,452 @@
+"""The embedded DNS server: containers' names answered in pydeskd, everything else forwarded.
+
+Docker answers container names from a resolver inside the daemon (127.0.0.11 in each
+container). pydeskd does the same on the address(es) its network layer asks for (a bridge's
+gateway): :meth:`Resolver.listen` serves UDP and TCP port 53 there. For every query the network
+layer's ``lookup(client_ip, name)`` decides: a list of addresses is the answer (authoritative,
+TTL 600 like Docker; a known name asked for a type it has no address of gets NOERROR with no
+answers; an empty list is NXDOMAIN), None means "not ours": the query goes to the upstreams
+(the host's resolvers) and their answer goes back to the client with the client's query id.
+
+Threads, not asyncio (pydeskd's other I/O is threads too): one thread per listening address
+multiplexes its UDP socket, its TCP listener and a wake-up pipe; each TCP client gets a thread
+(at most MAX_TCP_CLIENTS), forwarded queries run on a small pool (at most MAX_INFLIGHT at a
+time: past that, queries are dropped and the client retries, like an overloaded server).
+
+This module must never let a packet kill a serving thread (every handler catches everything),
+never answer a response (no reflection loops between two resolvers), and never forward to one
+of its own listening addresses. ``lookup`` is called from several threads at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import secrets
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from pydeskd.network.dns_wire import (
+    CLASS_IN,
+    HEADER_SIZE,
+    QType,
+    Query,
+    RCode,
+    WireError,
+    build_response,
+    error_from_header,
+    parse_header,
+    parse_query,
+    read_name,
+    with_id,
+)
+
+log = logging.getLogger(__name__)
+
+Lookup = Callable[[str, str], Sequence[str] | None]
+
+DNS_PORT = 53
+FORWARD_TIMEOUT = 2.0        # per upstream, then the next one, then SERVFAIL
+TCP_IDLE_TIMEOUT = 10.0      # a TCP client that sends nothing this long is dropped
+MAX_TCP_CLIENTS = 128
+MAX_INFLIGHT = 256
+FORWARD_WORKERS = 16
+MAX_TCP_MESSAGE = 65535
+IP_FREEBIND = 15             # linux/in.h: bind an address the host does not have (yet)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    host: str
+    port: int = DNS_PORT
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    @classmethod
+    def parse(cls, text: str) -> Upstream:
+        """``1.1.1.1``, ``1.1.1.1:5353``, ``::1`` or ``[::1]:5353``. Raises ValueError."""
+        host, port = text.strip(), DNS_PORT
+        if host.startswith("["):
+            host, _, rest = host[1:].partition("]")
+            if rest:
+                port = int(rest.removeprefix(":"))
+        elif host.count(":") == 1:
+            host, _, port_text = host.partition(":")
+            port = int(port_text)
+        ipaddress.ip_address(host)
+        if not 0 < port < 65536:
+            raise ValueError(f"bad port in upstream {text!r}")
+        return cls(host, port)
+
+
+def _client_ip(address: str) -> str:
+    """The client's address as the network layer knows it (no IPv4-mapped IPv6 form)."""
+    return address.removeprefix("::ffff:") if address.startswith("::ffff:") else address
+
+
+class Resolver:
+    """An embedded DNS server: see the module docstring. Thread-safe."""
+
+    def __init__(self, lookup: Lookup, upstreams: Sequence[str], *,
+                 search_domains: Sequence[str] = (), timeout: float = FORWARD_TIMEOUT) -> None:
+        self._lookup = lookup
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._endpoints: dict[str, _Endpoint] = {}
+        self._upstreams: tuple[Upstream, ...] = ()
+        self._search = tuple(d.strip(".").lower() for d in search_domains if d.strip("."))
+        self._pool = ThreadPoolExecutor(FORWARD_WORKERS, thread_name_prefix="dns-forward")
+        self._inflight = threading.BoundedSemaphore(MAX_INFLIGHT)
+        self._closed = False
+        self.set_upstreams(upstreams)
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def set_upstreams(self, upstreams: Sequence[str]) -> None:
+        """Replaces the upstream resolvers (the host's resolv.conf changed). Unparsable
+        entries are logged and left out."""
+        parsed = []
+        for text in upstreams:
+            try:
+                parsed.append(Upstream.parse(text))
+            except ValueError:
+                log.warning("dns: ignoring upstream %r (not an address)", text)
+        self._upstreams = tuple(parsed)
+
+    def listen(self, address: str, port: int = DNS_PORT) -> None:
+        """Serves UDP and TCP ``port`` on ``address``; a no-op if it already does.
+        Raises OSError if a socket cannot be bound (e.g. the port is taken there)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("resolver is closed")
+            if address in self._endpoints:
+                return
+            self._endpoints[address] = _Endpoint(self, address, port)
+
+    def ports(self, address: str) -> tuple[int, int]:
+        """The (UDP, TCP) ports served on ``address`` (tests listen on port 0). KeyError if
+        not listening there."""
+        endpoint = self._endpoints[address]
+        return endpoint.udp.getsockname()[1], endpoint.tcp.getsockname()[1]
+
+    def unlisten(self, address: str) -> None:
+        """Stops serving ``address`` (its network went away); a no-op if it did not."""
+        with self._lock:
+            endpoint = self._endpoints.pop(address, None)
+        if endpoint is not None:
+            endpoint.close()
+
+    def close(self) -> None:
+        """Stops every endpoint and the forwarding pool. Idempotent."""
+        with self._lock:
+            self._closed = True
+            endpoints, self._endpoints = list(self._endpoints.values()), {}
+        for endpoint in endpoints:
+            endpoint.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- answering -------------------------------------------------------------------------
+
+    def answer_locally(self, data: bytes, client_ip: str) -> tuple[bytes | None, Query | None]:
+        """Either (the reply, None): answered here, or an error, or (None, None): not worth a
+        reply; or (None, query): to forward."""
+        try:
+            query = parse_query(data)
+        except WireError:
+            return error_from_header(data, RCode.FORMERR), None
+        if query.header.opcode != 0:
+            return build_response(query, RCode.NOTIMP, authoritative=False), None
+        if query.question.qclass != CLASS_IN:
+            return None, query
+        try:
+            addresses = self._resolve(client_ip, query.question.name.lower())
+        except Exception:
+            log.exception("dns: lookup of %r failed", query.question.name)
+            return build_response(query, RCode.SERVFAIL, authoritative=False), None
+        if addresses is None:
+            return None, query
+        if not addresses:
+            return build_response(query, RCode.NXDOMAIN), None
+        answers = _matching(addresses, query.question.qtype)
+        return build_response(query, RCode.NOERROR, answers), None
+
+    def _resolve(self, client_ip: str, name: str) -> Sequence[str] | None:
+        addresses = self._lookup(client_ip, name)
+        if addresses is None:
+            # A client with the host's search domains asks "web.example.com" before "web":
+            # answer it as "web" at once rather than forward it upstream for an NXDOMAIN.
+            for domain in self._search:
+                if name.endswith("." + domain):
+                    addresses = self._lookup(client_ip, name[:-len(domain) - 1])
+                    if addresses is not None:
+                        break
+        return addresses
+
+    def forward(self, data: bytes, query: Query, *, tcp: bool) -> bytes:
+        """The upstreams' answer to ``data`` with the client's id, or SERVFAIL. A truncated
+        UDP answer is retried over TCP for a TCP client; a UDP client gets it truncated, as
+        the upstream sent it, and retries over TCP itself."""
+        own = self._own_endpoints()
+        for upstream in self._upstreams:
+            if (upstream.host, upstream.port) in own:
+                continue
+            request_id = secrets.randbits(16)
+            request = with_id(data, request_id)
+            try:
+                reply = _exchange_udp(upstream, request, request_id, self._timeout)
+                if tcp and parse_header(reply).truncated:
+                    reply = _exchange_tcp(upstream, request, request_id, self._timeout)
+            except (OSError, WireError) as e:
+                log.debug("dns: upstream %s:%d failed: %s", upstream.host, upstream.port, e)
+                continue
+            return with_id(reply, query.header.id)
+        return build_response(query, RCode.SERVFAIL, authoritative=False)
+
+    def _own_endpoints(self) -> set[tuple[str, int]]:
+        own = set()
+        for endpoint in list(self._endpoints.values()):
+            with contextlib.suppress(OSError):
+                own.add((endpoint.address, endpoint.udp.getsockname()[1]))
+        return own
+
+    def submit_forward(self, job: Callable[[], None]) -> bool:
+        """Runs ``job`` on the forwarding pool; False (dropped) when MAX_INFLIGHT are running."""
+        if not self._inflight.acquire(blocking=False):
+            return False
+
+        def run() -> None:
+            try:
+                job()
+            except Exception:
+                log.exception("dns: forwarding failed")
+            finally:
+                self._inflight.release()
+
+        try:
+            self._pool.submit(run)
+        except RuntimeError:  # the pool is shut down: the resolver is closing
+            self._inflight.release()
+            return False
+        return True
+
+
+_VERSIONS: dict[int, tuple[int, ...]] = {QType.A: (4,), QType.AAAA: (6,), QType.ANY: (4, 6)}
+
+
+def _matching(addresses: Sequence[str], qtype: int) -> list[str]:
+    """The addresses a question of ``qtype`` is answered with (NODATA when none)."""
+    versions = _VERSIONS.get(qtype, ())
+    out = []
+    for address in addresses:
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(address).version in versions:
+                out.append(address)
+    return out
+
+
+def _reply_matches(reply: bytes, request: bytes, request_id: int) -> bool:
+    """Whether ``reply`` answers ``request``: same id, a response, same question bytes."""
+    if len(reply) < HEADER_SIZE:
+        return False
+    header = parse_header(reply)
+    if header.id != request_id or not header.is_response:
+        return False
+    qdcount = struct.unpack_from("!H", request, 4)[0]
+    if header.qdcount != qdcount:
+        return False
+    question_end = _question_end(request)
+    return reply[HEADER_SIZE:question_end].lower() == request[HEADER_SIZE:question_end].lower()
+
+
+def _question_end(message: bytes) -> int:
+    _, offset = read_name(message, HEADER_SIZE)
+    return offset + 4
+
+
+def _exchange_udp(upstream: Upstream, request: bytes, request_id: int, timeout: float) -> bytes:
+    deadline = time.monotonic() + timeout
+    with socket.socket(upstream.family, socket.SOCK_DGRAM) as sock:
+        # connect(): the kernel drops datagrams from any other address, and an ICMP
+        # "port unreachable" fails the recv at once instead of waiting for the timeout.
+        sock.connect((upstream.host, upstream.port))
+        sock.send(request)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no answer")
+            sock.settimeout(left)
+            reply = sock.recv(65535)
+            if _reply_matches(reply, request, request_id):
+                return reply
+
+
+def _exchange_tcp(upstream: Upstream, request: bytes, request_id: int, timeout: float) -> bytes:
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((upstream.host, upstream.port), timeout=timeout) as sock:
+        sock.sendall(struct.pack("!H", len(request)) + request)
+        while True:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            reply = _recv_message(sock)
+            if reply is None:
+                raise ConnectionError("upstream closed the connection")
+            if _reply_matches(reply, request, request_id):
+                return reply
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
+    chunks, got = [], 0
+    while got < size:
+        chunk = sock.recv(size - got)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _recv_message(sock: socket.socket) -> bytes | None:
+    """One length-prefixed DNS message (RFC 1035 4.2.2); None at EOF."""
+    prefix = _recv_exactly(sock, 2)
+    if prefix is None:
+        return None
+    (length,) = struct.unpack("!H", prefix)
+    return _recv_exactly(sock, length) if length else b""
+
+
+class _Endpoint:
+    """UDP and TCP on one address, served by one thread (plus one per TCP client)."""
+
+    def __init__(self, resolver: Resolver, address: str, port: int) -> None:
+        self.resolver = resolver
+        self.address = address
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        self.udp = socket.socket(family, socket.SOCK_DGRAM)
+        self.tcp = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            for sock in (self.udp, self.tcp):
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                # The gateway's address may come and go with its bridge (a restart re-creates
+                # it): bind it regardless, and serve it whenever it is there.
+                sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.udp.bind((address, port))
+            self.tcp.bind((address, port or self.udp.getsockname()[1]))
+            self.tcp.listen(64)
+        except OSError:
+            self.udp.close()
+            self.tcp.close()
+            raise
+        self.udp.setblocking(False)
+        self.tcp.setblocking(False)
+        self._wake_r, self._wake_w = os.pipe()
+        self._stopping = False
+        self._clients: set[socket.socket] = set()
+        self._clients_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, name=f"dns-{address}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+        self._thread.join(5)
+        with self._clients_lock:
+            clients = list(self._clients)
+        for client in clients:
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+        for sock in (self.udp, self.tcp):
+            sock.close()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _serve(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.udp, selectors.EVENT_READ)
+            selector.register(self.tcp, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping:
+                for key, _ in selector.select():
+                    if key.fileobj is self.udp:
+                        self._serve_udp()
+                    elif key.fileobj is self.tcp:
+                        self._accept_tcp()
+
+    def _serve_udp(self) -> None:
+        for _ in range(64):  # drain a burst, then let the listener have a turn
+            try:
+                data, peer = self.udp.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # e.g. ECONNREFUSED left by an earlier ICMP error
+                log.debug("dns: udp recv on %s: %s", self.address, e)
+                return
+            try:
+                self._answer_udp(data, peer)
+            except Exception:
+                log.exception("dns: unexpected error answering %s", peer[0])
+
+    def _answer_udp(self, data: bytes, peer: tuple[str, int]) -> None:
+        reply, query = self.resolver.answer_locally(data, _client_ip(peer[0]))
+        if reply is not None:
+            self._send_udp(reply, peer)
+        elif query is not None:
+            def job() -> None:
+                self._send_udp(self.resolver.forward(data, query, tcp=False), peer)
+
+            self.resolver.submit_forward(job)
+
+    def _send_udp(self, reply: bytes, peer: tuple[str, int]) -> None:
+        try:
+            self.udp.sendto(reply, peer)
+        except OSError as e:
+            log.debug("dns: udp send to %s: %s", peer[0], e)
+
+    def _accept_tcp(self) -> None:
+        try:
+            conn, peer = self.tcp.accept()
+        except OSError:
+            return
+        with self._clients_lock:
+            if len(self._clients) >= MAX_TCP_CLIENTS:
+                conn.close()
+                return
+            self._clients.add(conn)
+        threading.Thread(target=self._serve_tcp_client, args=(conn, peer), daemon=True,
+                         name=f"dns-tcp-{peer[0]}").start()
+
+    def _serve_tcp_client(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        client_ip = _client_ip(peer[0])
+        try:
+            conn.setblocking(True)
+            conn.settimeout(TCP_IDLE_TIMEOUT)
+            while not self._stopping:
+                data = _recv_message(conn)
+                if data is None:
+                    return
+                reply, query = self.resolver.answer_locally(data, client_ip)
+                if query is not None:
+                    reply = self.resolver.forward(data, query, tcp=True)
+                if reply is None:
+                    return  # not even a header: not a DNS client, hang up
+                conn.sendall(struct.pack("!H", len(reply)) + reply)
+        except (OSError, ValueError):
+            return
+        except Exception:
+            log.exception("dns: unexpected error serving %s over tcp", client_ip)
+        finally:
+            with self._clients_lock:
+                self._clients.discard(conn)
+            conn.close()
