@@ -26,6 +26,7 @@ TYPE_CHECKING = False  # typing costs start-up time (~2 ms): mypy only, as in py
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 
+    from pydeskd.shim.forkserver import ForkClient
     from pydeskd.shim.launch import ShimConfig
     from pydeskd.shim.paths import StatePaths
 
@@ -58,7 +59,14 @@ def main(argv: list[str]) -> NoReturn:
             early = _spawn_create(create, bundle, mode == "stdin", config)
     except OSError as e:
         early = e
-    _serve(config, ready_w, early)
+    forks = None
+    if os.path.basename(create[0]) == "pydesk-runc":
+        # Before any thread (forkserver.py): docker exec then runs pydesk-runc without a new
+        # interpreter. After the create's spawn, so the container's start does not wait for it.
+        from pydeskd.shim import forkserver
+
+        forks = forkserver.start()
+    _serve(config, ready_w, early, forks)
 
 
 def _spawn_create(argv: list[str], bundle: str, stdin: bool, config: str) -> _Early:
@@ -96,7 +104,8 @@ def _spawn_create(argv: list[str], bundle: str, stdin: bool, config: str) -> _Ea
     return _Early(pid, argv, since, offset, ours)
 
 
-def _serve(config_json: str, ready_w: int, early: _Early | OSError | None) -> NoReturn:
+def _serve(config_json: str, ready_w: int, early: _Early | OSError | None,
+           forks: ForkClient | None) -> NoReturn:
     """The shim process. Never returns: exits when deleted, or when creation failed."""
     import json
     from pathlib import Path
@@ -140,7 +149,7 @@ def _serve(config_json: str, ready_w: int, early: _Early | OSError | None) -> No
         from pydeskd.shim import control
         from pydeskd.shim.server import Shim
 
-        shim = Shim(config, children)
+        shim = Shim(config, children, forks)
         try:
             shim.create(launch)
         except CreateFailed as e:  # the Shim removed what it made

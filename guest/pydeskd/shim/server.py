@@ -25,6 +25,7 @@ from pydeskd.shim import protocol as p
 from pydeskd.shim.children import Children
 from pydeskd.shim.console import ConsoleError, console_socket, receive_master
 from pydeskd.shim.console import close as close_console
+from pydeskd.shim.forkserver import ForkClient, ForkServerGone
 from pydeskd.shim.jsonlog import JsonFileLog, rfc3339nano
 from pydeskd.shim.launch import CreateFailed, Launch, ShimConfig, runtime_for
 from pydeskd.shim.paths import StatePaths, atomic_write
@@ -38,8 +39,11 @@ EXEC_FAILED = 126    # Docker's code for an exec the runtime could not start
 
 
 class Shim:
-    def __init__(self, config: ShimConfig, children: Children) -> None:
+    def __init__(self, config: ShimConfig, children: Children,
+                 forks: ForkClient | None = None) -> None:
         self.config = config
+        # pydesk-runc exec through the fork server (forkserver.py): no interpreter per exec.
+        self.forks = forks
         self.paths = StatePaths(config.state_dir)
         self.children = children
         self.runtime = runtime_for(config)
@@ -127,13 +131,35 @@ class Shim:
         closes our copies. Returns (exit code, error message, monotonic start)."""
         offset = _size(self.paths.runtime_log)
         since = time.monotonic()
-        child = self.children.spawn(argv, cwd=str(self.config.bundle), **proc.child_fds)
-        proc.close_child_fds()
-        code = self.children.finish(child, RUNTIME_TIMEOUT)
+        code = self._run_forked(proc, argv)
+        if code is None:
+            child = self.children.spawn(argv, cwd=str(self.config.bundle), **proc.child_fds)
+            proc.close_child_fds()
+            code = self.children.finish(child, RUNTIME_TIMEOUT)
         message = error_message(_read_from(self.paths.runtime_log, offset)) if code else ""
         if code:
             diag.warning("%s exited %d: %s", " ".join(argv), code, message)
         return code, message, since
+
+    def _run_forked(self, proc: Process, argv: list[str]) -> int | None:
+        """The runtime's exit code through the fork server (pydesk-runc without a new
+        interpreter); None when there is none or it is gone before it took the request."""
+        if self.forks is None:
+            return None
+        fds = proc.child_fds
+        try:
+            rid = self.forks.submit(argv[1:], str(self.config.bundle),
+                                    (fds["stdin"], fds["stdout"], fds["stderr"]))
+        except ForkServerGone as e:
+            diag.warning("%s; spawning the runtime instead", e)
+            self.forks = None
+            return None
+        proc.close_child_fds()
+        try:
+            return self.forks.wait(rid, RUNTIME_TIMEOUT)
+        except ForkServerGone as e:
+            self.forks = None
+            raise p.ShimError(p.ErrorKind.FAILED, str(e)) from None
 
     def _runtime(self, argv: list[str]) -> None:
         """Runs a runtime command to completion. Raises ShimError(FAILED) with its error."""
