@@ -1,0 +1,124 @@
+"""The QEMU command line as a pure function of the VM's configuration and the host.
+
+What it is for: :func:`qemu_argv` turns a :class:`VmConfig`, a :class:`HostInfo` and the files of
+one launch (:class:`LaunchFiles`) into QEMU's argv, so every flag is unit-tested without QEMU.
+What it must never do: touch the file system, spawn anything, or pick the accelerator itself (the
+probe in ``accel.py`` does, with a timeout: KVM can hang).
+
+Choices, and why:
+- ``-nodefaults -no-user-config``: no device or config file we did not name (no VGA, no NIC).
+- ``-no-reboot`` with the guest's ``panic=-1``: a panicking guest makes QEMU exit, so the agent
+  sees it, instead of a VM that reboots in a loop.
+- Disks are virtio-blk found by serial (vmcontract). The data disk is qcow2 with
+  ``cache=writeback``: QEMU honours the guest's flushes (virtio-blk advertises its write cache), so
+  whatever the guest fsync'ed survives QEMU being killed (it is in the host's page cache or on
+  disk); never ``cache=unsafe``. ``discard=unmap,detect-zeroes=unmap`` give freed blocks back to
+  the host.
+- User-mode networking (no root on the host) with one forward, the guest's sshd, bound to
+  127.0.0.1 only; guest egress stays on (pulls), ``restrict`` is not used.
+- Serial console to a file through a chardev, QMP on a unix socket (never TCP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydesk.vm.config import Accel, Arch, HostInfo, VmConfig
+from pydesk.vm.errors import InvalidArgument
+from pydeskd.vmcontract import (
+    DATA_DISK_SERIAL,
+    FW_CFG_CONFIG,
+    GUEST_SSH_PORT,
+    HOST_FORWARD_ADDRESS,
+    KERNEL_CMDLINE,
+    ROOT_DISK_SERIAL,
+)
+
+SERIAL_CONSOLE = {Arch.X86_64: "ttyS0", Arch.AARCH64: "ttyAMA0"}
+"""The first serial port's name in the guest: the 16550 on x86 (ttyS0), the PL011 on arm virt."""
+
+
+@dataclass(frozen=True)
+class LaunchFiles:
+    """The files one QEMU launch reads and writes: the image's three, and the instance's."""
+
+    kernel: Path
+    initrd: Path
+    rootfs: Path
+    data_disk: Path
+    console_log: Path
+    qmp_socket: Path
+    pidfile: Path
+    guest_config: Path
+
+
+def machine_args(config: VmConfig, host: HostInfo) -> list[str]:
+    """``-machine``, ``-accel``, ``-cpu``: the host CPU model only with a hardware accelerator."""
+    if config.accel.hardware and config.arch is not host.arch:
+        raise InvalidArgument(f"{config.accel} cannot run an {config.arch} guest on an "
+                              f"{host.arch} host", hint="use --accel tcg")
+    if config.arch is Arch.X86_64:
+        machine = "q35"
+    else:
+        # gic-version=max: GICv3 when the accelerator has it (hvf on recent QEMU, kvm, tcg).
+        machine = "virt,gic-version=max" if config.accel is not Accel.HVF else "virt"
+    accel = "tcg,thread=multi" if config.accel is Accel.TCG else config.accel.value
+    cpu = "host" if config.accel.hardware else "max"
+    return ["-machine", machine, "-accel", accel, "-cpu", cpu]
+
+
+def kernel_cmdline(config: VmConfig) -> str:
+    """The contract's command line, with the serial console this architecture names."""
+    console = SERIAL_CONSOLE[config.arch]
+    parts = [f"console={console}" if p.startswith("console=") else p for p in KERNEL_CMDLINE]
+    return " ".join(parts)
+
+
+def drive_args(files: LaunchFiles) -> list[str]:
+    """The read-only root image and the qcow2 data disk, as virtio-blk devices with serials."""
+    root = (f"if=none,id=root,file={_opt(files.rootfs)},format=raw,readonly=on,"
+            "cache=writeback")
+    data = (f"if=none,id=data,file={_opt(files.data_disk)},format=qcow2,cache=writeback,"
+            "discard=unmap,detect-zeroes=unmap")
+    return ["-drive", root, "-device", f"virtio-blk-pci,drive=root,serial={ROOT_DISK_SERIAL}",
+            "-drive", data, "-device", f"virtio-blk-pci,drive=data,serial={DATA_DISK_SERIAL}"]
+
+
+def network_args(ssh_port: int) -> list[str]:
+    """User-mode networking; only the guest's sshd is forwarded, from 127.0.0.1:ssh_port."""
+    if not 0 < ssh_port < 65536:
+        raise InvalidArgument(f"invalid SSH forward port {ssh_port}")
+    forward = f"tcp:{HOST_FORWARD_ADDRESS}:{ssh_port}-:{GUEST_SSH_PORT}"
+    return ["-netdev", f"user,id=net0,hostfwd={forward}",
+            # romfile=: no iPXE option ROM (we boot a kernel directly; it costs boot time).
+            "-device", "virtio-net-pci,netdev=net0,romfile="]
+
+
+def qemu_argv(config: VmConfig, host: HostInfo, files: LaunchFiles, ssh_port: int) -> list[str]:
+    """QEMU's full argv for ``config`` on ``host``; raises InvalidArgument for impossible combos."""
+    argv = [host.qemu_binary, "-name", f"pydesk-{config.name}"]
+    for directory in host.firmware_dirs:
+        argv += ["-L", directory]
+    argv += machine_args(config, host)
+    argv += ["-smp", str(config.cpus), "-m", f"{config.memory_mib}M"]
+    argv += ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]
+    argv += ["-kernel", str(files.kernel), "-initrd", str(files.initrd),
+             "-append", kernel_cmdline(config)]
+    argv += drive_args(files)
+    argv += network_args(ssh_port)
+    argv += ["-device", "virtio-rng-pci",
+             # free-page-reporting: pages the guest frees go back to the host by themselves.
+             "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on"]
+    argv += ["-chardev", f"file,id=console,path={_opt(files.console_log)}",
+             "-serial", "chardev:console"]
+    argv += ["-chardev", f"socket,id=qmp,path={_opt(files.qmp_socket)},server=on,wait=off",
+             "-mon", "chardev=qmp,mode=control"]
+    argv += ["-fw_cfg", f"name={FW_CFG_CONFIG},file={_opt(files.guest_config)}"]
+    argv += ["-pidfile", str(files.pidfile)]
+    return argv
+
+
+def _opt(path: Path) -> str:
+    """A path inside a QEMU option string: commas are doubled (QemuOpts' escape)."""
+    return str(path).replace(",", ",,")

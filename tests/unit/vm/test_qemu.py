@@ -1,0 +1,154 @@
+"""qemu_argv: every flag's presence and absence, per accelerator and architecture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pydesk.vm.config import Accel, Arch, HostInfo, HostOS, VmConfig
+from pydesk.vm.errors import InvalidArgument
+from pydesk.vm.qemu import LaunchFiles, kernel_cmdline, qemu_argv
+from pydeskd import vmcontract
+
+X86 = HostInfo(os=HostOS.LINUX, arch=Arch.X86_64, qemu_binary="/usr/bin/qemu-system-x86_64")
+MAC = HostInfo(os=HostOS.MACOS, arch=Arch.AARCH64, qemu_binary="/opt/qemu-system-aarch64")
+WIN = HostInfo(os=HostOS.WINDOWS, arch=Arch.X86_64, qemu_binary="C:/qemu/qemu-system-x86_64.exe",
+               firmware_dirs=("C:/qemu/share",))
+FILES = LaunchFiles(kernel=Path("/img/vmlinuz"), initrd=Path("/img/initrd.img"),
+                    rootfs=Path("/img/rootfs.erofs"), data_disk=Path("/i/data.qcow2"),
+                    console_log=Path("/i/console.log"), qmp_socket=Path("/i/qmp.sock"),
+                    pidfile=Path("/i/qemu.pid"), guest_config=Path("/i/guest-config.json"))
+
+
+def argv(accel: Accel = Accel.TCG, host: HostInfo = X86, arch: Arch | None = None,
+         **kw: int) -> list[str]:
+    config = VmConfig(accel=accel, arch=arch or host.arch, **kw)  # type: ignore[arg-type]
+    return qemu_argv(config, host, FILES, 2222)
+
+
+def option(args: list[str], flag: str) -> list[str]:
+    """Every value given to ``flag``."""
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+
+@pytest.mark.parametrize(("accel", "accel_arg", "cpu"), [
+    (Accel.TCG, "tcg,thread=multi", "max"),
+    (Accel.KVM, "kvm", "host"),
+    (Accel.WHPX, "whpx", "host"),
+])
+def test_x86_accelerators(accel: Accel, accel_arg: str, cpu: str) -> None:
+    args = argv(accel)
+    assert option(args, "-machine") == ["q35"]
+    assert option(args, "-accel") == [accel_arg]
+    assert option(args, "-cpu") == [cpu]
+
+
+def test_hvf_on_apple_silicon() -> None:
+    args = argv(Accel.HVF, MAC)
+    assert args[0] == "/opt/qemu-system-aarch64"
+    assert option(args, "-machine") == ["virt"]
+    assert option(args, "-accel") == ["hvf"]
+    assert option(args, "-cpu") == ["host"]
+    assert "console=ttyAMA0" in option(args, "-append")[0]
+
+
+def test_tcg_arm_guest_uses_max_cpu_and_gic() -> None:
+    args = argv(Accel.TCG, MAC)
+    assert option(args, "-machine") == ["virt,gic-version=max"]
+    assert option(args, "-cpu") == ["max"]
+
+
+def test_hardware_accel_for_foreign_arch_is_refused() -> None:
+    with pytest.raises(InvalidArgument, match=r"cannot run"):
+        argv(Accel.HVF, MAC, arch=Arch.X86_64)
+    # emulating another architecture under TCG is allowed
+    assert option(argv(Accel.TCG, MAC, arch=Arch.X86_64), "-machine") == ["q35"]
+
+
+def test_fixed_flags() -> None:
+    args = argv()
+    for flag in ("-nodefaults", "-no-user-config", "-nographic", "-no-reboot"):
+        assert args.count(flag) == 1
+    assert option(args, "-name") == ["pydesk-default"]
+    assert option(args, "-pidfile") == ["/i/qemu.pid"]
+    assert "-L" not in args
+    assert "-enable-kvm" not in args and "-daemonize" not in args
+
+
+def test_cpus_and_memory() -> None:
+    args = argv(cpus=4, memory_mib=3072)
+    assert option(args, "-smp") == ["4"]
+    assert option(args, "-m") == ["3072M"]
+
+
+def test_kernel_and_cmdline_from_contract() -> None:
+    args = argv()
+    assert option(args, "-kernel") == ["/img/vmlinuz"]
+    assert option(args, "-initrd") == ["/img/initrd.img"]
+    assert option(args, "-append") == [" ".join(vmcontract.KERNEL_CMDLINE)]
+    assert "panic=-1" in kernel_cmdline(VmConfig())
+
+
+def test_disks() -> None:
+    drives = option(argv(), "-drive")
+    devices = option(argv(), "-device")
+    root, data = drives
+    assert "file=/img/rootfs.erofs" in root and "readonly=on" in root and "format=raw" in root
+    assert "file=/i/data.qcow2" in data and "format=qcow2" in data
+    assert "discard=unmap" in data and "detect-zeroes=unmap" in data
+    for drive in drives:
+        assert "cache=writeback" in drive and "unsafe" not in drive and "if=none" in drive
+    assert f"virtio-blk-pci,drive=root,serial={vmcontract.ROOT_DISK_SERIAL}" in devices
+    assert f"virtio-blk-pci,drive=data,serial={vmcontract.DATA_DISK_SERIAL}" in devices
+    assert "discard" not in root
+
+
+def test_network_forwards_only_ssh_on_loopback() -> None:
+    args = argv()
+    (netdev,) = option(args, "-netdev")
+    assert netdev == "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22"
+    assert "restrict" not in netdev and "0.0.0.0" not in netdev and "guestfwd" not in netdev
+    assert "virtio-net-pci,netdev=net0,romfile=" in option(args, "-device")
+    with pytest.raises(InvalidArgument):
+        qemu_argv(VmConfig(), X86, FILES, 0)
+
+
+def test_rng_balloon_console_qmp_fwcfg() -> None:
+    args = argv()
+    devices = option(args, "-device")
+    assert "virtio-rng-pci" in devices
+    assert "virtio-balloon-pci,id=balloon0,free-page-reporting=on" in devices
+    chardevs = option(args, "-chardev")
+    assert "file,id=console,path=/i/console.log" in chardevs
+    assert option(args, "-serial") == ["chardev:console"]
+    assert "socket,id=qmp,path=/i/qmp.sock,server=on,wait=off" in chardevs
+    assert option(args, "-mon") == ["chardev=qmp,mode=control"]
+    assert "-qmp" not in args and "tcp:" not in " ".join(chardevs)
+    assert option(args, "-fw_cfg") == [
+        f"name={vmcontract.FW_CFG_CONFIG},file=/i/guest-config.json"]
+
+
+def test_firmware_dirs_and_windows_paths() -> None:
+    args = argv(Accel.WHPX, WIN)
+    assert args[0] == "C:/qemu/qemu-system-x86_64.exe"
+    assert option(args, "-L") == ["C:/qemu/share"]
+
+
+def test_commas_in_paths_are_escaped() -> None:
+    files = LaunchFiles(**{**FILES.__dict__, "data_disk": Path("/a,b/data.qcow2")})
+    (_, data) = option(qemu_argv(VmConfig(), X86, files, 2222), "-drive")
+    assert "file=/a,,b/data.qcow2," in data
+
+
+def test_config_validation() -> None:
+    with pytest.raises(InvalidArgument):
+        VmConfig(name="Bad Name")
+    with pytest.raises(InvalidArgument):
+        VmConfig(cpus=0)
+    with pytest.raises(InvalidArgument):
+        VmConfig(memory_mib=64)
+    with pytest.raises(InvalidArgument):
+        VmConfig(disk_gib=0)
+    config = VmConfig(name="dev-1", cpus=3, accel=Accel.KVM)
+    assert VmConfig.from_json(config.to_json()) == config
