@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
+import time
 from pathlib import Path
 
 from pydeskd.containerd.errors import InvalidArgument, NotFound
@@ -27,6 +29,10 @@ from .names import ID_PATTERN, validate_name
 from .record import Container
 
 CONFIG_FILE = "config.v2.json"
+QUARANTINE = ".quarantine"
+"""Where records that cannot be read are moved at start (``load``), for a human to look at."""
+
+log = logging.getLogger(__name__)
 
 
 class ContainerStore:
@@ -42,16 +48,21 @@ class ContainerStore:
     # --- loading --------------------------------------------------------------------------
 
     def load(self) -> list[Container]:
-        """Reads every record under the root; a directory without a readable record (a create
-        that crashed before its first write) is removed."""
+        """Reads every record under the root. A directory without a record (a create that
+        crashed before its first write, which is atomic) is removed; one whose record cannot
+        be read (damaged, or written by a newer pydeskd) is moved aside to ``.quarantine/``
+        with a warning, never deleted: it may be the only trace of a container's data."""
         loaded: list[Container] = []
         for entry in sorted(self.root.iterdir()):
             if not ID_PATTERN.match(entry.name) or not entry.is_dir():
                 continue
             try:
                 record = Container.from_json(json.loads((entry / CONFIG_FILE).read_text()))
-            except (OSError, ValueError, TypeError, KeyError):
+            except FileNotFoundError:
                 remove_tree(entry)
+                continue
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+                self._quarantine(entry, e)
                 continue
             with self._lock:
                 self._by_id[record.id] = record
@@ -59,6 +70,18 @@ class ContainerStore:
                 self._locks.setdefault(record.id, threading.RLock())
             loaded.append(record)
         return loaded
+
+    def _quarantine(self, entry: Path, error: Exception) -> None:
+        aside = self.root / QUARANTINE / f"{entry.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+        try:
+            aside.parent.mkdir(exist_ok=True, mode=0o700)
+            entry.rename(aside)
+        except OSError as e:  # left where it is: skipped again at the next start
+            log.warning("container %s: unreadable record (%s), cannot move it aside: %s",
+                        entry.name, error, e)
+            return
+        log.warning("container %s: unreadable record (%s); moved to %s", entry.name, error,
+                    aside)
 
     # --- paths ----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from pydeskd.daemon.containers.errors import Conflict
 from pydeskd.daemon.containers.names import generate_name, new_id, validate_name
 from pydeskd.daemon.containers.record import Container
 from pydeskd.daemon.containers.state import Status
-from pydeskd.daemon.containers.store import CONFIG_FILE, ContainerStore
+from pydeskd.daemon.containers.store import CONFIG_FILE, QUARANTINE, ContainerStore
 
 
 def make(cid: str, name: str) -> Container:
@@ -126,6 +126,27 @@ def test_round_trip_and_load(tmp_path: Path) -> None:
     assert not (tmp_path / a.id).exists()
     with pytest.raises(NotFound):
         again.get("x1")
+
+
+@pytest.mark.parametrize("damage", [b"{not json", b'{"Id": 5}', b"[]", b"\xff\xfe"])
+def test_an_unreadable_record_is_moved_aside_not_deleted(tmp_path: Path, damage: bytes) -> None:
+    store = ContainerStore(tmp_path)
+    good = make("a" * 64, store.reserve_name("good", "a" * 64))
+    store.add(good)
+    bad_dir = tmp_path / ("b" * 64)
+    bad_dir.mkdir()
+    (bad_dir / CONFIG_FILE).write_bytes(damage)
+    (bad_dir / "hostname").write_text("kept\n")
+    loaded = ContainerStore(tmp_path).load()
+    assert [c.id for c in loaded] == [good.id]
+    assert not bad_dir.exists()
+    (aside,) = (tmp_path / QUARANTINE).iterdir()
+    assert aside.name.startswith("b" * 64)
+    assert (aside / CONFIG_FILE).read_bytes() == damage
+    assert (aside / "hostname").read_text() == "kept\n"
+    # The quarantine is not a container: a later load leaves it alone.
+    assert [c.id for c in ContainerStore(tmp_path).load()] == [good.id]
+    assert (aside / CONFIG_FILE).exists()
 
 
 def test_inspect_shape(tmp_path: Path) -> None:
