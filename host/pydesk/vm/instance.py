@@ -75,6 +75,17 @@ class InstanceFiles:
         """The guest host key's public half, pinned: the channel accepts no other key."""
         return self.dir / "ssh-host-key.pub"
 
+    @property
+    def launch(self) -> Path:
+        """JSON written by ``start`` for the agent: the image directory, the accelerator's
+        reason, the accelerator the user asked for (auto...)."""
+        return self.dir / "launch.json"
+
+    @property
+    def stop_request(self) -> Path:
+        """Created by ``stop``: the agent powers the VM off (portable; SIGTERM also works)."""
+        return self.dir / "stop.request"
+
     # While running.
     @property
     def runtime(self) -> Path:
@@ -103,6 +114,11 @@ class InstanceFiles:
     def previous_console_log(self) -> Path:
         """The console of the boot before: kept so a crash can be read after the next start."""
         return self.dir / "console.previous.log"
+
+    @property
+    def qemu_log(self) -> Path:
+        """QEMU's own stdout/stderr (its warnings and errors, not the guest's console)."""
+        return self.dir / "qemu.log"
 
     @property
     def agent_log(self) -> Path:
