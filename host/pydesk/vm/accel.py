@@ -133,7 +133,7 @@ def run_probe(accel: Accel, host: HostInfo, kernel: Path, timeout: float, *,
     for reader in readers:
         reader.start()
     try:
-        done.wait(timeout)
+        ended_in_time = done.wait(timeout)  # read now: killing QEMU below ends the console too
         exited_by_itself = proc.poll() is not None
     finally:
         proc.kill()
@@ -143,7 +143,7 @@ def run_probe(accel: Accel, host: HostInfo, kernel: Path, timeout: float, *,
     seconds = time.monotonic() - started
     if marked.is_set():
         return ProbeResult(True, f"{accel} booted the kernel in {seconds:.2f}s", seconds)
-    if exited_by_itself or done.is_set():
+    if exited_by_itself or ended_in_time:
         lines = b"".join(stderr).decode(errors="replace").strip().splitlines()
         detail = next((line for line in lines if "error" in line.lower()),
                       lines[-1] if lines else "")
