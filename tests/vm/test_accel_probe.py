@@ -8,6 +8,7 @@ TCG within the probe's timeout, with the reason, and leave no QEMU behind.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
@@ -25,7 +26,7 @@ def qemu_children() -> set[int]:
 
 
 @pytest.fixture(autouse=True)
-def no_qemu_left() -> None:
+def no_qemu_left() -> Iterator[None]:
     assert KERNEL.exists(), "apt install linux-image-cloud-amd64"
     yield
     assert qemu_children() == set()

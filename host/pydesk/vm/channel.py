@@ -193,16 +193,24 @@ class GuestChannel:
     def http_get(self, path: str, *, socket_path: str = GUEST_API_SOCKET,
                  timeout: float = 10.0) -> tuple[int, bytes]:
         """One HTTP/1.1 GET over a fresh streamlocal channel: (status code, body)."""
+        return self.request("GET", path, socket_path=socket_path, timeout=timeout)
+
+    def request(self, method: str, path: str, body: bytes | None = None, *,
+                content_type: str = "application/json", socket_path: str = GUEST_API_SOCKET,
+                timeout: float = 10.0) -> tuple[int, bytes]:
+        """One HTTP/1.1 request over a fresh streamlocal channel, read to the end."""
         chan = self.open_unix(socket_path, timeout)
+        head = f"{method} {path} HTTP/1.1\r\nHost: pydesk\r\nConnection: close\r\n"
+        if body is not None:
+            head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
         try:
             chan.settimeout(timeout)
-            chan.sendall(f"GET {path} HTTP/1.1\r\nHost: pydesk\r\nConnection: close\r\n\r\n"
-                         .encode())
+            chan.sendall(head.encode() + b"\r\n" + (body or b""))
             data = bytearray()
             while chunk := chan.recv(65536):
                 data += chunk
         except (OSError, paramiko.SSHException) as e:
-            raise ChannelError(f"GET {path} through the channel failed: {e}") from e
+            raise ChannelError(f"{method} {path} through the channel failed: {e}") from e
         finally:
             chan.close()
         return parse_http_response(bytes(data))
