@@ -95,12 +95,20 @@ class Agent:
             log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {argv}\n".encode())
             log.flush()
             self.qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        write_private(files.runtime, json.dumps({
-            "ssh_port": self.ssh_port, "qemu_pid": self.qemu.pid, "agent_pid": os.getpid(),
-            "accel": config.accel.value, "accel_reason": launch.get("accel_reason", ""),
-            "launched": time.time()}).encode(), 0o644)
+        self.record_runtime(ssh_port=self.ssh_port, qemu_pid=self.qemu.pid,
+                            agent_pid=os.getpid(), accel=config.accel.value,
+                            accel_reason=launch.get("accel_reason", ""), launched=time.time())
         self.report(State.STARTING, f"QEMU started (pid {self.qemu.pid}, {config.accel}, "
                                     f"{config.cpus} CPUs, {config.memory_mib} MiB)")
+
+    def record_runtime(self, **values: object) -> None:
+        """Adds ``values`` to runtime.json (ssh port, pids, accelerator, seconds to ready)."""
+        try:
+            current = json.loads(self.files.runtime.read_text())
+        except (OSError, ValueError):
+            current = {}
+        current.update(values)
+        write_private(self.files.runtime, json.dumps(current).encode(), 0o644)
 
     def qemu_exit(self) -> int | None:
         assert self.qemu is not None
@@ -125,6 +133,7 @@ class Agent:
                     self.channel = self.connect()
                 if self.channel.ping(timeout=10):
                     took = time.monotonic() - launched
+                    self.record_runtime(ready_seconds=round(took, 3))
                     self.report(State.RUNNING, f"guest API ready in {took:.1f}s (ssh on "
                                                f"127.0.0.1:{self.ssh_port})")
                     return True

@@ -1,0 +1,147 @@
+"""Benchmark: VM boot, from QEMU's launch to the guest API answering /_ping through the channel.
+
+    sudo .venv/bin/python bench/vm_boot.py [--runs 5] [--accel auto] [--json]
+
+Setup: the guest image (``pydesk.vm.image.ensure_image``: built once, cached by its recipe
+hash), a private PYDESK_HOME under /tmp, one instance (2 CPUs, 2 GiB, 4 GiB data disk). One
+untimed warm-up boot (it makes the data disk's filesystem), then N timed boots, each followed
+by a clean ``stop``. Per boot it records:
+
+- ``ready``: launch of QEMU -> /_ping answered over SSH (the agent's own clock, runtime.json);
+- ``start``: the whole ``start()`` call as the CLI makes it (config, cached accelerator verdict,
+  disk check, agent spawn, boot);
+- ``idle memory``: ``free -m`` in the guest a second after it is ready (used / total MiB).
+
+Reference: the same kernel and the host's Debian initramfs booted alone until the kernel hands
+over to userspace (``Run /init``) under the same accelerator, i.e. what no guest userspace can
+beat. Target: median ``ready`` <= 10 s under TCG. Leaves nothing behind (agent, QEMU, home).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(_REPO / "host"), str(_REPO / "guest")]
+
+from pydesk.vm import lifecycle  # noqa: E402
+from pydesk.vm.instance import instance_files  # noqa: E402
+from pydeskd import vmcontract  # noqa: E402
+
+
+def kernel_alone(image: Path, accel: str, timeout: float = 60) -> float:
+    """Seconds from QEMU's launch until the kernel runs /init (no root fs, no userspace work)."""
+    from pydesk.vm.config import detect_host
+
+    qemu = detect_host().qemu_binary
+    argv = [qemu, "-machine", "q35", "-accel", "tcg,thread=multi" if accel == "tcg" else accel,
+            "-cpu", "max" if accel == "tcg" else "host", "-smp", "2", "-m", "2048M",
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-kernel", str(image / vmcontract.KERNEL_FILE),
+            "-initrd", str(image / vmcontract.INITRD_FILE),
+            "-append", "console=ttyS0 panic=-1 rdinit=/nonexistent", "-serial", "stdio"]
+    began = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    seen = b""
+    try:
+        while time.monotonic() - began < timeout:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            seen = (seen + chunk)[-8192:]
+            # The kernel's last word before userspace, whether /init exists or not.
+            if b"Run /nonexistent" in seen or b"Kernel panic" in seen or b"Run /init" in seen:
+                return time.monotonic() - began
+    finally:
+        proc.kill()
+        proc.wait()
+    raise RuntimeError("the kernel did not reach userspace")
+
+
+def guest_memory(name: str) -> tuple[int, int]:
+    with lifecycle.connect(name) as chan:
+        out = chan.exec("free -m").stdout.decode()
+    fields = next(line for line in out.splitlines() if line.startswith("Mem:")).split()
+    return int(fields[2]), int(fields[1])  # used, total
+
+
+def boot_once(options: lifecycle.StartOptions) -> dict[str, float]:
+    began = time.monotonic()
+    lifecycle.start(options)
+    start_seconds = time.monotonic() - began
+    runtime = json.loads(instance_files(options.name).runtime.read_text())
+    time.sleep(1)
+    used, total = guest_memory(options.name)
+    result = lifecycle.stop(options.name)
+    if "cleanly" not in result:
+        raise RuntimeError(f"stop: {result}")
+    return {"ready": float(runtime["ready_seconds"]), "start": start_seconds,
+            "used_mib": used, "total_mib": total}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--accel", default="auto")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from pydesk.vm.image import ensure_image
+
+    image = ensure_image(lambda m: print(f"image: {m}", file=sys.stderr))
+    home = Path(tempfile.mkdtemp(prefix="pydesk-bench-"))
+    os.environ["PYDESK_HOME"] = str(home)
+    os.environ[lifecycle.IMAGE_DIR_ENV] = str(image)
+    options = lifecycle.StartOptions(name="bench", cpus=2, memory_mib=2048, disk_gib=4,
+                                     accel=args.accel)
+    runs: list[dict[str, float]] = []
+    try:
+        boot_once(options)  # warm-up: mkfs of the data disk, accelerator probe, page cache
+        accel = lifecycle.status("bench").accel
+        kernel = [kernel_alone(image, accel)]
+        for i in range(args.runs):
+            runs.append(boot_once(options))
+            kernel.append(kernel_alone(image, accel))
+            r = runs[-1]
+            print(f"run {i + 1}: ready {r['ready']:.2f}s, start {r['start']:.2f}s, idle "
+                  f"{r['used_mib']:.0f}/{r['total_mib']:.0f} MiB; kernel alone "
+                  f"{kernel[-1]:.2f}s", file=sys.stderr)
+    finally:
+        try:
+            lifecycle.remove("bench", force=True)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+    summary = {
+        "runs": args.runs, "accel": accel,
+        "ready_median_s": statistics.median(r["ready"] for r in runs),
+        "start_median_s": statistics.median(r["start"] for r in runs),
+        "kernel_alone_median_s": statistics.median(kernel),
+        "idle_used_mib_median": statistics.median(r["used_mib"] for r in runs),
+        "total_mib": runs[0]["total_mib"],
+        "machine": f"{os.cpu_count()} vCPU, {platform.machine()}, Linux {platform.release()}",
+        "load": os.getloadavg()[0],
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"vm_boot ({accel}, {args.runs} runs): launch -> API ready median "
+              f"{summary['ready_median_s']:.2f}s (start() {summary['start_median_s']:.2f}s); "
+              f"kernel alone {summary['kernel_alone_median_s']:.2f}s; guest idle memory "
+              f"{summary['idle_used_mib_median']:.0f} MiB used of {summary['total_mib']:.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
