@@ -190,9 +190,22 @@ def _child(sys: Any, spec: Spec, process: Process, joins: list[tuple[int, int]],
         proc.preload(process.terminal, False, spec.linux.seccomp is not None)
         if process.terminal:
             from pydeskd.runtime import console
+        # The filter is built (libseccomp, ~10 ms for Docker's profile) while the caller puts
+        # this process in the cgroup, which waits for an RCU grace period (8-16 ms on cgroup
+        # v1); it is loaded later, in the order runc loads it. A build error is reported after
+        # the go, as every other failure, so the caller reads it rather than a broken pipe.
+        seccomp_filter: Any = None
+        build_error: BaseException | None = None
+        try:
+            if spec.linux.seccomp is not None:
+                seccomp_filter = proc.build_seccomp(spec.linux.seccomp)
+        except BaseException as exc:
+            build_error = exc
         if os.read(go_read, 1) != b"1":
             os._exit(1)
         os.close(go_read)
+        if build_error is not None:
+            raise build_error
         for fd, flag in joins:
             if flag != sc.CLONE_NEWPID:
                 sys.setns(fd, flag)
@@ -213,14 +226,16 @@ def _child(sys: Any, spec: Spec, process: Process, joins: list[tuple[int, int]],
             os.close(console_fd)
             console.attach_slave(slave)
         os.umask(process.user.umask if process.user.umask is not None else 0o022)
-        proc.finalize(sys, process, spec.linux.seccomp)
+        if seccomp_filter is not None and not process.no_new_privileges:
+            seccomp_filter.load()  # where finalize would load it: before the user switch
+        proc.finalize(sys, process, None)
         env = proc.process_env(process)
         path = proc.find_executable(process.args[0], env)
         proc.close_fds_from(3 + preserve, keep=(err_write,))
         proc.preserve_fds(preserve)
         proc.reset_signals()  # before seccomp, which may deny rt_sigaction
-        if process.no_new_privileges and spec.linux.seccomp is not None:
-            proc.load_seccomp(spec.linux.seccomp)
+        if seccomp_filter is not None and process.no_new_privileges:
+            seccomp_filter.load()
         os.execve(path, list(process.args), dict(e.split("=", 1) for e in env))
     except BaseException as exc:
         message = str(exc) if isinstance(exc, SetupFailed | OSError) else (

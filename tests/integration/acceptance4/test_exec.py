@@ -25,6 +25,10 @@ def test_exec_options(d: Pydeskd) -> None:
                     input=b"stdin\n").stdout == b"STDIN\n"
     missing = d.docker("exec", "ex", "nosuchcmd", check=False)
     assert missing.returncode == 127
+    # A missing working directory is not a missing command: 126, as Docker.
+    no_dir = d.docker("exec", "-w", "/no/such/dir", "ex", "true", check=False)
+    # (Docker writes the error into the hijacked stream: the CLI prints it on stdout.)
+    assert no_dir.returncode == 126 and b"/no/such/dir" in no_dir.stdout + no_dir.stderr
     out(d, "exec", "-d", "ex", "sh", "-c", "sleep 1; echo detached > /tmp/d")
     deadline = time.monotonic() + 20
     while d.docker("exec", "ex", "cat", "/tmp/d", check=False).stdout != b"detached\n":

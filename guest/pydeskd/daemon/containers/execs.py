@@ -29,6 +29,21 @@ from pydeskd.daemon.containers.spec import exec_process
 from pydeskd.shim.client import ShimClient
 from pydeskd.shim.protocol import ProtocolError, ShimError
 
+EXIT_CMD_NOT_FOUND = 127
+EXIT_CANNOT_INVOKE = 126
+
+
+def start_failure_exit_code(cmd: str, message: str) -> int:
+    """The exit code of an exec the runtime could not start, by dockerd's rules
+    (translateContainerdStartErr): 127 when the error names the command and says it does not
+    exist, or says an executable was not found; 126 for anything else (a missing working
+    directory, a permission error...), which ``docker exec`` then exits with."""
+    text = message.lower()
+    missing = "no such file or directory" in text or "executable file not found" in text
+    if (missing and cmd.lower() in text) or "executable file not found" in text:
+        return EXIT_CMD_NOT_FOUND
+    return EXIT_CANNOT_INVOKE
+
 if TYPE_CHECKING:
     from pydeskd.daemon.containers.service import ContainerService
 
@@ -147,11 +162,7 @@ class Execs:
         except (ShimError, OSError, ProtocolError) as err:
             if attachment is not None:
                 attachment.close()
-            # As dockerd (translateContainerdStartErr): 127 for a command not found, 126
-            # for any other start failure (docker exec exits with it).
-            message = str(err).lower()
-            record.exit_code = 127 if ("not found" in message or "no such file" in message
-                                       ) else 126
+            record.exit_code = start_failure_exit_code(record.cmd[0], str(err))
             record.done.set()
             raise StartFailed(f"OCI runtime exec failed: {err}") from None
         record.pid, record.running = state.pid, True
