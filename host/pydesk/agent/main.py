@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -35,6 +36,7 @@ from pydeskd import vmcontract
 
 BOOT_TIMEOUT = 180.0
 """Seconds before a guest that does not answer is reported degraded (TCG on a busy host)."""
+BOOT_CONNECT_TIMEOUT = 4.0
 PING_INTERVAL = 5.0
 PING_FAILURES_BEFORE_DEGRADED = 2
 
@@ -92,7 +94,7 @@ class Agent:
             console_log=files.console_log, qmp_socket=files.qmp_socket,
             pidfile=files.qemu_pid, guest_config=files.guest_config), self.ssh_port)
         with files.qemu_log.open("ab") as log:
-            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {argv}\n".encode())
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(argv)}\n".encode())
             log.flush()
             self.qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         self.record_runtime(ssh_port=self.ssh_port, qemu_pid=self.qemu.pid,
@@ -114,10 +116,10 @@ class Agent:
         assert self.qemu is not None
         return self.qemu.poll()
 
-    def connect(self) -> GuestChannel:
+    def connect(self, timeout: float = 10) -> GuestChannel:
         keys = ensure_keys(self.files)
         return GuestChannel.connect(self.ssh_port, keys.client_private, keys.host_public_line,
-                                    timeout=10)
+                                    timeout=timeout)
 
     # --- phases ----------------------------------------------------------------------------
 
@@ -130,7 +132,9 @@ class Agent:
                 return False
             try:
                 if self.channel is None or not self.channel.active:
-                    self.channel = self.connect()
+                    # Short: until the guest's network is up, slirp accepts the connection and
+                    # the banner never comes; a stop request must not wait behind that.
+                    self.channel = self.connect(timeout=BOOT_CONNECT_TIMEOUT)
                 if self.channel.ping(timeout=10):
                     took = time.monotonic() - launched
                     self.record_runtime(ready_seconds=round(took, 3))

@@ -74,7 +74,8 @@ def start(  # noqa: PLR0917 (typer: one parameter per option)
 
         def on_event(event: Any) -> None:
             line = f"  [{event.state}] {event.message}"
-            console.print(line + (f" ({event.error})" if event.error else ""))
+            shown = event.error not in ("", event.message)
+            console.print(line + (f" ({event.error})" if shown else ""))
 
         event = start_vm(options, progress, on_event)
     console.print(f"[green]VM {name} is running[/green]: {event.message}")

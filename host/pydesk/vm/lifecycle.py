@@ -29,6 +29,7 @@ from pydesk.agent.status import (
     append_status,
     follow_status,
     last_status,
+    read_status,
     status_size,
 )
 from pydesk.vm.accel import Verdict, choose_accelerator
@@ -179,15 +180,17 @@ def _follow_start(files: InstanceFiles, offset: int, progress: Progress, on_even
     deadline = time.monotonic() + timeout
     gone_since: float | None = None
     while time.monotonic() < deadline:
-        for event in follow_status(files.status, offset, timeout=0.5):
-            offset = status_size(files.status)
+        events, offset = read_status(files.status, offset)
+        for event in events:
             on_event(event)
             if event.state is State.RUNNING:
                 return event
             if event.state in (State.STOPPED, State.DEGRADED):
-                raise VmError(f"the VM did not start: {event.message}"
-                              + (f": {event.error}" if event.error else ""),
+                detail = f": {event.error}" if event.error not in ("", event.message) else ""
+                raise VmError(f"the VM did not start: {event.message}{detail}",
                               hint=f"pydesk vm logs --name {files.name}")
+        if events:
+            continue
         if find_agent(files) is None:
             # Give the agent a moment to write its pid file; then it is really gone.
             gone_since = gone_since or time.monotonic()
@@ -196,6 +199,7 @@ def _follow_start(files: InstanceFiles, offset: int, progress: Progress, on_even
                               hint=f"see {files.agent_log}")
         else:
             gone_since = None
+        time.sleep(0.1)
     raise VmError(f"the VM did not start in {timeout:g}s", hint=f"pydesk vm logs --name "
                                                                 f"{files.name}")
 
