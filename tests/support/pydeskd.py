@@ -154,10 +154,20 @@ class Pydeskd:
             code = self.proc.returncode
             self.proc = None
         self._kill_leftovers()
+        self._network_teardown()
         self._unmount_all()
         self._remove_empty_cgroups()
         shutil.rmtree(self.sock_dir, ignore_errors=True)
         return code
+
+    def _network_teardown(self) -> None:
+        """The daemon's bridges, veths, netns files, port proxies and firewall chains (its
+        names derive from its data root, so other daemons' are untouched)."""
+        from pydeskd.network.cleanup import teardown
+        try:
+            teardown(self.data_root, self.exec_root)
+        except Exception as exc:  # a cleanup failure must not hide the test's own result
+            sys.stderr.write(f"network teardown of {self.data_root} failed: {exc}\n")
 
     def _remove_empty_cgroups(self) -> None:
         """The daemon's cgroup parent, children first, in every hierarchy: one pass, empty

@@ -34,6 +34,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "pydeskd.api.routes.containers",
     "pydeskd.api.routes.exec",
     "pydeskd.api.routes.volumes",
+    "pydeskd.api.routes.networks",
 )
 
 

@@ -26,6 +26,7 @@ from pydeskd.daemon.config import PYDESK_VERSION, DaemonConfig, RuntimeConfig
 from pydeskd.daemon.containers.context import ServicePaths
 from pydeskd.daemon.containers.service import ContainerService
 from pydeskd.daemon.events import EventBus
+from pydeskd.network.service import NetworkService
 from pydeskd.shim.runtime import default_runtime
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ class Daemon:
     # None until then, and every route that needs one says so with a 503.
     containers: Any = None
     volumes: Any = None
+    networks: NetworkService | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
@@ -156,19 +158,28 @@ class Daemon:
         hosts = RegistryHosts(config.registry_mirrors, config.insecure_registries)
         images = ImageService(config.images_root, hosts)
         events = EventBus()
+        # Building it touches nothing on the host: the bridges, rules and resolver come up in
+        # restore() (pydeskd's start) or with the first container that needs them.
+        networks = NetworkService(config.data_root, config.exec_root, events)
         containers = ContainerService(
             images, events,
             ServicePaths(config.data_root, config.exec_root,
                          runtime=runtime_path(config.runtime()),
-                         cgroup_parent=config.cgroup_parent, init_path=config.init_path))
+                         cgroup_parent=config.cgroup_parent, init_path=config.init_path),
+            network=networks)
         return Daemon(config=config, images=images, events=events,
                       host=host or probe_host(), id=_daemon_id(config.data_root),
-                      containers=containers, volumes=containers.volumes)
+                      containers=containers, volumes=containers.volumes, networks=networks)
 
     def restore(self) -> None:
         """Find the containers again (live restore): running ones through their shims, and
         restart policies for the ones that exited while the daemon was down. A failure is
         logged, never fatal: the daemon must come up to let the user see and fix things."""
+        if self.networks is not None:
+            try:
+                self.networks.start()
+            except Exception:
+                log.exception("bringing the networks up failed")
         try:
             restored = self.containers.restore()
         except Exception:
@@ -177,7 +188,7 @@ class Daemon:
         log.info("restored %d containers", len(restored))
 
     def close(self) -> None:
-        for service in (self.containers, self.volumes):
+        for service in (self.containers, self.volumes, self.networks):
             close = getattr(service, "close", None)
             if callable(close):
                 close()

@@ -99,11 +99,12 @@ async def create(request: Request, name: str = "", platform: str = "") -> JSONRe
     svc = containers(request)
     config = Config.from_api(body)
     host = HostConfig.from_api(body.get("HostConfig"))
-    networking_config_from_api(body.get("NetworkingConfig"))
+    networking = networking_config_from_api(body.get("NetworkingConfig"))
     config, warnings = validate_create(config, host)
     host = host.with_defaults()
     wanted = oci.Platform.parse(platform) if platform else None
-    record = await run_in_threadpool(svc.create, name or None, config, host, wanted)
+    record = await run_in_threadpool(svc.create, name or None, config, host, wanted,
+                                     networking)
     return JSONResponse({"Id": record.id, "Warnings": warnings}, status_code=201)
 
 

@@ -161,3 +161,25 @@ def _host_memory() -> int:
         if line.startswith("MemTotal:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+NET_CLASS = Path("/sys/class/net")
+_NET_FIELDS = ("bytes", "packets", "errors", "dropped")
+
+
+def network_stats(interfaces: dict[str, str], root: Path = NET_CLASS) -> dict[str, Any]:
+    """``networks`` of a stats sample: container interface -> counters, read from the host
+    end of its veth, with rx and tx swapped (what the host end sends, the container
+    receives), as Docker does."""
+    out: dict[str, Any] = {}
+    for ifname, host_veth in sorted(interfaces.items()):
+        stats = root / host_veth / "statistics"
+        if not stats.is_dir():
+            continue
+        entry: dict[str, int] = {}
+        for field in _NET_FIELDS:
+            entry[f"rx_{field}"] = _int(stats / f"tx_{field}")
+            entry[f"tx_{field}"] = _int(stats / f"rx_{field}")
+        out[ifname] = entry
+    return out
+

@@ -34,9 +34,12 @@ def hostname_file(hostname: str) -> str:
     return hostname + "\n"
 
 
-def hosts_file(hostname: str, extra_hosts: Sequence[str] = (), address: str = "") -> str:
+def hosts_file(hostname: str, extra_hosts: Sequence[str] = (), address: str = "",
+               names: Sequence[str] = ()) -> str:
     """``extra_hosts`` in Docker's forms ``name:ip`` or ``name=ip`` (IPv6 addresses keep their
-    colons: the name ends at the first separator)."""
+    colons: the name ends at the first separator); ``address`` (the container's IP on its
+    first network) gets ``hostname`` and ``names`` (its name, as pydesk adds for tools that
+    read /etc/hosts)."""
     lines = [_HOSTS_HEADER]
     for entry in extra_hosts:
         sep = "=" if "=" in entry else ":"
@@ -44,7 +47,8 @@ def hosts_file(hostname: str, extra_hosts: Sequence[str] = (), address: str = ""
         if name and ip:
             lines.append(f"{ip.strip('[]')}\t{name}\n")
     if address:
-        lines.append(f"{address}\t{hostname}\n")
+        listed = " ".join(dict.fromkeys([hostname, *names]))
+        lines.append(f"{address}\t{listed}\n")
     return "".join(lines)
 
 

@@ -3,7 +3,8 @@ Docker's full defaults: seccomp profile, masks, devices, sysctls, rlimits).
 
 What it is for: turning what the container service holds (the merged Config and the HostConfig
 as Docker JSON, the resolved bind and volume mounts, the paths of its /etc files) into the
-builder's typed inputs. Tmpfs mounts are not passed: the builder takes them from the
+builder's typed inputs (the network namespace the network layer prepared is joined by
+path). Tmpfs mounts are not passed: the builder takes them from the
 HostConfig itself. Pure: no I/O beyond what the builder does (reading the rootfs's passwd).
 """
 
@@ -29,4 +30,5 @@ def docker_spec(inputs: BundleInputs, cgroup_parent: str,
         container_id=inputs.cid, config=config, host_config=host, rootfs=str(inputs.rootfs),
         mounts=mounts, hosts_path=inputs.hosts_path, hostname_path=inputs.hostname_path,
         resolv_conf_path=inputs.resolv_conf_path, cgroup_parent=cgroup_parent,
+        namespace_paths={"network": inputs.netns_path} if inputs.netns_path else {},
         init_path=str(init_path) if init_path is not None else None))

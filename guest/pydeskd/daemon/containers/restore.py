@@ -12,6 +12,7 @@ What it must never do: stop or restart a container whose shim is alive.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -27,6 +28,8 @@ from pydeskd.shim.client import ShimClient
 
 if TYPE_CHECKING:
     from pydeskd.daemon.containers.service import ContainerService
+
+log = logging.getLogger(__name__)
 
 
 def restore(svc: ContainerService) -> list[Container]:
@@ -75,6 +78,13 @@ def restore(svc: ContainerService) -> list[Container]:
         if c.has_been_started and c.state.status is Status.EXITED and \
                 policy.restarts_at_daemon_start(c.manually_stopped, c.state.exit_code):
             to_start.append(c)
+    if svc.network is not None:
+        # Before restarts: what dead tasks held is given back first; running containers keep
+        # their addresses, names and ports (proxies that died are started again).
+        try:
+            svc.network.restore({c.id for c in running})
+        except Exception:
+            log.exception("restoring the network state failed")
     for c in to_start:
         with contextlib.suppress(StartFailed, NotModified, Conflict, NotFound):
             svc.start(c.id)

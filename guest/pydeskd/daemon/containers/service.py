@@ -37,7 +37,7 @@ from pydeskd.containerd.reference import parse_reference
 from pydeskd.containerd.service import ImageService
 from pydeskd.containerd.snapshots import mount as snapmount
 from pydeskd.daemon.config_types import Config, entrypoint_and_args, merge_image_config
-from pydeskd.daemon.containers import files, health, listing, streams
+from pydeskd.daemon.containers import cgroupfs, files, health, listing, streams
 from pydeskd.daemon.containers import monitor as monitor_mod
 from pydeskd.daemon.containers import restore as restore_mod
 from pydeskd.daemon.containers.attach import Attachment
@@ -69,6 +69,8 @@ from pydeskd.daemon.logs import LogEntry, LogOptions
 from pydeskd.daemon.volumes import VolumeService
 from pydeskd.daemon.volumes.fill import mounted_rootfs
 from pydeskd.daemon.volumes.service import users_from_records
+from pydeskd.network.model import SandboxInfo
+from pydeskd.network.service import NetworkService
 from pydeskd.shim.client import ShimClient, ShimStartError, start_shim
 from pydeskd.shim.paths import atomic_write
 from pydeskd.shim.protocol import ErrorKind, ProtocolError, ShimError
@@ -82,8 +84,12 @@ ATTACH_GRACE = 2.0         # how long start waits for attachers that are connect
 class ContainerService:
     def __init__(self, images: ImageService, events: EventPublisher, paths: ServicePaths,
                  volumes: VolumeService | None = None,
-                 mounter: snapmount.Mounter | None = None) -> None:
+                 mounter: snapmount.Mounter | None = None, *,
+                 network: NetworkService | None = None) -> None:
         self.images = images
+        # None: containers get a network namespace of their own with no interface beyond lo
+        # (the runtime's), as before the network layer existed (unit tiers use this).
+        self.network = network
         self.events = events
         self.paths = paths
         self.volumes = volumes or VolumeService(paths.data_root / "volumes", events,
@@ -97,6 +103,8 @@ class ContainerService:
         self._table = threading.Lock()
         self.closed = False
         self.execs = Execs(self)
+        if network is not None:
+            network.bind_containers(self)
         for d in (paths.exec_root / "containers", paths.exec_root / "s", paths.runtime_state):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -141,9 +149,11 @@ class ContainerService:
     # --- create ---------------------------------------------------------------------------
 
     def create(self, name: str | None, config: Any, host_config: Any = None,
-               platform: oci.Platform | None = None) -> Container:
-        """A new container in state created. Raises NotFound ("No such image: X"),
-        InvalidArgument (bad name, no command, bad mounts or policy), Conflict (name taken)."""
+               platform: oci.Platform | None = None,
+               networking: Mapping[str, Any] | None = None) -> Container:
+        """A new container in state created. Raises NotFound ("No such image: X", "network X
+        not found"), InvalidArgument (bad name, no command, bad mounts, policy or network
+        settings), Conflict (name taken)."""
         cfg, host = api_json(config), api_json(host_config)
         image_ref = cfg.get("Image") or ""
         if not image_ref:
@@ -186,11 +196,16 @@ class ContainerService:
                     hostname_path=str(cdir / "hostname"), hosts_path=str(cdir / "hosts"),
                     mounts=[m.inspect() for m in plan.mounts],
                     resolved_mounts=[m.to_json() for m in plan.mounts], snapshot_key=cid)
+                if self.network is not None:
+                    self.network.register(cid, stored, host, networking)
                 self._write_etc(record)
                 self.store.add(record)
             except BaseException:
                 with contextlib.suppress(Exception):
                     self.images.stores.snapshotter.remove(cid)
+                if self.network is not None:
+                    with contextlib.suppress(Exception):
+                        self.network.forget(cid)
                 raise
         except BaseException:
             self.store.release_name(stored, cid)
@@ -210,14 +225,27 @@ class ContainerService:
                 return self.store.reserve_name(candidate, cid)
         return self.store.reserve_name(cid[:12], cid)
 
-    def _write_etc(self, c: Container) -> None:
+    def _write_etc(self, c: Container, sandbox: SandboxInfo | None = None) -> None:
+        """/etc/hostname, /etc/hosts (with the address of the container's first network,
+        once started) and /etc/resolv.conf (the embedded resolver on the gateway of a user
+        network first; the host's filtered file otherwise)."""
         host = c.host_config
         hostname = c.config.get("Hostname") or c.short_id
+        extra = [str(e) for e in host.get("ExtraHosts") or []]
+        address, names = "", tuple[str, ...]()
+        if sandbox is not None:
+            extra = [e.replace("host-gateway", sandbox.gateway) if sandbox.gateway else e
+                     for e in extra]
+            if sandbox.hosts:
+                address, names = sandbox.hosts[0]
         files.write_file(Path(c.hostname_path), files.hostname_file(hostname))
-        files.write_file(Path(c.hosts_path), files.hosts_file(hostname,
-                                                              host.get("ExtraHosts") or []))
+        files.write_file(Path(c.hosts_path), files.hosts_file(hostname, extra, address,
+                                                              names))
+        dns = [str(d) for d in host.get("Dns") or []]
+        if sandbox is not None and sandbox.nameservers:
+            dns = [*sandbox.nameservers, *dns]
         files.write_file(Path(c.resolv_conf_path), files.resolv_conf(
-            files.host_resolv_conf(), host.get("Dns") or [], host.get("DnsSearch") or [],
+            files.host_resolv_conf(), dns, host.get("DnsSearch") or [],
             host.get("DnsOptions") or []))
 
     # --- start ----------------------------------------------------------------------------
@@ -246,8 +274,14 @@ class ContainerService:
             snapmount.perform(mounts, rootfs, self.mounter)
             try:
                 self.volumes.mounted(c.id, [Resolved.from_json(m) for m in c.resolved_mounts])
-                spec = docker_spec(self.bundle_inputs(c), self.paths.cgroup_parent,
-                                   self.paths.init_path)
+                netns = ""
+                if self.network is not None:
+                    sandbox = self.network.attach(c.id, c.config.get("Hostname") or c.short_id,
+                                                  c.host_config, c.config, c.name)
+                    self._write_etc(c, sandbox)
+                    netns = sandbox.netns
+                spec = docker_spec(replace(self.bundle_inputs(c), netns_path=netns),
+                                   self.paths.cgroup_parent, self.paths.init_path)
                 c.cgroups_path = str(spec.get("linux", {}).get("cgroupsPath") or "")
                 atomic_write(bundle / "config.json", spec, durable=False)
                 log = (c.host_config.get("LogConfig") or {}).get("Config") or {}
@@ -331,6 +365,8 @@ class ContainerService:
         with contextlib.suppress(OSError):
             snapmount.unmount(self.paths.rootfs(c.id), self.mounter)
         self.volumes.unmounted(c.id)
+        if self.network is not None:
+            self.network.detach(c.id)
 
     def _runtime(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The one place the daemon runs the OCI runtime itself (pause, resume, cleanup)."""
@@ -509,6 +545,8 @@ class ContainerService:
             with contextlib.suppress(NotFound):
                 self.images.stores.snapshotter.remove(c.snapshot_key)
             self.store.delete(c)
+            if self.network is not None:
+                self.network.forget(c.id)
             # rm -v: its anonymous volumes go too (unless another container uses them).
             self.volumes.release(c.id, [str(m["name"]) for m in c.resolved_mounts if volumes
                                         and m.get("anonymous") and m.get("type") == "volume"])
@@ -552,6 +590,8 @@ class ContainerService:
                 raise InvalidArgument("Renaming a container with the same name as its current "
                                       "name")
             self.store.rename(c, new_name)
+            if self.network is not None:
+                self.network.rename(c.id, c.name)
         self.publish(c, "rename", oldName=old)
 
     # --- restore, attach, logs (restore.py, streams.py) ----------------------------------
@@ -607,19 +647,31 @@ class ContainerService:
     def inspect(self, ref: str, size: bool = False) -> dict[str, Any]:
         c = self.get(ref)
         with self.store.lock(c.id):
-            if size:
-                rw, root = listing.sizes(self, c)
-                return c.to_inspect(rw, root)
-            return c.to_inspect()
+            out = c.to_inspect(*listing.sizes(self, c)) if size else c.to_inspect()
+        if self.network is not None:
+            out["NetworkSettings"] = self.network.settings(c.id, c.config)
+        return out
 
     def list(self, options: ListOptions, size: bool = False) -> list[dict[str, Any]]:
-        return listing.list_containers(self, options, size)
+        rows = listing.list_containers(self, options, size)
+        if self.network is not None:
+            for row in rows:
+                c = self.store.find(row["Id"])
+                if c is not None:
+                    row["Ports"], row["NetworkSettings"] = self.network.summary(c.id, c.config)
+        return rows
 
     def top(self, ref: str, ps_args: str = "") -> dict[str, Any]:
         return listing.top(self, ref, ps_args)
 
     def stats(self, ref: str, previous: dict[str, Any] | None = None) -> dict[str, Any]:
-        return listing.stats(self, ref, previous)
+        sample = listing.stats(self, ref, previous)
+        if self.network is not None:
+            c = self.get(ref)
+            networks = cgroupfs.network_stats(self.network.interfaces(c.id))
+            if networks:
+                sample["networks"] = networks
+        return sample
 
     def prune(self, filters: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
         return listing.prune(self, filters)
@@ -629,6 +681,11 @@ class ContainerService:
         return listing.counts(self)
 
     # --- callbacks for others -------------------------------------------------------------
+
+    def network_target(self, ref: str) -> tuple[str, str, bool]:
+        """For the network layer: (ID, name without "/", running). Raises NotFound."""
+        c = self.get(ref)
+        return c.id, c.name.lstrip("/"), c.state.running
 
     def image_in_use(self, image_id: str) -> bool:
         """For ``docker rmi``: does a container use this image?"""

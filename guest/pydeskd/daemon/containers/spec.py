@@ -31,6 +31,7 @@ class BundleInputs:
     hostname_path: str
     hosts_path: str
     resolv_conf_path: str
+    netns_path: str = ""             # the network namespace to join ("" = a new one)
 
 
 def replace_or_append_env(base: Sequence[str], extra: Sequence[str]) -> list[str]:

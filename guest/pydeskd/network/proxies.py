@@ -1,0 +1,52 @@
+"""The seam to the userland port proxies (:mod:`pydeskd.network.portproxy`), one per binding.
+
+What it is for: the service asks for a proxy per published port (it holds the host port, so a
+port that is taken fails before the container starts, and it serves what the kernel path
+cannot, e.g. ``::1``), stops it when the container's task goes, and checks at restore whether
+it still runs. Each proxy has a pid file ``<exec-root>/network/proxies/<cid>-<proto>-<ip>-<port>
+.pid``, named here, so a restarted daemon finds it.
+
+What it must never do: bind the port itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydeskd.network.model import PortMapping
+
+
+class Proxies(Protocol):
+    def start(self, mapping: PortMapping, container_ip: str, pid_file: Path) -> int: ...
+
+    def stop(self, pid_file: Path) -> None: ...
+
+    def alive(self, pid_file: Path) -> bool: ...
+
+
+def pid_file(root: Path, cid: str, mapping: PortMapping) -> Path:
+    ip = mapping.host_ip.replace(":", "_") or "any"
+    return root / f"{cid[:12]}-{mapping.proto}-{ip}-{mapping.host_port}.pid"
+
+
+class PortProxies:
+    """``Proxies`` over pydesk-proxy processes."""
+
+    def _module(self) -> Any:
+        return importlib.import_module("pydeskd.network.portproxy")
+
+    def start(self, mapping: PortMapping, container_ip: str, pid_file: Path) -> int:
+        """Raises PortInUse (a FailedPrecondition: "Bind for 0.0.0.0:18080 failed: port is
+        already allocated") when the host port cannot be bound."""
+        pid_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pid: int = self._module().start_proxy(mapping.proto, mapping.host_ip, mapping.host_port,
+                                              container_ip, mapping.container_port, pid_file)
+        return pid
+
+    def stop(self, pid_file: Path) -> None:
+        self._module().stop_proxy(pid_file)
+
+    def alive(self, pid_file: Path) -> bool:
+        return bool(self._module().proxy_alive(pid_file))
