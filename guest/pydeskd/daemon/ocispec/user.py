@@ -3,10 +3,10 @@
 Semantics of runc's libcontainer/user GetExecUser, which Docker uses: a name must exist in
 passwd, a number need not; without a group, the primary group is the passwd entry's and the
 supplementary groups are those listing the user; ``GroupAdd`` entries are names from
-/etc/group or numbers. The files are read **inside the rootfs only**: their paths are
-resolved with secure_join (an absolute or ``..`` symlink stays in the rootfs) and the last
-component is opened without following links, so an image can never make the daemon read a
-host file.
+/etc/group or numbers. The files are read **inside the rootfs only**: the kernel resolves
+their paths inside it (``openat2`` with ``RESOLVE_IN_ROOT``: an absolute or ``..`` symlink
+stays in the rootfs, also when a running container swaps a component for a symlink while we
+look), so neither an image nor a container can make the daemon read a host file.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from pydeskd.containerd.archive.confine import Root
 from pydeskd.containerd.errors import InvalidArgument
-from pydeskd.runtime.securejoin import secure_join
 
 MAX_ID = 2**31 - 1
 _MAX_FILE = 16 * 1024 * 1024
@@ -35,8 +35,10 @@ class ExecUser:
 def read_rootfs_file(rootfs: str, path: str) -> str | None:
     """A small text file of the container, or None if it is absent (or not a regular file)."""
     try:
-        host_path = secure_join(rootfs, path)
-        fd = os.open(host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        with Root(rootfs) as root:
+            fd = root.open(tuple(p for p in path.split("/") if p), os.O_RDONLY | os.O_NONBLOCK)
+    except InvalidArgument:  # a symlink loop
+        return None
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EISDIR):
             return None

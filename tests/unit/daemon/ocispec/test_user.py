@@ -100,3 +100,20 @@ def test_a_fifo_at_etc_passwd_is_not_read(tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
     os.mkfifo(tmp_path / "etc/passwd")
     assert resolve_user(str(tmp_path), "7:7") == ExecUser(7, 7, (7,), "/")
+
+
+def test_a_symlinked_etc_directory_resolves_inside_the_rootfs(tmp_path: Path) -> None:
+    # A container may turn /etc into a link to a host path at any time (it owns its rootfs):
+    # the kernel resolves the whole path inside the rootfs, so the host's file is never read.
+    host_etc = tmp_path / "host-etc"
+    host_etc.mkdir()
+    (host_etc / "passwd").write_text("secret:x:4242:4242::/:/bin/sh\n")
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    os.symlink(str(host_etc), rootfs / "etc")
+    with pytest.raises(InvalidArgument, match="unable to find user secret"):
+        resolve_user(str(rootfs), "secret")
+    inner = rootfs / str(host_etc).lstrip("/")
+    inner.mkdir(parents=True)
+    (inner / "passwd").write_text("inner:x:9:9::/:/bin/sh\n")
+    assert resolve_user(str(rootfs), "inner").uid == 9
