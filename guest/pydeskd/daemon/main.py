@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,12 +55,51 @@ def write_pidfile(path: Path) -> None:
     os.replace(tmp, path)
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_fork_hook: list[bool] = []
+
+
+def install_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT set ``stop``. asyncio delivers them through the signal wakeup fd, which
+    a forked child of this process shares (pyroute2 forks one per network namespace it works
+    in, and stops it with SIGTERM): such a child gets default dispositions and no wakeup fd
+    before it can take a signal (they are blocked across the fork), or its SIGTERM would
+    reach this loop and stop the daemon."""
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    if not _fork_hook:
+        os.register_at_fork(before=_block_stop_signals, after_in_parent=_restore_mask,
+                            after_in_child=_forget_stop_signals)
+        _fork_hook.append(True)
+
+
+_saved_mask = threading.local()  # signal masks are per thread, and so are forks
+
+
+def _block_stop_signals() -> None:
+    _saved_mask.value = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def _restore_mask() -> None:
+    mask: set[int | signal.Signals] | None = getattr(_saved_mask, "value", None)
+    if mask is not None:
+        _saved_mask.value = None
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _forget_stop_signals() -> None:
+    with contextlib.suppress(ValueError):  # not the main thread: nothing was set in it
+        signal.set_wakeup_fd(-1)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+    _restore_mask()  # a SIGTERM that came meanwhile is delivered now, by default: it ends us
+
+
 async def serve(daemon: Daemon, stop: asyncio.Event | None = None) -> None:
     """Serve the API on the configured hosts until ``stop`` is set or a signal arrives."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    install_stop_signals(loop, stop)
     # Routes that block (waits, log follows, pulls) hold a worker thread each: anyio's default
     # of 40 would let 40 slow requests stall every other sync route.
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
@@ -77,7 +117,7 @@ async def serve(daemon: Daemon, stop: asyncio.Event | None = None) -> None:
         daemon.events.close()  # event streams end now rather than at the grace deadline
     finally:
         await front.shutdown(SHUTDOWN_GRACE)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
 
 
