@@ -98,3 +98,50 @@ def test_other_client_key_is_refused(sshd: Sshd, keys: Keys, tmp_path: Path) -> 
     other = ensure_keys(instance_files("other", tmp_path / "home"))
     with pytest.raises(ChannelError, match=r"SSH to the guest failed|did not accept"):
         GuestChannel.connect(sshd.port, other.client_private, keys.host_public_line)
+
+
+def test_run_command_streams_and_returns_status(sshd: Sshd, keys: Keys) -> None:
+    import io
+
+    from pydesk.vm.terminal import run_command
+
+    out, err = io.BytesIO(), io.BytesIO()
+    with GuestChannel.connect(sshd.port, keys.client_private, keys.host_public_line) as chan:
+        code = run_command(chan, "printf 'a\\nb\\n'; echo e >&2; exit 4", out, err)
+    assert (code, out.getvalue(), err.getvalue()) == (4, b"a\nb\n", b"e\n")
+
+
+def test_interactive_shell_on_a_pty(sshd: Sshd, keys: Keys) -> None:
+    """`pydesk vm ssh` with no command: a pty shell; the local tty is raw and restored."""
+    import os
+    import pty
+    import sys
+    import time
+
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from pydesk.vm.channel import GuestChannel\n"
+        "from pydesk.vm.terminal import interactive\n"
+        f"chan = GuestChannel.connect({sshd.port}, Path({str(keys.client_private)!r}), "
+        f"{keys.host_public_line!r})\n"
+        "sys.exit(interactive(chan))\n")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdin/stdout are the pty
+        os.execv(sys.executable, [sys.executable, "-c", script])
+    seen = b""
+    deadline = time.monotonic() + 30
+    sent = False
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break  # the child exited and closed the pty
+        seen += chunk
+        if not sent and (b"#" in seen or b"$" in seen):
+            os.write(fd, b"tty; echo pty-$((6*7)); exit 5\n")
+            sent = True
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert b"pty-42" in seen and b"/dev/pts/" in seen, seen
+    assert os.waitstatus_to_exitcode(status) == 5
