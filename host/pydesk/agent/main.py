@@ -135,13 +135,18 @@ class Agent:
                     # Short: until the guest's network is up, slirp accepts the connection and
                     # the banner never comes; a stop request must not wait behind that.
                     self.channel = self.connect(timeout=BOOT_CONNECT_TIMEOUT)
-                if self.channel.ping(timeout=10):
+                try:
+                    answer = self.channel.http_get("/_ping", timeout=10)
+                except ChannelError as e:  # SSH works, the daemon's socket is not there yet
+                    answer = (0, e.message.encode())
+                if answer == (200, b"OK"):
                     took = time.monotonic() - launched
                     self.record_runtime(ready_seconds=round(took, 3))
                     self.report(State.RUNNING, f"guest API ready in {took:.1f}s (ssh on "
                                                f"127.0.0.1:{self.ssh_port})")
                     return True
-                last_error = "the guest daemon does not answer /_ping yet"
+                last_error = ("the guest daemon does not answer /_ping yet: "
+                              + answer[1][:200].decode(errors="replace"))
             except ChannelError as e:
                 if isinstance(e, VmError) and "host key" in e.message:
                     self.report(State.DEGRADED, "the guest's host key is not the pinned one",
