@@ -4,20 +4,28 @@ What it is for: the handful of operations the bridge driver needs -- read the ho
 make a bridge with its gateway address, make a veth pair whose container side is born inside a
 network namespace (named eth0.., with its address, MAC and default route), delete links -- as
 the ``Links`` protocol, so the driver is unit-tested with a recording fake and this module is
-tested for real as root. Every call opens its own netlink socket (pyroute2's IPRoute and NetNS
-are not shared between threads).
+tested for real as root. Every call opens its own netlink socket (pyroute2's IPRoute is not
+shared between threads). Inside a container's namespace the socket is opened by a short-lived
+thread that setns()es into it first: pyroute2's NetNS forks a helper process instead, and a
+forked child shares the asyncio signal wakeup fd of pydeskd's loop, so its death reads as a
+SIGTERM to the daemon.
 
-What it must never do: decide names, addresses or policy; it performs what it is told.
+What it must never do: decide names, addresses or policy; it performs what it is told; fork.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
+import threading
+from collections.abc import Callable
 from ipaddress import IPv4Network
 from typing import Any, Protocol
 
-from pyroute2 import IPRoute, NetlinkError, NetNS  # type: ignore[import-untyped]
+from pyroute2 import IPRoute, NetlinkError  # type: ignore[import-untyped]
+
+from pydeskd.runtime.syscalls import CLONE_NEWNET, LinuxSyscalls
 
 MAIN_TABLE = 254
 
@@ -39,6 +47,30 @@ class Links(Protocol):
     def bridge_ports(self, bridge: str) -> list[str]: ...
 
     def links(self, prefix: str) -> list[str]: ...
+
+
+def in_netns(netns: str, fn: Callable[[Any], None]) -> None:
+    """Runs ``fn(ip)`` with an IPRoute opened inside ``netns``, on a thread of its own that
+    ends right after (setns changes only the calling thread)."""
+    failure: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                LinuxSyscalls().setns(fd, CLONE_NEWNET)
+            finally:
+                os.close(fd)
+            with IPRoute() as ip:
+                fn(ip)
+        except BaseException as exc:  # re-raised on the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=body, name="in-netns", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 def _name(msg: Any) -> str:
@@ -93,8 +125,12 @@ class PyrouteLinks:
         """The container side is created directly in ``netns`` under its final name (no
         moment where an eth0 sits in the host's namespace)."""
         with IPRoute() as ip:
-            ip.link("add", ifname=host_name, kind="veth",
-                    peer={"ifname": ifname, "net_ns_fd": netns})
+            ns_fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                ip.link("add", ifname=host_name, kind="veth",
+                        peer={"ifname": ifname, "net_ns_fd": ns_fd})
+            finally:
+                os.close(ns_fd)
             try:
                 index = ip.link_lookup(ifname=host_name)[0]
                 master = ip.link_lookup(ifname=bridge)[0]
@@ -104,21 +140,24 @@ class PyrouteLinks:
                     # gets the reply back through the port it came in by.
                     ip.brport("set", index=index, hairpin=1)
                 ip.link("set", index=index, state="up")
-                with NetNS(netns) as ns:
+
+                def inside(ns: Any) -> None:
                     peer = ns.link_lookup(ifname=ifname)[0]
                     ns.link("set", index=peer, address=mac)
                     ns.addr("add", index=peer, address=address, prefixlen=prefixlen)
                     ns.link("set", index=peer, state="up")
                     if default_route:
                         ns.route("add", dst="default", gateway=gateway)
+                in_netns(netns, inside)
             except BaseException:
                 with contextlib.suppress(NetlinkError, IndexError):
                     ip.link("del", index=ip.link_lookup(ifname=host_name)[0])
                 raise
 
     def loopback_up(self, netns: str) -> None:
-        with NetNS(netns) as ns:
+        def up(ns: Any) -> None:
             ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+        in_netns(netns, up)
 
     def bridge_ports(self, bridge: str) -> list[str]:
         with IPRoute() as ip:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from pydeskd.network.driver import Names
 from tests.support.images import build_single
 from tests.support.pydeskd import Pydeskd
 from tests.support.registry import Registry
@@ -28,6 +29,7 @@ from tests.support.registry import Registry
 BUSYBOX = "busybox:latest"
 _subnets = itertools.count(1)
 _daemon_roots: list[Path] = []
+_user_bridges: set[str] = set()
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -55,6 +57,10 @@ def busybox_mirror() -> Iterator[Registry]:
     shutil.rmtree(base, ignore_errors=True)
 
 
+def daemon_root(d: Pydeskd) -> None:
+    _daemon_roots.append(d.tmp_dir)
+
+
 def _links() -> set[str]:
     out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
     return {line.split(":")[1].strip().split("@")[0] for line in out.stdout.splitlines()}
@@ -68,26 +74,29 @@ def _chains() -> set[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_leftovers() -> Iterator[None]:
-    """After the suite: nothing of the suite's daemons is left on the host."""
-    links_before, chains_before = _links(), _chains()
+    """After the suite: nothing of this suite's daemons is left on the host -- their bridges
+    (default and user), veths (they die with the netns files), firewall chains, netns files,
+    port proxies. Other suites' daemons may run meanwhile: only ours are looked at."""
     yield
-    new_links = {name for name in _links() - links_before
-                 if name.startswith(("pd-", "pd0-", "pdv", "pydesk"))}
-    new_chains = _chains() - chains_before
-    assert not new_links, f"links left behind: {sorted(new_links)}"
-    assert not new_chains, f"firewall chains left behind: {sorted(new_chains)}"
+    links, chains = _links(), _chains()
     for root in _daemon_roots:
-        netns = root / "exec" / "netns"
-        assert not netns.exists() or not any(netns.iterdir()), f"netns left in {netns}"
+        names = Names.for_daemon(root / "data", root / "exec")
+        assert names.default_bridge not in links
+        assert not {c for c in chains if c.startswith(names.chain_prefix + "-")}, chains
+        for directory in (names.netns_dir, names.proxies_dir):
+            assert not directory.exists() or not any(directory.iterdir()), directory
+    left = _user_bridges & links
+    assert not left, f"bridges left behind: {sorted(left)}"
 
 
 @pytest.fixture(scope="module")
 def daemon(busybox_mirror: Registry) -> Iterator[Pydeskd]:
     base = Path(tempfile.mkdtemp(prefix="pd-net-", dir="/tmp"))
-    _daemon_roots.append(base)
     with Pydeskd(base, config={"registry-mirrors": [busybox_mirror.url]}) as d:
+        daemon_root(d)
         d.docker("pull", "-q", BUSYBOX)
         yield d
+        remember_bridges(d)
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -96,11 +105,19 @@ def d(daemon: Pydeskd) -> Iterator[Pydeskd]:
     """The module's daemon, emptied of containers and user networks after the test."""
     yield daemon
     if daemon.proc is None or daemon.proc.poll() is not None:
-        return
+        pytest.fail(f"pydeskd died during the test:\n{daemon.log_tail(60)}")
     ids = daemon.docker("ps", "-aq", check=False).stdout.split()
     if ids:
         daemon.docker("rm", "-f", *(i.decode() for i in ids), check=False)
+    remember_bridges(daemon)
     daemon.docker("network", "prune", "-f", check=False)
+
+
+def remember_bridges(d: Pydeskd) -> None:
+    """The user networks' bridges, for the final check (pd-<12 hex of the ID>)."""
+    ids = d.docker("network", "ls", "-q", "--no-trunc", "--filter", "type=custom",
+                   check=False).stdout.split()
+    _user_bridges.update(f"pd-{i.decode()[:12]}" for i in ids)
 
 
 def out(d: Pydeskd, *args: str, timeout: float = 60) -> str:
