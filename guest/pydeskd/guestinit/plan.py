@@ -182,9 +182,10 @@ def mounts_under(mountinfo: str, top: str) -> list[str]:
         point = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
         if point == top or point.startswith(top.rstrip("/") + "/"):
             found.append(point)
-    # Later mounts stack on earlier ones: reverse order of appearance, deepest path first.
-    order = {p: i for i, p in enumerate(found)}
-    return sorted(set(found), key=lambda p: (-p.count("/"), -order[p]))
+    # Deepest path first; at one path, later mounts stack on earlier ones: the latest first (a
+    # path mounted twice is unmounted twice).
+    order = sorted(range(len(found)), key=lambda i: (-found[i].count("/"), -i))
+    return [found[i] for i in order]
 
 
 def find_disk(serials: dict[str, str], serial: str) -> str | None:
