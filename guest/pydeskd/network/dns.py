@@ -29,14 +29,18 @@ import selectors
 import socket
 import struct
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
+from pydeskd.network.dns_forward import (
+    DNS_PORT,
+    Upstream,
+    exchange_tcp,
+    exchange_udp,
+    recv_message,
+)
 from pydeskd.network.dns_wire import (
     CLASS_IN,
-    HEADER_SIZE,
     QType,
     Query,
     RCode,
@@ -45,7 +49,6 @@ from pydeskd.network.dns_wire import (
     error_from_header,
     parse_header,
     parse_query,
-    read_name,
     with_id,
 )
 
@@ -53,7 +56,6 @@ log = logging.getLogger(__name__)
 
 Lookup = Callable[[str, str], Sequence[str] | None]
 
-DNS_PORT = 53
 FORWARD_TIMEOUT = 2.0        # per upstream, then the next one, then SERVFAIL
 TCP_IDLE_TIMEOUT = 10.0      # a TCP client that sends nothing this long is dropped
 MAX_TCP_CLIENTS = 128
@@ -61,32 +63,6 @@ MAX_INFLIGHT = 256
 FORWARD_WORKERS = 16
 MAX_TCP_MESSAGE = 65535
 IP_FREEBIND = 15             # linux/in.h: bind an address the host does not have (yet)
-
-
-@dataclass(frozen=True)
-class Upstream:
-    host: str
-    port: int = DNS_PORT
-
-    @property
-    def family(self) -> socket.AddressFamily:
-        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
-
-    @classmethod
-    def parse(cls, text: str) -> Upstream:
-        """``1.1.1.1``, ``1.1.1.1:5353``, ``::1`` or ``[::1]:5353``. Raises ValueError."""
-        host, port = text.strip(), DNS_PORT
-        if host.startswith("["):
-            host, _, rest = host[1:].partition("]")
-            if rest:
-                port = int(rest.removeprefix(":"))
-        elif host.count(":") == 1:
-            host, _, port_text = host.partition(":")
-            port = int(port_text)
-        ipaddress.ip_address(host)
-        if not 0 < port < 65536:
-            raise ValueError(f"bad port in upstream {text!r}")
-        return cls(host, port)
 
 
 def _client_ip(address: str) -> str:
@@ -203,9 +179,9 @@ class Resolver:
             request_id = secrets.randbits(16)
             request = with_id(data, request_id)
             try:
-                reply = _exchange_udp(upstream, request, request_id, self._timeout)
+                reply = exchange_udp(upstream, request, request_id, self._timeout)
                 if tcp and parse_header(reply).truncated:
-                    reply = _exchange_tcp(upstream, request, request_id, self._timeout)
+                    reply = exchange_tcp(upstream, request, request_id, self._timeout)
             except (OSError, WireError) as e:
                 log.debug("dns: upstream %s:%d failed: %s", upstream.host, upstream.port, e)
                 continue
@@ -254,75 +230,6 @@ def _matching(addresses: Sequence[str], qtype: int) -> list[str]:
     return out
 
 
-def _reply_matches(reply: bytes, request: bytes, request_id: int) -> bool:
-    """Whether ``reply`` answers ``request``: same id, a response, same question bytes."""
-    if len(reply) < HEADER_SIZE:
-        return False
-    header = parse_header(reply)
-    if header.id != request_id or not header.is_response:
-        return False
-    qdcount = struct.unpack_from("!H", request, 4)[0]
-    if header.qdcount != qdcount:
-        return False
-    question_end = _question_end(request)
-    return reply[HEADER_SIZE:question_end].lower() == request[HEADER_SIZE:question_end].lower()
-
-
-def _question_end(message: bytes) -> int:
-    _, offset = read_name(message, HEADER_SIZE)
-    return offset + 4
-
-
-def _exchange_udp(upstream: Upstream, request: bytes, request_id: int, timeout: float) -> bytes:
-    deadline = time.monotonic() + timeout
-    with socket.socket(upstream.family, socket.SOCK_DGRAM) as sock:
-        # connect(): the kernel drops datagrams from any other address, and an ICMP
-        # "port unreachable" fails the recv at once instead of waiting for the timeout.
-        sock.connect((upstream.host, upstream.port))
-        sock.send(request)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no answer")
-            sock.settimeout(left)
-            reply = sock.recv(65535)
-            if _reply_matches(reply, request, request_id):
-                return reply
-
-
-def _exchange_tcp(upstream: Upstream, request: bytes, request_id: int, timeout: float) -> bytes:
-    deadline = time.monotonic() + timeout
-    with socket.create_connection((upstream.host, upstream.port), timeout=timeout) as sock:
-        sock.sendall(struct.pack("!H", len(request)) + request)
-        while True:
-            sock.settimeout(max(0.001, deadline - time.monotonic()))
-            reply = _recv_message(sock)
-            if reply is None:
-                raise ConnectionError("upstream closed the connection")
-            if _reply_matches(reply, request, request_id):
-                return reply
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
-    chunks, got = [], 0
-    while got < size:
-        chunk = sock.recv(size - got)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
-def _recv_message(sock: socket.socket) -> bytes | None:
-    """One length-prefixed DNS message (RFC 1035 4.2.2); None at EOF."""
-    prefix = _recv_exactly(sock, 2)
-    if prefix is None:
-        return None
-    (length,) = struct.unpack("!H", prefix)
-    return _recv_exactly(sock, length) if length else b""
-
-
 class _Endpoint:
     """UDP and TCP on one address, served by one thread (plus one per TCP client)."""
 
@@ -341,7 +248,7 @@ class _Endpoint:
                 sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
             self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self.udp.bind((address, port))
-            self.tcp.bind((address, port or self.udp.getsockname()[1]))
+            self.tcp.bind((address, port))  # port 0 (tests): each its own, see ports()
             self.tcp.listen(64)
         except OSError:
             self.udp.close()
@@ -433,7 +340,7 @@ class _Endpoint:
             conn.setblocking(True)
             conn.settimeout(TCP_IDLE_TIMEOUT)
             while not self._stopping:
-                data = _recv_message(conn)
+                data = recv_message(conn)
                 if data is None:
                     return
                 reply, query = self.resolver.answer_locally(data, client_ip)

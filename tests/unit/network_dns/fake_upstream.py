@@ -21,17 +21,30 @@ class FakeUpstream:
         self.closing = False
         self.udp_questions: list[tuple[int, str]] = []
         self.tcp_questions: list[tuple[int, str]] = []
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
+        self.udp, self.tcp = self._bind_pair()
         self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind(("127.0.0.1", self.port))
-        self.tcp.listen(16)
         self._threads = [threading.Thread(target=self._serve_udp, daemon=True),
                          threading.Thread(target=self._serve_tcp, daemon=True)]
         for thread in self._threads:
             thread.start()
+
+    @staticmethod
+    def _bind_pair() -> tuple[socket.socket, socket.socket]:
+        """UDP and TCP on one port (a resolver's address has no port for each)."""
+        for _ in range(100):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind(("127.0.0.1", 0))
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+            except OSError:  # that port is taken for TCP: another pair
+                udp.close()
+                tcp.close()
+                continue
+            tcp.listen(16)
+            return udp, tcp
+        raise OSError("no free port for both UDP and TCP")
 
     @property
     def address(self) -> str:

@@ -13,7 +13,8 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from pydeskd.network import dns_wire as w
-from pydeskd.network.dns import Resolver, Upstream
+from pydeskd.network.dns import Resolver
+from pydeskd.network.dns_forward import Upstream
 from tests.unit.network_dns.fake_upstream import FakeUpstream
 
 NAMES = {"web": ["172.18.0.2"], "db": ["172.18.0.3", "172.18.0.4"], "gone": []}
