@@ -189,13 +189,17 @@ def _serve(sock: socket.socket, shim: int) -> NoReturn:
         if not ready and not imported:
             # Idle just after the shim started: import the runtime now, not on the first
             # exec, and not while the container is being created (two cores).
-            from pydeskd.runtime import cli, exec  # noqa: F401
+            from pydeskd.runtime import cli, exec
 
             imported = True
         if sock_fd in ready:
             request = _receive(sock)
             if request is None:
                 os._exit(0)  # the shim is gone or done
+            if not imported:  # once, here: the children that follow inherit it
+                from pydeskd.runtime import cli, exec  # noqa: F401
+
+                imported = True
             argv, cwd, stdio, rid = request
             pid = os.fork()
             if pid == 0:

@@ -17,6 +17,7 @@ import marshal
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,9 @@ class Shim:
         closes our copies. Returns (exit code, error message, monotonic start)."""
         offset = _size(self.paths.runtime_log)
         since = time.monotonic()
-        code = self._run_forked(proc, argv)
+        fds = proc.child_fds
+        code = self._run_forked(argv, (fds["stdin"], fds["stdout"], fds["stderr"]),
+                                proc.close_child_fds)
         if code is None:
             child = self.children.spawn(argv, cwd=str(self.config.bundle), **proc.child_fds)
             proc.close_child_fds()
@@ -141,31 +144,58 @@ class Shim:
             diag.warning("%s exited %d: %s", " ".join(argv), code, message)
         return code, message, since
 
-    def _run_forked(self, proc: Process, argv: list[str]) -> int | None:
+    def _run_forked(self, argv: list[str], stdio: tuple[int, int, int],
+                    passed: Callable[[], None]) -> int | None:
         """The runtime's exit code through the fork server (pydesk-runc without a new
-        interpreter); None when there is none or it is gone before it took the request."""
+        interpreter); None when there is none or it is gone before it took the request.
+        ``passed`` runs once the server holds its own copies of ``stdio``."""
         if self.forks is None:
             return None
-        fds = proc.child_fds
         try:
-            rid = self.forks.submit(argv[1:], str(self.config.bundle),
-                                    (fds["stdin"], fds["stdout"], fds["stderr"]))
+            rid = self.forks.submit(argv[1:], str(self.config.bundle), stdio)
         except ForkServerGone as e:
             diag.warning("%s; spawning the runtime instead", e)
             self.forks = None
             return None
-        proc.close_child_fds()
+        passed()
         try:
             return self.forks.wait(rid, RUNTIME_TIMEOUT)
         except ForkServerGone as e:
             self.forks = None
             raise p.ShimError(p.ErrorKind.FAILED, str(e)) from None
 
+    def _run_captured(self, argv: list[str]) -> tuple[int, bytes]:
+        """(exit code, stdout+stderr) of a runtime command: through the fork server when
+        there is one (start, kill and delete of every container), else a new process.
+        Raises TimeoutError (the runtime killed) after RUNTIME_TIMEOUT."""
+        if self.forks is not None:
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            mine = [null, out_w]
+
+            def passed() -> None:
+                for fd in mine:
+                    os.close(fd)
+                mine.clear()
+
+            chunks: list[bytes] = []
+            reader = threading.Thread(target=_read_all, args=(out_r, chunks), daemon=True,
+                                      name="runtime-output")
+            reader.start()
+            try:
+                code = self._run_forked(argv, (null, out_w, out_w), passed)
+            finally:
+                passed()
+                reader.join(5.0)  # EOF once the runtime exits (nothing else holds the pipe)
+            if code is not None:
+                return code, b"".join(chunks)
+        return self.children.run(argv, timeout=RUNTIME_TIMEOUT)
+
     def _runtime(self, argv: list[str]) -> None:
         """Runs a runtime command to completion. Raises ShimError(FAILED) with its error."""
         offset = _size(self.paths.runtime_log)
         try:
-            code, out = self.children.run(argv, timeout=RUNTIME_TIMEOUT)
+            code, out = self._run_captured(argv)
         except TimeoutError as e:
             raise p.ShimError(p.ErrorKind.FAILED, str(e)) from None
         if code != 0:
@@ -381,6 +411,11 @@ class Shim:
         if self._log is not None:
             self._log.close()
         shutil.rmtree(self.config.state_dir, ignore_errors=True)
+
+
+def _read_all(fd: int, chunks: list[bytes]) -> None:
+    with open(fd, "rb", closefd=True) as f:
+        chunks.append(f.read())
 
 
 def _read_pid(path: Path) -> int:
