@@ -89,3 +89,19 @@ def test_the_fork_server_goes_with_its_shim(env: ShimEnv) -> None:
     while Path(f"/proc/{server}").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not Path(f"/proc/{server}").exists()
+
+
+@pytest.mark.parametrize("runtime", [PYDESK_RUNC], indirect=True)
+def test_start_kill_and_delete_go_through_the_fork_server(env: ShimEnv) -> None:
+    _, client = env.start(["sleep", "60"], debug=True)
+    log = client.path.parent / "shim.log"
+    client.start()
+    assert client.state().status.value == "running"
+    client.kill(signal.SIGKILL)
+    assert client.wait(timeout=20).exit_code == 137
+    with log.open() as still_open:  # delete removes the state dir, the open file stays
+        client.delete()
+        text = still_open.read()
+    spawned = [line for line in text.splitlines() if "spawn" in line]
+    for command in (" start ", " kill ", " delete "):
+        assert not [line for line in spawned if command in line], spawned
