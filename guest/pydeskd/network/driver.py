@@ -30,6 +30,7 @@ from pydeskd.network.iptables import Firewall, IptablesFirewall, NoFirewall, pro
 from pydeskd.network.model import Network
 from pydeskd.network.netlink import Links, PyrouteLinks
 from pydeskd.network.netns import BindMountedNamespaces, Namespaces
+from pydeskd.network.nft import NftFirewall
 from pydeskd.network.proxies import PortProxies, Proxies
 from pydeskd.network.sysctl import ProcSysctls, Sysctls, route_localnet_key
 
@@ -80,7 +81,9 @@ class Seams:
 
     def __post_init__(self) -> None:
         if self.firewall is None:
-            self.firewall = IptablesFirewall() if probe() == "iptables" else NoFirewall()
+            kind = probe()
+            self.firewall = IptablesFirewall() if kind == "iptables" else \
+                NftFirewall() if kind == "nft" else NoFirewall()
 
 
 class Plumbing:

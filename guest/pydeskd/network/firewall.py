@@ -95,13 +95,13 @@ def filter_rules(rs: Ruleset) -> list[str]:
                     f"-A {fwd} -i {b.bridge} ! -o {b.bridge} -j ACCEPT",
                     f"-A {fwd} -i {b.bridge} -o {b.bridge} -j ACCEPT",
                     f"-A {fwd} -o {b.bridge} -j DROP"]
-    for p in _kernel_ports(rs):
+    for p in kernel_ports(rs):
         out.append(f"-A {ports} -d {p.container_ip}/32 ! -i {p.bridge} -o {p.bridge} "
                    f"-p {p.proto} -m {p.proto} --dport {p.container_port} -j ACCEPT")
     return out
 
 
-def _kernel_ports(rs: Ruleset) -> list[PortRule]:
+def kernel_ports(rs: Ruleset) -> list[PortRule]:
     """Ports the kernel path serves: IPv4 bindings on non-internal bridges (the userland
     proxy serves the rest, e.g. ::1)."""
     internal = {b.bridge for b in rs.bridges if b.internal}
@@ -116,7 +116,7 @@ def nat_rules(rs: Ruleset) -> list[str]:
         if not b.internal:
             out.append(f"-A {snat} -s {b.subnet} ! -o {b.bridge} -j MASQUERADE")
             out.append(f"-A {snat} -s 127.0.0.0/8 -o {b.bridge} -j MASQUERADE")
-    for p in _kernel_ports(rs):
+    for p in kernel_ports(rs):
         dest = " ".join(_dnat_dest(p.host_ip))
         dest = f" {dest}" if dest else ""
         out.append(f"-A {dnat}{dest} -p {p.proto} -m {p.proto} --dport {p.host_port} "

@@ -41,8 +41,22 @@ class PortProxies:
         """Raises PortInUse (a FailedPrecondition: "Bind for 0.0.0.0:18080 failed: port is
         already allocated") when the host port cannot be bound."""
         pid_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        pid: int = self._module().start_proxy(mapping.proto, mapping.host_ip, mapping.host_port,
+        module = self._module()
+        if mapping.host_ip == "0.0.0.0":
+            # Every address: one dual-stack socket on "::" also serves IPv6 (::1 included,
+            # which the kernel's IPv4 DNAT cannot), as Docker's second proxy on [::] does. A
+            # host without IPv6 gets the IPv4 socket instead.
+            try:
+                pid: int = module.start_proxy(mapping.proto, "::", mapping.host_port,
                                               container_ip, mapping.container_port, pid_file)
+                return pid
+            except module.PortInUse:
+                raise module.PortInUse(f"Bind for 0.0.0.0:{mapping.host_port} failed: port "
+                                       f"is already allocated") from None
+            except module.ProxyStartError:
+                pass
+        pid = module.start_proxy(mapping.proto, mapping.host_ip, mapping.host_port,
+                                 container_ip, mapping.container_port, pid_file)
         return pid
 
     def stop(self, pid_file: Path) -> None:

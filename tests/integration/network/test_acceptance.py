@@ -133,6 +133,9 @@ def test_published_port_from_everywhere(d: Pydeskd, outside: Outside) -> None:
     httpd(d, name, "-p", f"{port}:80")
     for url in (f"http://127.0.0.1:{port}/", f"http://{host_address()}:{port}/"):
         assert f"hello from {name}" in eventually(lambda url=url: curl(url))  # type: ignore[misc]
+    # ::1: the kernel's IPv4 path cannot serve it, the userland proxy does.
+    assert f"hello from {name}" in curl(f"http://[::1]:{port}/")
+    assert f"hello from {name}" in curl(f"http://localhost:{port}/")
     got = curl(f"http://{outside.host_ip}:{port}/", netns=outside.netns)
     assert f"hello from {name}" in got
     assert out(d, "port", name) == f"80/tcp -> 0.0.0.0:{port}"

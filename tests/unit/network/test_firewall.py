@@ -73,3 +73,17 @@ def test_jumps_are_for_local_destinations_only_in_nat() -> None:
     assert got[("nat", "PREROUTING")][:4] == ["-m", "addrtype", "--dst-type", "LOCAL"]
     assert got[("nat", "OUTPUT")][:4] == ["-m", "addrtype", "--dst-type", "LOCAL"]
     assert got[("filter", "FORWARD")] == ["-j", "PYDESK-FWD"]
+
+
+def test_nft_rendering_is_one_transaction_over_pydesks_table() -> None:
+    from pydeskd.network.nft import render_nft
+    text = render_nft(RS).splitlines()
+    assert text[:3] == ["table ip pydesk {}", "delete table ip pydesk", "table ip pydesk {"]
+    body = "\n".join(text)
+    assert 'ip saddr 172.17.0.0/16 oifname != "pydesk0" masquerade' in body
+    assert "172.19.0.0/16" not in body   # internal: no masquerade
+    assert 'iifname "pd-int" oifname != "pd-int" drop' in body
+    assert "tcp dport 18080 dnat to 172.17.0.2:80" in body
+    assert "ip daddr 127.0.0.1 udp dport 5353 dnat to 172.17.0.2:53" in body
+    assert "18081" not in body
+    assert body.count("fib daddr type local jump published") == 2
