@@ -98,9 +98,12 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from pydesk.vm.image import ensure_image
+    if os.environ.get(lifecycle.IMAGE_DIR_ENV):
+        image = Path(os.environ[lifecycle.IMAGE_DIR_ENV])
+    else:
+        from pydesk.vm.image import ensure_image
 
-    image = ensure_image(lambda m: print(f"image: {m}", file=sys.stderr))
+        image = ensure_image(lambda m: print(f"image: {m}", file=sys.stderr))
     home = Path(tempfile.mkdtemp(prefix="pydesk-bench-"))
     os.environ["PYDESK_HOME"] = str(home)
     os.environ[lifecycle.IMAGE_DIR_ENV] = str(image)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydesk.agent.process import find_agent, find_qemu, spawn_agent
 from pydesk.agent.status import (
@@ -33,7 +33,6 @@ from pydesk.agent.status import (
     status_size,
 )
 from pydesk.vm.accel import Verdict, choose_accelerator
-from pydesk.vm.channel import GuestChannel
 from pydesk.vm.config import VmConfig, detect_host
 from pydesk.vm.disks import GIB, DiskChange, ensure_data_disk
 from pydesk.vm.errors import Conflict, NotFound, VmError
@@ -47,6 +46,9 @@ from pydesk.vm.instance import (
     write_private,
 )
 from pydeskd import vmcontract
+
+if TYPE_CHECKING:
+    from pydesk.vm.channel import GuestChannel  # paramiko: ~60 ms, only for connect()
 
 Progress = Callable[[str], None]
 OnEvent = Callable[[StatusEvent], None]
@@ -306,6 +308,8 @@ def remove(name: str, *, force: bool = False) -> None:
 
 def connect(name: str, timeout: float = 10.0) -> GuestChannel:
     """An SSH channel to the running VM (pinned host key, instance client key)."""
+    from pydesk.vm.channel import GuestChannel
+
     files = instance_files(name)
     runtime = _read_json(files.runtime)
     port = int(runtime.get("ssh_port", 0))
