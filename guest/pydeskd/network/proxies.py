@@ -11,10 +11,10 @@ What it must never do: bind the port itself.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
+from pydeskd.network import portproxy
 from pydeskd.network.model import PortMapping
 
 
@@ -34,33 +34,27 @@ def pid_file(root: Path, cid: str, mapping: PortMapping) -> Path:
 class PortProxies:
     """``Proxies`` over pydesk-proxy processes."""
 
-    def _module(self) -> Any:
-        return importlib.import_module("pydeskd.network.portproxy")
-
     def start(self, mapping: PortMapping, container_ip: str, pid_file: Path) -> int:
         """Raises PortInUse (a FailedPrecondition: "Bind for 0.0.0.0:18080 failed: port is
         already allocated") when the host port cannot be bound."""
         pid_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        module = self._module()
         if mapping.host_ip == "0.0.0.0":
             # Every address: one dual-stack socket on "::" also serves IPv6 (::1 included,
             # which the kernel's IPv4 DNAT cannot), as Docker's second proxy on [::] does. A
             # host without IPv6 gets the IPv4 socket instead.
             try:
-                pid: int = module.start_proxy(mapping.proto, "::", mapping.host_port,
-                                              container_ip, mapping.container_port, pid_file)
-                return pid
-            except module.PortInUse:
-                raise module.PortInUse(f"Bind for 0.0.0.0:{mapping.host_port} failed: port "
+                return portproxy.start_proxy(mapping.proto, "::", mapping.host_port,
+                                          container_ip, mapping.container_port, pid_file)
+            except portproxy.PortInUse:
+                raise portproxy.PortInUse(f"Bind for 0.0.0.0:{mapping.host_port} failed: port "
                                        f"is already allocated") from None
-            except module.ProxyStartError:
+            except portproxy.ProxyStartError:
                 pass
-        pid = module.start_proxy(mapping.proto, mapping.host_ip, mapping.host_port,
-                                 container_ip, mapping.container_port, pid_file)
-        return pid
+        return portproxy.start_proxy(mapping.proto, mapping.host_ip, mapping.host_port,
+                                  container_ip, mapping.container_port, pid_file)
 
     def stop(self, pid_file: Path) -> None:
-        self._module().stop_proxy(pid_file)
+        portproxy.stop_proxy(pid_file)
 
     def alive(self, pid_file: Path) -> bool:
-        return bool(self._module().proxy_alive(pid_file))
+        return portproxy.proxy_alive(pid_file)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import importlib
 import logging
 import threading
 from collections.abc import Collection, Mapping, Sequence
@@ -33,6 +32,7 @@ from typing import Any, Protocol
 
 from pydeskd.containerd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pydeskd.network import ipam, sandbox, views
+from pydeskd.network.dns import Resolver
 from pydeskd.network.driver import Names, Plumbing, Seams
 from pydeskd.network.firewall import BridgeRule, PortRule, Ruleset
 from pydeskd.network.model import Attachment, EndpointConfig, Network, SandboxInfo
@@ -63,16 +63,22 @@ def _new_id() -> str:
     return new_id()
 
 
-def host_nameservers(path: Path = Path("/etc/resolv.conf")) -> list[str]:
-    """The host's resolvers, loopback ones included: the embedded resolver runs in the host's
-    namespace, where they answer."""
+def host_resolv(path: Path = Path("/etc/resolv.conf")) -> tuple[list[str], list[str]]:
+    """The host's resolvers (loopback ones included: the embedded resolver runs in the host's
+    namespace, where they answer) and search domains."""
     try:
         text = path.read_text()
     except OSError:
-        return ["8.8.8.8", "8.8.4.4"]
-    servers = [line.split()[1] for line in text.splitlines()
-               if line.startswith("nameserver") and len(line.split()) > 1]
-    return servers or ["8.8.8.8", "8.8.4.4"]
+        text = ""
+    servers: list[str] = []
+    search: list[str] = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) > 1 and words[0] == "nameserver":
+            servers.append(words[1])
+        elif words and words[0] in ("search", "domain"):
+            search = words[1:]
+    return servers or ["8.8.8.8", "8.8.4.4"], search
 
 
 class NetworkService(ContainerHooks):
@@ -87,7 +93,7 @@ class NetworkService(ContainerHooks):
         self.containers: ContainerLookup | None = None
         self.started = False
         self.want_dns = dns
-        self.resolver: Any = None
+        self.resolver: Resolver | None = None
         self._listening: set[str] = set()
         self._predefined()
 
@@ -197,8 +203,8 @@ class NetworkService(ContainerHooks):
         if not self.want_dns or self.resolver is not None:
             return
         try:
-            dns = importlib.import_module("pydeskd.network.dns")
-            self.resolver = dns.Resolver(self.lookup, host_nameservers())
+            servers, search = host_resolv()
+            self.resolver = Resolver(self.lookup, servers, search_domains=search)
         except Exception:
             log.exception("the embedded DNS resolver could not start")
             return

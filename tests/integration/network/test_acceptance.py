@@ -141,6 +141,9 @@ def test_published_port_from_everywhere(d: Pydeskd, outside: Outside) -> None:
     assert out(d, "port", name) == f"80/tcp -> 0.0.0.0:{port}"
     ps = out(d, "ps", "--filter", f"name={name}", "--format", "{{.Ports}}")
     assert ps == f"0.0.0.0:{port}->80/tcp"
+    # The page went out through the container's eth0: stats count it (from the host veth).
+    net_io = out(d, "stats", "--no-stream", "--format", "{{.NetIO}}", name)
+    assert not net_io.startswith("0B"), net_io
 
 
 def test_published_port_on_one_address(d: Pydeskd) -> None:
@@ -249,6 +252,7 @@ def test_overlap_unknown_network_and_duplicates(d: Pydeskd) -> None:
 
 
 def test_network_cli_round_trip(d: Pydeskd) -> None:
+    since = str(int(time.time()) - 1)
     net = unique("cli")
     subnet = free_subnet()
     gateway = subnet.replace(".0/24", ".254")
@@ -271,3 +275,9 @@ def test_network_cli_round_trip(d: Pydeskd) -> None:
     assert "eth1" not in out(d, "exec", name, "busybox", "ip", "-o", "link")
     out(d, "network", "rm", net)
     assert net not in out(d, "network", "ls", "--format", "{{.Name}}")
+    events = out(d, "events", "--since", since, "--until", str(int(time.time()) + 1),
+                 "--filter", "type=network", "--filter", f"network={net_id}",
+                 "--format", "{{.Action}} {{index .Actor.Attributes \"container\"}}")
+    cid = json.loads(out(d, "inspect", name))[0]["Id"]
+    assert [line.strip() for line in events.splitlines()] == [
+        "create", f"connect {cid}", f"disconnect {cid}", "destroy"]
