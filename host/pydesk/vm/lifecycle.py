@@ -162,11 +162,16 @@ def start(options: StartOptions, progress: Progress = _quiet, on_event: OnEvent 
     """
     files = instance_files(options.name)
     if find_agent(files) is not None:
-        current = last_status(files.status)
+        history, offset = read_status(files.status)  # one read: no event between the two
+        current = history[-1] if history else None
         if current is not None and current.state is State.RUNNING:
             progress("already running")
             return current
-        return _follow_start(files, 0, progress, on_event, timeout)
+        if current is not None and current.state is not State.STARTING:
+            raise Conflict(f"VM {options.name!r} is {current.state}: {current.message}",
+                           hint=f"pydesk vm stop --name {options.name}, then start again")
+        progress("already starting")
+        return _follow_start(files, offset, progress, on_event, timeout)
     if find_qemu(files) is not None:
         raise Conflict(f"QEMU of VM {options.name!r} runs without its agent",
                        hint=f"pydesk vm stop --name {options.name}")
