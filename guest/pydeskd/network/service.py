@@ -26,7 +26,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Collection, Mapping, Sequence
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,9 +37,12 @@ from pydeskd.network.driver import Names, Plumbing, Seams
 from pydeskd.network.firewall import BridgeRule, PortRule, Ruleset
 from pydeskd.network.model import Attachment, EndpointConfig, Network, SandboxInfo
 from pydeskd.network.requests import CreateRequest, EndpointRequest
+from pydeskd.network.service_dns import EmbeddedDns
 from pydeskd.network.service_hooks import ContainerHooks
 
 log = logging.getLogger(__name__)
+
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 
 
 class EventPublisher(Protocol):
@@ -63,25 +66,7 @@ def _new_id() -> str:
     return new_id()
 
 
-def host_resolv(path: Path = Path("/etc/resolv.conf")) -> tuple[list[str], list[str]]:
-    """The host's resolvers (loopback ones included: the embedded resolver runs in the host's
-    namespace, where they answer) and search domains."""
-    try:
-        text = path.read_text()
-    except OSError:
-        text = ""
-    servers: list[str] = []
-    search: list[str] = []
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) > 1 and words[0] == "nameserver":
-            servers.append(words[1])
-        elif words and words[0] in ("search", "domain"):
-            search = words[1:]
-    return servers or ["8.8.8.8", "8.8.4.4"], search
-
-
-class NetworkService(ContainerHooks):
+class NetworkService(ContainerHooks, EmbeddedDns):
     def __init__(self, data_root: Path, exec_root: Path, events: EventPublisher, *,
                  seams: Seams | None = None, durable: bool = True, dns: bool = True) -> None:
         from pydeskd.network.store import NetworkStore
@@ -199,61 +184,6 @@ class NetworkService(ContainerHooks):
                                    p.container_port, net.bridge) for p in att.active.ports]
             self.plumbing.firewall(Ruleset(self.names.chain_prefix, bridges, tuple(rules)))
 
-    def _start_resolver(self) -> None:
-        if not self.want_dns or self.resolver is not None:
-            return
-        try:
-            servers, search = host_resolv()
-            self.resolver = Resolver(self.lookup, servers, search_domains=search)
-        except Exception:
-            log.exception("the embedded DNS resolver could not start")
-            return
-        for net in self.store.networks.values():
-            if net.user_defined:
-                self._listen(net)
-
-    def _listen(self, net: Network) -> None:
-        if self.resolver is None or net.pool is None or net.pool.gateway in self._listening:
-            return
-        try:
-            self.resolver.listen(net.pool.gateway)
-            self._listening.add(net.pool.gateway)
-        except Exception:
-            log.exception("the DNS resolver cannot listen on %s", net.pool.gateway)
-
-    def _unlisten(self, net: Network) -> None:
-        if self.resolver is None or net.pool is None or net.pool.gateway not in self._listening:
-            return
-        self._listening.discard(net.pool.gateway)
-        with contextlib.suppress(Exception):
-            self.resolver.unlisten(net.pool.gateway)
-
-    def lookup(self, client_ip: str, name: str) -> list[str] | None:
-        """The resolver's question: the IPv4 addresses of container ``name`` (its name, an
-        alias, its ID or short ID) on ``client_ip``'s user network; None if not ours."""
-        wanted = name.rstrip(".").lower()
-        try:
-            client = IPv4Address(client_ip)
-        except ValueError:
-            return None
-        with self.lock:
-            net = next((n for n in self.store.networks.values() if n.user_defined
-                        and n.pool is not None and client in IPv4Network(n.pool.subnet)),
-                       None)
-            if net is None:
-                return None
-            found: list[str] = []
-            for att in self.store.attachments.values():
-                ep = att.active.endpoint(net.id) if att.active is not None else None
-                cfg = att.config(net.id)
-                if ep is None or cfg is None:
-                    continue
-                names = {att.name.lower(), att.cid[:12], att.cid,
-                         *(a.lower() for a in cfg.aliases)}
-                if wanted in names:
-                    found.append(ep.address)
-        return found or None
-
     # --- the API: networks --------------------------------------------------------------
 
     def create(self, req: CreateRequest) -> Network:
@@ -277,7 +207,7 @@ class NetworkService(ContainerHooks):
                     pools = (ipam.make_pool(str(ipam.choose_subnet(
                         self._taken(), self._foreign_routes()))),)
                 net = Network(id=net_id, name=req.name, driver="bridge", created=_now(),
-                              bridge=Names.user_bridge(net_id), pools=pools,
+                              bridge=self._bridge_name(req, net_id), pools=pools,
                               internal=req.internal, attachable=req.attachable,
                               labels=dict(req.labels), options=dict(req.options),
                               ipam_options=dict(req.ipam_options))
@@ -295,6 +225,20 @@ class NetworkService(ContainerHooks):
             self._listen(net)
         self.events.publish("network", "create", net.id, {"name": net.name, "type": "bridge"})
         return net
+
+    def _bridge_name(self, req: CreateRequest, net_id: str) -> str:
+        """``-o com.docker.network.bridge.name=X`` or ``pd-<12 hex>``; a name that is taken
+        (a link of the host's, another network's) is refused: pydesk deletes its bridges."""
+        name = req.options.get(BRIDGE_NAME_OPTION, "")
+        if not name:
+            return Names.user_bridge(net_id)
+        if len(name) > 15 or not all(c.isalnum() or c in "-_" for c in name):
+            raise InvalidArgument(f"invalid bridge name {name!r}: up to 15 letters, digits, "
+                                  f"'-' or '_'")
+        if any(n.bridge == name for n in self.store.networks.values()) or \
+                self.plumbing.seams.links.link_exists(name):
+            raise FailedPrecondition(f"bridge name {name} is already in use")
+        return name
 
     def remove(self, ref: str) -> None:
         """Raises NotFound, FailedPrecondition (predefined, or containers still on it)."""

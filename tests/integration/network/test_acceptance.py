@@ -281,3 +281,46 @@ def test_network_cli_round_trip(d: Pydeskd) -> None:
     cid = json.loads(out(d, "inspect", name))[0]["Id"]
     assert [line.strip() for line in events.splitlines()] == [
         "create", f"connect {cid}", f"disconnect {cid}", "destroy"]
+
+
+def test_host_none_and_container_modes(d: Pydeskd) -> None:
+    links = out(d, "run", "--rm", "--network", "none", BUSYBOX, "busybox", "ip", "-o", "link")
+    assert [line.split(":")[1].strip() for line in links.splitlines()] == ["lo"]
+    host_links = out(d, "run", "--rm", "--network", "host", BUSYBOX, "busybox", "ip", "-o",
+                     "link")
+    assert len(host_links.splitlines()) > 1 and "lo" in host_links
+    main = unique("main")
+    httpd(d, main)
+    page = eventually(lambda: _must(fetch(d, "--network", f"container:{main}",
+                                          target="127.0.0.1")))
+    assert f"hello from {main}" in page
+    settings = json.loads(out(d, "inspect", main))[0]["NetworkSettings"]
+    joined = out(d, "run", "--rm", "--network", f"container:{main}", BUSYBOX, "busybox", "ip",
+                 "-4", "-o", "addr", "show", "eth0")
+    assert settings["IPAddress"] in joined
+
+
+def _must(text: str) -> str:
+    assert text
+    return text
+
+
+def test_etc_files(d: Pydeskd) -> None:
+    net = unique("etc")
+    out(d, "network", "create", net)
+    gateway = json.loads(out(d, "network", "inspect", net))[0]["IPAM"]["Config"][0]["Gateway"]
+    name = unique("files")
+    out(d, "run", "-d", "--name", name, "--network", net, "--hostname", "myhost",
+        "--add-host", "extra.example:10.1.2.3", "--add-host", "gw.example:host-gateway",
+        "--dns-search", "corp.example", "--dns-option", "ndots:2", BUSYBOX, "sleep", "300")
+    ip = json.loads(out(d, "inspect", name))[0]["NetworkSettings"]["Networks"][net]["IPAddress"]
+    hosts = out(d, "exec", name, "cat", "/etc/hosts").splitlines()
+    assert f"{ip}\tmyhost {name}" in hosts
+    assert "10.1.2.3\textra.example" in hosts
+    assert f"{gateway}\tgw.example" in hosts
+    resolv = out(d, "exec", name, "cat", "/etc/resolv.conf").splitlines()
+    assert resolv[0] == f"nameserver {gateway}"
+    assert "search corp.example" in resolv and "options ndots:2" in resolv
+    assert out(d, "exec", name, "hostname") == "myhost"
+    dns = out(d, "run", "--rm", "--dns", "9.9.9.9", BUSYBOX, "cat", "/etc/resolv.conf")
+    assert dns.splitlines()[0] == "nameserver 9.9.9.9"

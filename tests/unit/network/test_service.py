@@ -363,3 +363,23 @@ def test_a_failing_veth_leaves_nothing(w: World) -> None:
 def test_seams_default_to_the_real_ones() -> None:
     seams = Seams(host_lock=None)
     assert type(seams.links).__name__ == "PyrouteLinks"
+
+
+def test_bridge_name_option(w: World) -> None:
+    net = w.svc.create(CreateRequest("named", options={
+        "com.docker.network.bridge.name": "br-named"}))
+    assert net.bridge == "br-named" and "br-named" in w.links.bridges
+    with pytest.raises(FailedPrecondition, match="bridge name br-named is already in use"):
+        w.svc.create(CreateRequest("again", options={
+            "com.docker.network.bridge.name": "br-named"}))
+    with pytest.raises(InvalidArgument, match="invalid bridge name"):
+        w.svc.create(CreateRequest("long", options={
+            "com.docker.network.bridge.name": "x" * 16}))
+
+
+def test_host_resolv_keeps_loopback_servers_and_search(tmp_path: Path) -> None:
+    from pydeskd.network.service_dns import host_resolv
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# c\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nsearch a.example b\n")
+    assert host_resolv(conf) == (["127.0.0.53", "10.0.0.2"], ["a.example", "b"])
+    assert host_resolv(tmp_path / "missing") == (["8.8.8.8", "8.8.4.4"], [])
