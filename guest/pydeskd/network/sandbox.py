@@ -50,10 +50,10 @@ def attach(svc: NetworkService, att: Attachment, hostname: str,
             active = _join(svc, att, active, svc.network(cfg.network_id))
         if active.endpoints and att.mode != "none":
             active = _publish(svc, att, active, ports.requested(host_config, config))
+        svc.apply_firewall()
     except BaseException:
         teardown(svc, svc.store.attachments[att.cid])
         raise
-    svc.apply_firewall()
     return sandbox_info(svc, svc.store.attachments[att.cid], hostname)
 
 
@@ -164,7 +164,10 @@ def teardown(svc: NetworkService, att: Attachment) -> None:
             svc.plumbing.sandbox_delete(Path(active.netns))
     svc.store.put_attachment(att.with_active(None))
     if active.ports:
-        svc.apply_firewall()
+        try:
+            svc.apply_firewall()
+        except Exception:  # the next apply (any change, or the next start) replaces them
+            log.exception("removing the port rules of %s failed", att.cid[:12])
 
 
 def leave(svc: NetworkService, att: Attachment, net: Network) -> Attachment:

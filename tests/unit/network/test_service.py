@@ -383,3 +383,17 @@ def test_host_resolv_keeps_loopback_servers_and_search(tmp_path: Path) -> None:
     conf.write_text("# c\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nsearch a.example b\n")
     assert host_resolv(conf) == (["127.0.0.53", "10.0.0.2"], ["a.example", "b"])
     assert host_resolv(tmp_path / "missing") == (["8.8.8.8", "8.8.4.4"], [])
+
+
+def test_a_failing_firewall_undoes_the_sandbox(w: World) -> None:
+    w.svc.start()
+
+    def broken(ruleset: object) -> None:
+        raise RuntimeError("iptables-restore failed (fake)")
+    w.containers.known[cid(1)] = "c"
+    w.svc.register(cid(1), "c", {"PortBindings": {"80/tcp": [{"HostPort": "18080"}]}})
+    w.firewall.apply = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        w.svc.attach(cid(1), "c", {"PortBindings": {"80/tcp": [{"HostPort": "18080"}]}}, {})
+    assert w.proxies.running == {} and w.links.veths == {} and w.namespaces.live == set()
+    assert w.svc.store.attachments[cid(1)].active is None
