@@ -277,7 +277,8 @@ def status(name: str) -> VmStatus:
     agent, qemu = find_agent(files), find_qemu(files)
     runtime = _read_json(files.runtime)
     launch = _read_json(files.launch)
-    base: dict[str, Any] = {"name": name, "accel": str(runtime.get("accel", "")),
+    accel = str(runtime.get("accel") or load_config(files).accel)  # running, else last used
+    base: dict[str, Any] = {"name": name, "accel": accel,
             "accel_reason": str(launch.get("accel_reason", "")),
             "agent_pid": agent.pid if agent else 0, "qemu_pid": qemu.pid if qemu else 0}
     if agent is not None and event is not None:
