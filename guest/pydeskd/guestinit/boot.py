@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 
 from pydeskd import vmcontract
-from pydeskd.guestinit import plan
+from pydeskd.guestinit import plan, preload
 from pydeskd.guestinit.system import (
     MNT_DETACH,
     MS_NODEV,
@@ -34,8 +34,10 @@ SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGUSR2, signal.SIGINT})
 
 
 class Init:
-    def __init__(self, system: System) -> None:
+    def __init__(self, system: System, preloaded: tuple[int, int] | None = None) -> None:
         self.sys = system
+        self.preloaded = preloaded
+        """(pid, stdin pipe) of pydeskd-preload, started by main before anything else."""
         self.exited: dict[int, int] = {}
         self.shutdown_requested = False
         self.config: vmcontract.GuestConfig | None = None
@@ -210,6 +212,7 @@ class Init:
             s.log(f"{e}")
             return
         self.data_mounted = True
+        s.log(f"{device} mounted on {vmcontract.DATA_MOUNT}")
         try:
             if sb is not None and plan.needs_grow(sb, s.block_device_bytes(device)):
                 s.log(f"growing the filesystem on {device}")
@@ -219,10 +222,28 @@ class Init:
             s.log(f"size of {device}: {e}")
 
     def start_pydeskd(self) -> None:
+        """The preloaded pydeskd gets its go (once); otherwise a new pydeskd is started."""
+        argv = plan.pydeskd_argv()
         try:
             self.sys.makedirs("/run/pydesk")
-            self.pydeskd = self.sys.spawn(plan.pydeskd_argv(), plan.child_env(),
-                                          output=plan.PYDESKD_LOG)
+        except OSError as e:
+            self.sys.log(f"/run/pydesk: {e}")
+        preloaded, self.preloaded = self.preloaded, None
+        if preloaded is not None:
+            pid, pipe = preloaded
+            try:
+                if pid not in self.exited:
+                    self.sys.write_fd(pipe, preload.go_line(argv[1:]))
+                    self.pydeskd = pid
+                    return
+                self.sys.log(f"pydeskd-preload exited ({self.exited[pid]})")
+                self.log_tail(plan.PYDESKD_LOG)
+            except OSError as e:
+                self.sys.log(f"pydeskd-preload: {e}")
+            finally:
+                self.sys.close_fd(pipe)
+        try:
+            self.pydeskd = self.sys.spawn(argv, plan.child_env(), output=plan.PYDESKD_LOG)
         except OSError as e:
             self.sys.log(f"pydeskd not started: {e}")
             self.pydeskd = 0

@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pydeskd.guestinit import plan
-from pydeskd.guestinit.boot import Init
-from pydeskd.guestinit.system import System
+from pydeskd.guestinit import preload
 
 MODULES_FILE = "/etc/pydesk/guest-modules"
 """The modules to load in the background, one per line (written by the image build)."""
@@ -26,14 +24,19 @@ def guest_modules() -> list[str]:
 
 
 def main() -> int:
+    if os.getpid() != 1:
+        sys.stderr.write("pydesk-init: not PID 1: refusing to run\n")
+        return 1
+    # pydeskd's import is most of the boot: start it before this process imports anything more.
+    preloaded = preload.spawn()
     # posix_spawnp searches this process's PATH; the kernel starts PID 1 without one.
-    os.environ.update(plan.child_env())
+    os.environ.update(preload.ENV)
+    from pydeskd.guestinit.boot import Init
+    from pydeskd.guestinit.system import System
+
     system = System()
-    init = Init(system)
+    init = Init(system, preloaded)
     try:
-        if os.getpid() != 1:
-            system.log("not PID 1: refusing to run")
-            return 1
         if init.boot(guest_modules()):
             init.serve()
         else:

@@ -11,14 +11,15 @@ import struct
 from dataclasses import dataclass
 
 from pydeskd import vmcontract
+from pydeskd.guestinit import preload
 
 CONFIG_PATH = "/sys/firmware/qemu_fw_cfg/by_name/" + vmcontract.FW_CFG_CONFIG + "/raw"
 DAEMON_CONFIG_PATH = "/etc/pydesk/daemon.json"
 SSH_HOST_KEY_PATH = "/etc/ssh/ssh_host_key"
 AUTHORIZED_KEYS_PATH = "/etc/ssh/authorized_keys.d/" + vmcontract.GUEST_USER
 PYDESK_BIN = "/opt/pydesk/bin"
-PATH = PYDESK_BIN + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-PYDESKD_LOG = "/var/log/pydeskd.log"
+PATH = preload.ENV["PATH"]
+PYDESKD_LOG = preload.PYDESKD_LOG
 SSHD_LOG = "/var/log/sshd.log"
 CGROUP_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc")
 
@@ -151,8 +152,7 @@ def sshd_argv() -> list[str]:
 
 
 def child_env() -> dict[str, str]:
-    return {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "linux",
-            "PYTHONDONTWRITEBYTECODE": "1"}
+    return dict(preload.ENV)
 
 
 def is_power_key_press(data: bytes) -> bool:

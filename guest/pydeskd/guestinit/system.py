@@ -139,6 +139,15 @@ class System:
             if reader >= 0:
                 os.close(reader)
 
+    def write_fd(self, fd: int, data: bytes) -> None:
+        """All of ``data`` (a short line) to a pipe. Raises OSError (reader gone: EPIPE)."""
+        while data:
+            data = data[os.write(fd, data):]
+
+    def close_fd(self, fd: int) -> None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
     def reap(self) -> list[tuple[int, int]]:
         """Every exited child (orphans included) as (pid, exit code or -signal)."""
         out: list[tuple[int, int]] = []

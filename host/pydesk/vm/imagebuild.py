@@ -40,6 +40,7 @@ def guest_scripts(pyproject: Path = REPO_ROOT / "pyproject.toml") -> dict[str, s
     out = {name: str(target) for name, target in scripts.items()
            if str(target).startswith("pydeskd.")}
     out[Path(GUEST_INIT).name] = "pydeskd.guestinit.main:main"
+    out["pydeskd-preload"] = "pydeskd.guestinit.preload:main"
     return out
 
 

@@ -30,6 +30,8 @@ class FakeSystem:
     _exited: list[tuple[int, int]] = field(default_factory=list)
     _next_pid: int = 100
     pings: int = 0
+    preload_pipes: dict[int, int] = field(default_factory=dict)
+    broken_pipes: set[int] = field(default_factory=set)
 
     # console
     def log(self, message: str) -> None:
@@ -93,6 +95,24 @@ class FakeSystem:
         else:
             self._exited.append((pid, self.exit_codes.get(argv[0], 0)))
         return pid
+
+    def write_fd(self, fd: int, data: bytes) -> None:
+        self.calls.append(("write_fd", fd, data))
+        if fd in self.broken_pipes:
+            raise BrokenPipeError(32, "Broken pipe")
+        if fd in self.preload_pipes:
+            self.running[self.preload_pipes[fd]] = plan.PYDESK_BIN + "/pydeskd"
+
+    def close_fd(self, fd: int) -> None:
+        self.calls.append(("close_fd", fd))
+
+    def preload(self) -> tuple[int, int]:
+        """A preloaded pydeskd (what guestinit.main starts): (pid, pipe)."""
+        self._next_pid += 1
+        pid, fd = self._next_pid, 50 + len(self.preload_pipes)
+        self.running[pid] = "pydeskd-preload"
+        self.preload_pipes[fd] = pid
+        return pid, fd
 
     def reap(self) -> list[tuple[int, int]]:
         out, self._exited = self._exited, []

@@ -7,7 +7,7 @@ import struct
 from typing import cast
 
 from pydeskd import vmcontract
-from pydeskd.guestinit import boot, plan
+from pydeskd.guestinit import boot, plan, preload
 from pydeskd.guestinit.boot import Init
 from pydeskd.guestinit.system import MNT_DETACH, MS_RDONLY, MS_REMOUNT, System
 from tests.unit.vm_image.fakesystem import FakeSystem
@@ -244,3 +244,45 @@ def test_pydeskd_dying_later_is_restarted_a_few_times() -> None:
     starts = [argv for argv in fake.spawned() if argv[0] == PYDESKD]
     assert len(starts) == 1 + boot.RESTART_LIMIT
     assert init.shutdown_requested
+
+
+def test_the_preloaded_pydeskd_gets_its_go_after_the_data_disk_is_mounted() -> None:
+    fake = machine(config=config_bytes())
+    pid, pipe = fake.preload()
+    init = Init(cast(System, fake), (pid, pipe))
+    assert init.boot([])
+    go = next(c for c in fake.calls if c[0] == "write_fd")
+    assert go[1] == pipe
+    assert go[2] == preload.go_line(plan.pydeskd_argv()[1:])
+    assert fake.calls.index(("mount", "/dev/vdb", vmcontract.DATA_MOUNT, "ext4", 0,
+                             "discard")) < fake.calls.index(go)
+    assert ("close_fd", pipe) in fake.calls
+    assert init.pydeskd == pid
+    assert PYDESKD not in [argv[0] for argv in fake.spawned()]  # no second pydeskd
+
+
+def test_a_preload_that_died_is_replaced_by_a_plain_pydeskd() -> None:
+    fake = machine(config=config_bytes())
+    pid, pipe = fake.preload()
+    fake.kill(pid, signal.SIGKILL)
+    init = Init(cast(System, fake), (pid, pipe))
+    assert init.boot([])
+    assert [argv[0] for argv in fake.spawned()].count(PYDESKD) == 1
+    assert any("pydeskd-preload exited" in line for line in fake.lines)
+    assert ("close_fd", pipe) in fake.calls
+
+
+def test_a_preload_whose_pipe_broke_is_replaced_too() -> None:
+    fake = machine(config=config_bytes())
+    pid, pipe = fake.preload()
+    fake.broken_pipes.add(pipe)
+    init = Init(cast(System, fake), (pid, pipe))
+    assert init.boot([])
+    assert [argv[0] for argv in fake.spawned()].count(PYDESKD) == 1
+
+
+def test_go_line_round_trip() -> None:
+    args = ["-H", "unix:///run/pydesk/docker.sock", "--data-root", "/var/lib/pydesk"]
+    assert preload.parse_go_line(preload.go_line(args)) == args
+    assert preload.parse_go_line(b"go") is None
+    assert preload.parse_go_line(b"stop\n") is None

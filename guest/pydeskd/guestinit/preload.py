@@ -1,0 +1,79 @@
+"""``pydeskd-preload``: pydeskd, imported ahead of time while PID 1 prepares the guest.
+
+What it is for: importing pydeskd (FastAPI, pydantic, pyroute2, asyncio) is most of the guest's
+boot under TCG; the guest init starts this process first thing (``spawn``, before its own
+imports), so that the import runs on the second vCPU while the init mounts, configures the
+network and checks the data disk. Once the data disk is mounted, the init writes one line on
+this process's stdin, ``go`` and pydeskd's arguments separated by NULs, and it becomes pydeskd;
+on EOF or anything else it exits quietly.
+
+What it must never do: start the daemon before ``go`` (its data root is not mounted yet), or
+import anything here beyond ``os`` and ``sys`` (the init imports this module before the rest).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+PRELOAD = "/opt/pydesk/bin/pydeskd-preload"
+PYDESKD_LOG = "/var/log/pydeskd.log"
+ENV = {"PATH": "/opt/pydesk/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+       "HOME": "/root", "LANG": "C.UTF-8", "TERM": "linux", "PYTHONDONTWRITEBYTECODE": "1"}
+GO = "go"
+
+
+def go_line(pydeskd_args: list[str]) -> bytes:
+    return "\0".join([GO, *pydeskd_args]).encode() + b"\n"
+
+
+def parse_go_line(data: bytes) -> list[str] | None:
+    """pydeskd's arguments from the init's line, or None (not a go)."""
+    if not data.endswith(b"\n"):
+        return None
+    fields = data[:-1].decode(errors="replace").split("\0")
+    return fields[1:] if fields[0] == GO else None
+
+
+def spawn() -> tuple[int, int] | None:
+    """Starts the preloader (stdin: a pipe; output: pydeskd's log): (pid, pipe to write the go
+    line to), or None when it cannot start (the init then starts pydeskd the usual way)."""
+    try:
+        reader, writer = os.pipe()
+    except OSError:
+        return None
+    actions = [(os.POSIX_SPAWN_DUP2, reader, 0),
+               (os.POSIX_SPAWN_OPEN, 1, PYDESKD_LOG,
+                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOCTTY, 0o640),
+               (os.POSIX_SPAWN_DUP2, 1, 2)]
+    try:
+        pid = os.posix_spawn(PRELOAD, [PRELOAD], ENV, file_actions=actions, setsid=True)
+    except OSError:
+        os.close(writer)
+        return None
+    finally:
+        os.close(reader)
+    return pid, writer
+
+
+def main() -> int:
+    import pydeskd.daemon.main as daemon_main  # the slow part, on purpose
+
+    data = b""
+    while not data.endswith(b"\n") and len(data) < 1 << 16:
+        chunk = os.read(0, 4096)
+        if not chunk:
+            return 0
+        data += chunk
+    args = parse_go_line(data)
+    if args is None:
+        return 0
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.argv = ["pydeskd", *args]
+    return daemon_main.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
