@@ -152,3 +152,32 @@ def summary_networks(att: Attachment | None, networks: Mapping[str, Network]
 def subnet_of(net: Network) -> IPv4Network | None:
     pool = net.pool
     return IPv4Network(pool.subnet) if pool is not None else None
+
+
+def _port_matches(wanted: str, port: int | None, proto: str) -> bool:
+    number, _, want_proto = wanted.partition("/")
+    if (want_proto and want_proto != proto) or port is None:
+        return False
+    low, _, high = number.partition("-")
+    if not low.isdigit() or (high and not high.isdigit()):
+        raise InvalidArgument(f"invalid filter: {wanted!r} is not a port or a port range")
+    return int(low) <= port <= int(high or low)
+
+
+def row_matches(row: Mapping[str, Any], filters: Mapping[str, Sequence[str]]) -> bool:
+    """The ``network``, ``publish`` and ``expose`` filters of ``docker ps`` over a summary row
+    (its NetworkSettings and Ports): a network by name or ID, a port or range with an optional
+    protocol (``8080``, ``80/tcp``, ``8000-8010``)."""
+    if wanted := filters.get("network"):
+        nets = (row.get("NetworkSettings") or {}).get("Networks") or {}
+        keys = {*nets, *(str(n.get("NetworkID") or "") for n in nets.values())}
+        if not any(w in keys or any(k.startswith(w) for k in keys if len(w) >= 12)
+                   for w in wanted):
+            return False
+    rows = row.get("Ports") or []
+    for key, field in (("publish", "PublicPort"), ("expose", "PrivatePort")):
+        if (values := filters.get(key)) and not any(
+                _port_matches(v, p.get(field), str(p.get("Type"))) for v in values
+                for p in rows):
+            return False
+    return True

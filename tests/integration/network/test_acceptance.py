@@ -141,6 +141,9 @@ def test_published_port_from_everywhere(d: Pydeskd, outside: Outside) -> None:
     assert out(d, "port", name) == f"80/tcp -> 0.0.0.0:{port}"
     ps = out(d, "ps", "--filter", f"name={name}", "--format", "{{.Ports}}")
     assert ps == f"0.0.0.0:{port}->80/tcp"
+    assert out(d, "ps", "--filter", f"publish={port}", "--format", "{{.Names}}") == name
+    assert out(d, "ps", "--filter", "network=bridge", "--filter", "expose=80/tcp",
+               "--format", "{{.Names}}") == name
     # The page went out through the container's eth0: stats count it (from the host veth).
     net_io = out(d, "stats", "--no-stream", "--format", "{{.NetIO}}", name)
     assert not net_io.startswith("0B"), net_io
@@ -273,14 +276,24 @@ def test_network_cli_round_trip(d: Pydeskd) -> None:
         d.docker("network", "rm", net)
     out(d, "network", "disconnect", net, name)
     assert "eth1" not in out(d, "exec", name, "busybox", "ip", "-o", "link")
+    static = subnet.replace(".0/24", ".7")
+    pinned = out(d, "run", "-d", "--network", net, "--ip", static, BUSYBOX, "sleep", "300")
+    assert json.loads(out(d, "inspect", pinned))[0]["NetworkSettings"]["Networks"][net][
+        "IPAddress"] == static
+    taken = d.docker("run", "-d", "--network", net, "--ip", static, BUSYBOX, "true",
+                     check=False)
+    assert "Address already in use" in taken.stderr.decode()
+    ids = out(d, "ps", "-aq", "--filter", f"network={net}").split()
+    out(d, "rm", "-f", *ids)   # the pinned one and the one that could not start
     out(d, "network", "rm", net)
     assert net not in out(d, "network", "ls", "--format", "{{.Name}}")
     events = out(d, "events", "--since", since, "--until", str(int(time.time()) + 1),
                  "--filter", "type=network", "--filter", f"network={net_id}",
                  "--format", "{{.Action}} {{index .Actor.Attributes \"container\"}}")
     cid = json.loads(out(d, "inspect", name))[0]["Id"]
-    assert [line.strip() for line in events.splitlines()] == [
-        "create", f"connect {cid}", f"disconnect {cid}", "destroy"]
+    seen = [line.strip() for line in events.splitlines()]
+    assert seen[:3] == ["create", f"connect {cid}", f"disconnect {cid}"]
+    assert seen[-1] == "destroy"   # between: the --ip container's start and removal
 
 
 def test_host_none_and_container_modes(d: Pydeskd) -> None:

@@ -92,3 +92,20 @@ def test_network_settings_of_a_stopped_container() -> None:
     att = Attachment("c" * 64, "web", "bridge", (EndpointConfig(DEFAULT.id),))
     got = network_settings(att, {DEFAULT.id: DEFAULT}, ["80/tcp"])
     assert got["Ports"] == {} and got["Networks"]["bridge"]["IPAddress"] == ""
+
+
+def test_ps_filters_over_rows() -> None:
+    from pydeskd.network.views import row_matches
+    row = {"NetworkSettings": {"Networks": {"app": {"NetworkID": "n" * 64}}},
+           "Ports": [{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+                     {"PrivatePort": 53, "Type": "udp"}]}
+    assert row_matches(row, {"network": ["app"]})
+    assert row_matches(row, {"network": ["n" * 12]})
+    assert not row_matches(row, {"network": ["other"]})
+    assert row_matches(row, {"publish": ["8080"]})
+    assert row_matches(row, {"publish": ["8000-8100/tcp"]})
+    assert not row_matches(row, {"publish": ["8080/udp"]})
+    assert row_matches(row, {"expose": ["53/udp"]})
+    assert not row_matches(row, {"expose": ["54"]})
+    with pytest.raises(InvalidArgument):
+        row_matches(row, {"publish": ["http"]})

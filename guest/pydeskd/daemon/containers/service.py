@@ -71,6 +71,7 @@ from pydeskd.daemon.volumes.fill import mounted_rootfs
 from pydeskd.daemon.volumes.service import users_from_records
 from pydeskd.network.model import SandboxInfo
 from pydeskd.network.service import NetworkService
+from pydeskd.network.views import row_matches
 from pydeskd.shim.client import ShimClient, ShimStartError, start_shim
 from pydeskd.shim.paths import atomic_write
 from pydeskd.shim.protocol import ErrorKind, ProtocolError, ShimError
@@ -659,6 +660,9 @@ class ContainerService:
                 c = self.store.find(row["Id"])
                 if c is not None:
                     row["Ports"], row["NetworkSettings"] = self.network.summary(c.id, c.config)
+            # The filters that need the network layer (listing accepts and leaves them).
+            if {"network", "publish", "expose"} & set(options.filters or {}):
+                rows = [r for r in rows if row_matches(r, options.filters or {})]
         return rows
 
     def top(self, ref: str, ps_args: str = "") -> dict[str, Any]:
