@@ -11,6 +11,7 @@ never a fixed number another suite may be using), subnets from ``free_subnet`` (
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import socket
@@ -30,6 +31,7 @@ BUSYBOX = "busybox:latest"
 _subnets = itertools.count(1)
 _daemon_roots: list[Path] = []
 _user_bridges: set[str] = set()
+_veths: set[str] = set()
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -75,8 +77,8 @@ def _chains() -> set[str]:
 @pytest.fixture(scope="session", autouse=True)
 def no_leftovers() -> Iterator[None]:
     """After the suite: nothing of this suite's daemons is left on the host -- their bridges
-    (default and user), veths (they die with the netns files), firewall chains, netns files,
-    port proxies. Other suites' daemons may run meanwhile: only ours are looked at."""
+    (default and user), their containers' veths, firewall chains, netns files, port proxies.
+    Other suites' daemons may run meanwhile: only ours are looked at."""
     yield
     links, chains = _links(), _chains()
     for root in _daemon_roots:
@@ -85,8 +87,8 @@ def no_leftovers() -> Iterator[None]:
         assert not {c for c in chains if c.startswith(names.chain_prefix + "-")}, chains
         for directory in (names.netns_dir, names.proxies_dir):
             assert not directory.exists() or not any(directory.iterdir()), directory
-    left = _user_bridges & links
-    assert not left, f"bridges left behind: {sorted(left)}"
+    left = (_user_bridges | _veths) & links
+    assert not left, f"links left behind: {sorted(left)}"
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +108,21 @@ def d(daemon: Pydeskd) -> Iterator[Pydeskd]:
     yield daemon
     if daemon.proc is None or daemon.proc.poll() is not None:
         pytest.fail(f"pydeskd died during the test:\n{daemon.log_tail(60)}")
-    ids = daemon.docker("ps", "-aq", check=False).stdout.split()
+    ids = [i.decode() for i in daemon.docker("ps", "-aq", check=False).stdout.split()]
     if ids:
-        daemon.docker("rm", "-f", *(i.decode() for i in ids), check=False)
+        remember_veths(daemon, ids)
+        daemon.docker("rm", "-f", *ids, check=False)
     remember_bridges(daemon)
     daemon.docker("network", "prune", "-f", check=False)
+
+
+def remember_veths(d: Pydeskd, ids: list[str]) -> None:
+    """The host ends of the containers' veths (named from container and network IDs)."""
+    done = d.docker("inspect", *ids, check=False)
+    for c in json.loads(done.stdout or b"[]"):
+        for settings in (c.get("NetworkSettings") or {}).get("Networks", {}).values():
+            if settings.get("NetworkID"):
+                _veths.add(Names.host_veth(c["Id"], settings["NetworkID"]))
 
 
 def remember_bridges(d: Pydeskd) -> None:
