@@ -9,6 +9,7 @@ import json
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -302,6 +303,12 @@ def test_host_none_and_container_modes(d: Pydeskd) -> None:
     host_links = out(d, "run", "--rm", "--network", "host", BUSYBOX, "busybox", "ip", "-o",
                      "link")
     assert len(host_links.splitlines()) > 1 and "lo" in host_links
+    assert out(d, "run", "--rm", "--network", "host", BUSYBOX, "hostname") == \
+        socket.gethostname()
+    hosts = out(d, "run", "--rm", "--network", "host", "--add-host", "x.example:10.9.9.9",
+                BUSYBOX, "cat", "/etc/hosts")
+    assert hosts.startswith(Path("/etc/hosts").read_text().strip())
+    assert hosts.endswith("10.9.9.9\tx.example")
     main = unique("main")
     httpd(d, main)
     page = eventually(lambda: _must(fetch(d, "--network", f"container:{main}",

@@ -52,6 +52,17 @@ def hosts_file(hostname: str, extra_hosts: Sequence[str] = (), address: str = ""
     return "".join(lines)
 
 
+def host_hosts_file(extra_hosts: Sequence[str] = (), path: Path = Path("/etc/hosts")) -> str:
+    """For ``--network host``: the host's /etc/hosts, then the ``--add-host`` entries."""
+    try:
+        text = path.read_text()
+    except OSError:
+        text = _HOSTS_HEADER
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return text + hosts_file("", extra_hosts).removeprefix(_HOSTS_HEADER)
+
+
 def _is_loopback(server: str) -> bool:
     try:
         return ipaddress.ip_address(server.split("%", maxsplit=1)[0]).is_loopback

@@ -22,6 +22,7 @@ import contextlib
 import functools
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -176,7 +177,10 @@ class ContainerService:
         typed = merge_image_config(Config.from_api(cfg), image_config.config)
         path, args = entrypoint_and_args(typed)
         cid = new_id()
-        merged = replace(typed, hostname=typed.hostname or cid[:12]).to_api()
+        # As dockerd: a container on the host's network is named after the host by default.
+        default_hostname = socket.gethostname() if host.get("NetworkMode") == "host" \
+            else cid[:12]
+        merged = replace(typed, hostname=typed.hostname or default_hostname).to_api()
         stored = self._reserve(name, cid)
         cdir = self.store.dir(cid)
         try:
@@ -240,8 +244,10 @@ class ContainerService:
             if sandbox.hosts:
                 address, names = sandbox.hosts[0]
         files.write_file(Path(c.hostname_path), files.hostname_file(hostname))
-        files.write_file(Path(c.hosts_path), files.hosts_file(hostname, extra, address,
-                                                              names))
+        hosts = files.hosts_file(hostname, extra, address, names)
+        if sandbox is not None and sandbox.host_mode:
+            hosts = files.host_hosts_file(extra)  # the host's own, as dockerd copies it
+        files.write_file(Path(c.hosts_path), hosts)
         dns = [str(d) for d in host.get("Dns") or []]
         if sandbox is not None and sandbox.nameservers:
             dns = [*sandbox.nameservers, *dns]
