@@ -35,10 +35,14 @@ from pydeskd import vmcontract
 
 Progress = Callable[[str], None]
 LOCK_TIMEOUT = 3600.0
+KEEP_IMAGES = 3
+"""Images kept in the cache (most recently used first); older ones are removed after a build."""
+KEEP_BASES = 2
 IMAGE_FILES = (vmcontract.KERNEL_FILE, vmcontract.INITRD_FILE, vmcontract.ROOTFS_FILE)
 
 __all__ = ["ImageBuildError", "ImageInfo", "RecipeError", "build_into", "build_lock", "cache_root",
-           "ensure_image", "image_dir_for_current_sources", "read_image_info", "verify_image"]
+           "ensure_image", "image_dir_for_current_sources", "prune", "read_image_info",
+           "verify_image"]
 
 
 def cache_root() -> Path:
@@ -165,6 +169,30 @@ def build_lock(progress: Progress, timeout: float = LOCK_TIMEOUT) -> Iterator[No
         os.close(fd)
 
 
+def prune(keep_images: int = KEEP_IMAGES, keep_bases: int = KEEP_BASES) -> list[Path]:
+    """Under the build lock: remove leftovers of killed builds, and all but the most recently
+    used images and bases (a running VM keeps its open files; a stopped one asks
+    ``ensure_image`` again at its next start). Returns what was removed."""
+    root = cache_root()
+    removed = []
+    for kind, keep in (("tmp", 0), ("images", keep_images), ("base", keep_bases)):
+        try:
+            dirs = [d for d in (root / kind).iterdir() if d.is_dir()]
+        except FileNotFoundError:
+            continue
+        dirs.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+        for old in dirs[keep:]:
+            shutil.rmtree(old, ignore_errors=True)
+            removed.append(old)
+    return removed
+
+
+def _touch(directory: Path) -> None:
+    """Marks an image as used now (for ``prune``); a read-only cache is not an error."""
+    with contextlib.suppress(OSError):
+        os.utime(directory)
+
+
 def _require_root() -> None:
     if os.geteuid() != 0:
         raise ImageBuildError(
@@ -211,12 +239,14 @@ def ensure_image(progress: Progress = lambda _: None) -> Path:
     final = cache_root() / "images" / keys.image_name
     with contextlib.suppress(OSError, ValueError):
         verify_image(final)
+        _touch(final)
         return final
     _require_root()
     with build_lock(progress):
         with contextlib.suppress(OSError, ValueError):
             verify_image(final)  # built by whoever held the lock
             return final
+        prune()
         run = Runner(progress)
         base = ensure_base(recipe, keys, run)
         base_info = json.loads((base / "base.json").read_text())
@@ -228,5 +258,8 @@ def ensure_image(progress: Progress = lambda _: None) -> Path:
         from pydesk.vm.imagebuild import build_image
         started = time.monotonic()
         build_into(final, lambda tmp: build_image(recipe, base, tmp, info, run))
+        _touch(base)
         progress(f"image {keys.image_name} built in {time.monotonic() - started:.1f}s")
+        for old in prune():
+            progress(f"removed {old.name} from the cache")
     return final

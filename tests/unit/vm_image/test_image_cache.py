@@ -164,3 +164,21 @@ def test_artifact_manifest_round_trip_and_refusals() -> None:
     renamed = [*layers[:-1], evil]
     with pytest.raises(ValueError, match="unexpected layer"):
         imageregistry.parse_artifact(imageregistry.build_manifest(config, renamed))
+
+
+def test_prune_keeps_the_most_recently_used(private_cache: Path) -> None:
+    import os
+    made = []
+    for i in range(5):
+        d = fake_image(private_cache / "images" / f"amd64-{i}")
+        os.utime(d, (1000 + i, 1000 + i))
+        made.append(d)
+    os.utime(made[0], (5000, 5000))  # used lately
+    (private_cache / "base" / "amd64-old").mkdir(parents=True)
+    (private_cache / "tmp" / "amd64-x.killed").mkdir(parents=True)
+    removed = image.prune(keep_images=3, keep_bases=1)
+    assert sorted(p.name for p in (private_cache / "images").iterdir()) == \
+        ["amd64-0", "amd64-3", "amd64-4"]
+    assert (private_cache / "base" / "amd64-old").exists()
+    assert not (private_cache / "tmp" / "amd64-x.killed").exists()
+    assert len(removed) == 3
