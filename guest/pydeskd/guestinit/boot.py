@@ -295,6 +295,7 @@ class Init:
         self.prepare_data_disk()
         self.start_pydeskd()
         if self.wait_ready():
+            s.log("pydeskd answers /_ping")  # with the guest's uptime, for boot-time records
             s.console_line(vmcontract.GUEST_SERIAL_READY)
             return True
         return False

@@ -14,6 +14,7 @@ module other than ``pydeskd.vmcontract`` and the platform-neutral registry clien
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -190,12 +191,11 @@ def pull_image(ref: str, *, insecure: bool = False,
     except ValueError as e:
         raise ImageBuildError(f"{ref}: {e}") from None
     final = cache.cache_root() / "images" / f"{info.arch}-{info.image_key[:16]}"
-    try:
+    with contextlib.suppress(OSError, ValueError):
         cache.verify_image(final)
+        os.utime(final)  # used now: kept by the cache's pruning
         progress(f"{ref} is already in the cache")
         return final
-    except (OSError, ValueError):
-        pass
     with cache.build_lock(progress):
         def fetch(tmp: Path) -> None:
             store = FileStore(tmp / ".content")
