@@ -10,19 +10,22 @@ from pathlib import Path
 import pytest
 
 from tests.support.image_fixtures import image_layouts, registry  # noqa: F401
-from tests.vm.vmdriver import VmDriver
+from tests.vm.vmdriver import VmDriver, private_copy
 
 
 @pytest.fixture(scope="session")
-def guest_image() -> Path:
+def guest_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """$PYDESK_VM_IMAGE_DIR if set (an image built elsewhere), else the image of the current
-    sources, built now if missing (root, minutes the first time; cached by recipe hash)."""
+    sources, built now if missing (root, minutes the first time; cached by recipe hash);
+    hard-linked into a session directory so the cache's pruning cannot pull it away."""
     override = os.environ.get("PYDESK_VM_IMAGE_DIR")
     if override:
-        return Path(override)
-    from pydesk.vm.image import ensure_image
+        image = Path(override)
+    else:
+        from pydesk.vm.image import ensure_image
 
-    return ensure_image(lambda message: print(f"guest image: {message}", flush=True))
+        image = ensure_image(lambda message: print(f"guest image: {message}", flush=True))
+    return private_copy(image, tmp_path_factory.mktemp("guest-image") / image.name)
 
 
 @pytest.fixture

@@ -26,6 +26,21 @@ from pydesk.vm.instance import InstanceFiles, ensure_keys, instance_files
 PYDESK = str(Path(sys.executable).with_name("pydesk"))
 
 
+def private_copy(image: Path, target: Path) -> Path:
+    """The image's files linked (or copied) into ``target``: the image cache prunes old images,
+    possibly while a test or a benchmark still boots one."""
+    import shutil
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(image, target, copy_function=link_or_copy)
+    return target
+
+
 class VmDriver:
     def __init__(self, home: Path, image_dir: Path, name: str = "default") -> None:
         self.home = home
