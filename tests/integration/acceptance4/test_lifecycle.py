@@ -68,7 +68,9 @@ def test_wait(d: Pydeskd) -> None:
 
 def test_pause_unpause(d: Pydeskd) -> None:
     out(d, "run", "-d", "--name", "pz", BUSYBOX, "sh", "-c",
-        "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done")
+        # Written aside and renamed: a reader never sees the file just truncated.
+        "i=0; while true; do i=$((i+1)); echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; "
+        "sleep 0.05; done")
     time.sleep(0.3)
     assert out(d, "pause", "pz") == "pz"
     assert _status(d, "pz") == "paused"

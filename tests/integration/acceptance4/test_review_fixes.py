@@ -21,6 +21,15 @@ def test_kill_of_a_restart_always_container_leaves_it_exited(d: Pydeskd) -> None
     assert out(d, "inspect", "--format", "{{.RestartCount}}", "ka") == "0"
 
 
+def test_docker_kill_returns_once_the_container_is_down(d: Pydeskd) -> None:
+    # moby's Kill waits for the exit after SIGKILL: `docker kill C && docker rm C` works.
+    for n in range(5):
+        out(d, "run", "-d", "--name", f"kd{n}", BUSYBOX, "sleep", "600")
+        out(d, "kill", f"kd{n}")
+        assert status(d, f"kd{n}") == "exited"
+        out(d, "rm", f"kd{n}")
+
+
 def test_kill_with_another_signal_than_a_named_stop_signal_keeps_the_policy(d: Pydeskd) -> None:
     # PID 1 of a namespace ignores signals it has no handler for: trap TERM to exit.
     out(d, "run", "-d", "--name", "kb", "--restart", "always", "--stop-signal", "USR1",

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import os
 import re
 import signal
 import socket
@@ -77,9 +79,12 @@ from pydeskd.shim.client import ShimClient, ShimStartError, start_shim
 from pydeskd.shim.paths import atomic_write
 from pydeskd.shim.protocol import ErrorKind, ProtocolError, ShimError
 
+log = logging.getLogger(__name__)
+
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 ID_PREFIX = re.compile(r"(sha256:)?[0-9a-f]{1,64}")  # an image ID or a prefix of one
 KILL_GRACE = 30.0          # after SIGKILL, how long an exit may take before stop gives up
+KILL_WAIT = 10.0           # docker kill: how long it waits for the exit before a direct kill
 ATTACH_GRACE = 2.0         # how long start waits for attachers that are connecting
 
 
@@ -472,8 +477,22 @@ class ContainerService:
                 live.restart.cancel()
             c.manually_stopped = True
             self.store.save(c)
-            shim = live.shim
+            shim, exits, pid = live.shim, live.exits, c.state.pid
         self._send(c, shim, number)
+        if number != signal.SIGKILL:
+            return
+        # moby's Kill: a SIGKILL returns once the container is down, so that `docker kill`
+        # then `docker rm` works; after KILL_WAIT the init is killed directly, once more.
+        if self._wait_exit(c, live, exits, KILL_WAIT):
+            return
+        log.warning("container %s did not exit within %s s of SIGKILL; killing %d directly",
+                    c.id, KILL_WAIT, pid)
+        with contextlib.suppress(OSError):
+            if pid > 0:
+                os.kill(pid, signal.SIGKILL)
+        if not self._wait_exit(c, live, exits, KILL_GRACE):
+            raise StartFailed(f"Cannot kill container: {c.id}: tried to kill container, but "
+                              f"did not receive an exit event")
 
     def restart(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
         c = self.get(ref)
