@@ -12,9 +12,12 @@ daemon's roots and store only).
 from __future__ import annotations
 
 import contextlib
+import shutil
 from pathlib import Path
 
 from pydeskd.network.driver import Names, Seams
+from pydeskd.network.iptables import Firewall, IptablesFirewall
+from pydeskd.network.nft import NftFirewall
 from pydeskd.network.store import NetworkStore
 
 
@@ -39,5 +42,16 @@ def teardown(data_root: Path, exec_root: Path, seams: Seams | None = None) -> No
                 seams.links.delete_link(port)
         with contextlib.suppress(Exception):
             seams.links.delete_link(bridge)
-    assert seams.firewall is not None
-    seams.firewall.teardown(names.chain_prefix)
+    # Whichever backend the daemon's probe chose (its PATH may differ from ours): both go.
+    for firewall in _firewalls(seams):
+        with contextlib.suppress(Exception):
+            firewall.teardown(names.chain_prefix)
+
+
+def _firewalls(seams: Seams) -> list[Firewall]:
+    out: list[Firewall] = [seams.firewall] if seams.firewall is not None else []
+    if shutil.which("iptables") and not any(isinstance(f, IptablesFirewall) for f in out):
+        out.append(IptablesFirewall())
+    if shutil.which("nft") and not any(isinstance(f, NftFirewall) for f in out):
+        out.append(NftFirewall())
+    return out

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from pydeskd.network.driver import Names
+from pydeskd.network.nft import table_name
 from tests.support.images import build_single
 from tests.support.pydeskd import Pydeskd
 from tests.support.registry import Registry
@@ -68,6 +69,11 @@ def _links() -> set[str]:
     return {line.split(":")[1].strip().split("@")[0] for line in out.stdout.splitlines()}
 
 
+def _nft_tables() -> set[str]:
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True)
+    return {line.split()[-1] for line in out.stdout.splitlines() if line.strip()}
+
+
 def _chains() -> set[str]:
     out = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True)
     return {line.split()[0][1:] for line in out.stdout.splitlines()
@@ -80,11 +86,12 @@ def no_leftovers() -> Iterator[None]:
     (default and user), their containers' veths, firewall chains, netns files, port proxies.
     Other suites' daemons may run meanwhile: only ours are looked at."""
     yield
-    links, chains = _links(), _chains()
+    links, chains, tables = _links(), _chains(), _nft_tables()
     for root in _daemon_roots:
         names = Names.for_daemon(root / "data", root / "exec")
         assert names.default_bridge not in links
         assert not {c for c in chains if c.startswith(names.chain_prefix + "-")}, chains
+        assert table_name(names.chain_prefix) not in tables
         for directory in (names.netns_dir, names.proxies_dir):
             assert not directory.exists() or not any(directory.iterdir()), directory
     left = (_user_bridges | _veths) & links
