@@ -54,8 +54,13 @@ class ContainerHooks:
         endpoints = dict((networking_config or {}).get("EndpointsConfig") or {})
         configs: list[EndpointConfig] = []
         if mode in ("host", "none") or mode.startswith("container:"):
-            if mode.startswith("container:") and not mode.removeprefix("container:"):
-                raise InvalidArgument("invalid network mode: container: needs a container")
+            if mode.startswith("container:"):
+                other = mode.removeprefix("container:")
+                if not other:
+                    raise InvalidArgument("invalid network mode: container: needs a container")
+                lookup = getattr(self, "containers", None)
+                if lookup is not None:
+                    lookup.network_target(other)   # NotFound: "No such container: X"
             if endpoints and mode != "none":
                 raise InvalidArgument("conflicting options: network settings and "
                                       "container/host network mode")

@@ -397,3 +397,9 @@ def test_a_failing_firewall_undoes_the_sandbox(w: World) -> None:
         w.svc.attach(cid(1), "c", {"PortBindings": {"80/tcp": [{"HostPort": "18080"}]}}, {})
     assert w.proxies.running == {} and w.links.veths == {} and w.namespaces.live == set()
     assert w.svc.store.attachments[cid(1)].active is None
+
+
+def test_container_mode_needs_an_existing_container(w: World) -> None:
+    with pytest.raises(NotFound, match="No such container: ghost"):
+        w.svc.register(cid(1), "c", {"NetworkMode": "container:ghost"})
+    assert cid(1) not in w.svc.store.attachments
