@@ -344,3 +344,21 @@ def test_etc_files(d: Pydeskd) -> None:
     assert out(d, "exec", name, "hostname") == "myhost"
     dns = out(d, "run", "--rm", "--dns", "9.9.9.9", BUSYBOX, "cat", "/etc/resolv.conf")
     assert dns.splitlines()[0] == "nameserver 9.9.9.9"
+
+
+def test_parallel_starts_get_distinct_addresses(d: Pydeskd) -> None:
+    net = unique("par")
+    out(d, "network", "create", "--subnet", free_subnet(), net)
+    procs = [d.popen_docker("run", "-d", "--network", net, BUSYBOX, "sleep", "300",
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(8)]
+    ids = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr
+        ids.append(stdout.decode().strip())
+    found = [c["NetworkSettings"]["Networks"][net]["IPAddress"]
+             for c in json.loads(out(d, "inspect", *ids))]
+    assert len(set(found)) == 8 and all(found)
+    macs = {c["NetworkSettings"]["Networks"][net]["MacAddress"]
+            for c in json.loads(out(d, "inspect", *ids))}
+    assert len(macs) == 8
