@@ -30,6 +30,7 @@ from pydesk.vm import imagecpio
 from pydesk.vm.imagerecipe import (
     Recipe,
     RecipeError,
+    host_arch,
     load_order,
     parse_modules_dep,
     versioned_kernel_package,
@@ -230,6 +231,11 @@ def build_initramfs(recipe: Recipe, tree: Path, kernel_version: str) -> bytes:
 
 def build_base(recipe: Recipe, arch: str, out: Path, debs: Path, run: Runner) -> dict[str, str]:
     """Stage 1 into ``out`` (an empty directory); returns the facts for base.json."""
+    if arch != host_arch():
+        raise ImageBuildError(
+            f"building the {arch} image on a {host_arch()} machine is not supported yet (the "
+            f"chroot steps would need qemu-user-static): build it on an {arch} Linux machine "
+            "and push it, then pull it here")
     tree = out / "tree"
     debootstrap(recipe, arch, tree, debs, run)
     kernel_version = install_kernel(recipe, arch, tree, out, run)

@@ -182,3 +182,12 @@ def test_prune_keeps_the_most_recently_used(private_cache: Path) -> None:
     assert (private_cache / "base" / "amd64-old").exists()
     assert not (private_cache / "tmp" / "amd64-x.killed").exists()
     assert len(removed) == 3
+
+
+def test_a_foreign_architecture_is_refused_before_any_work(tmp_path: Path) -> None:
+    from pydesk.vm.imagebase import Runner, build_base
+    from pydesk.vm.imagerecipe import host_arch, load_recipe
+    other = "arm64" if host_arch() == "amd64" else "amd64"
+    with pytest.raises(ImageBuildError, match=f"building the {other} image on a"):
+        build_base(load_recipe(), other, tmp_path / "out", tmp_path / "debs", Runner(print))
+    assert not (tmp_path / "out").exists()
