@@ -155,7 +155,14 @@ def _past(old_files: list[Path], current: BinaryIO | None, selector: _Selector,
                     yield entry
     if current is None:
         return
-    for line in current:
+    # Only what the file held when the request came: a writer faster than this reader would
+    # otherwise keep the past going forever, and a follow's stop is checked only after it.
+    remaining = os.fstat(current.fileno()).st_size - current.tell()
+    while remaining > 0:
+        line = current.readline(remaining)
+        if not line:
+            return
+        remaining -= len(line)
         if not line.endswith(b"\n"):
             partial.append(line)
             return

@@ -148,6 +148,23 @@ def test_reading_a_whole_log_does_not_hold_it(tmp_path: Path) -> None:
     assert peak < (2 << 20)  # the log is ~16 MB
 
 
+def test_logs_without_follow_end_at_what_the_log_held_when_asked(tmp_path: Path) -> None:
+    # `docker logs` shows the log up to the request: a writer that keeps appending while the
+    # reader works must not keep it going (nor, with --follow, keep it from seeing its stop).
+    log = tmp_path / "ctr.log"
+    line = json.dumps({"log": "old\n", "stream": "stdout",
+                       "time": "2026-01-01T00:00:00.000000000Z"}) + "\n"
+    log.write_text(line * 50_000)
+    entries = read_logs(log, LogOptions())
+    first = next(entries)
+    with log.open("a") as fh:
+        fh.write(line.replace("old", "new") * 10)
+    rest = list(entries)
+    assert first.data == b"old\n"
+    assert len(rest) == 50_000 - 1
+    assert all(e.data == b"old\n" for e in rest)
+
+
 def test_a_follow_stops_while_the_log_grows_with_lines_it_filters_out(tmp_path: Path) -> None:
     log = tmp_path / "ctr.log"
     log.write_text("")
