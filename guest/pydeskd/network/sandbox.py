@@ -100,6 +100,8 @@ def _join(svc: NetworkService, att: Attachment, active: Active, net: Network) ->
                   Names.host_veth(att.cid, net.id))
     active = Active(active.netns, (*active.endpoints, ep), active.ports)
     svc.store.put_attachment(att.with_active(active))
+    # The name is derived, so a veth a crash left in the host's namespace would collide.
+    svc.plumbing.seams.links.delete_link(ep.host_veth)
     svc.plumbing.seams.links.add_veth(
         ep.host_veth, net.bridge, netns=active.netns, ifname=ep.ifname, address=ep.address,
         prefixlen=ep.prefixlen, mac=ep.mac, gateway=ep.gateway,
@@ -197,14 +199,18 @@ def join_running(svc: NetworkService, att: Attachment, net: Network) -> Attachme
             assert ep is not None
             with contextlib.suppress(Exception):
                 svc.plumbing.seams.links.delete_link(ep.host_veth)
-            svc.store.put_attachment(att)
+        # The connection never happened: neither its wish nor its endpoint stays.
+        svc.store.put_attachment(Attachment(
+            att.cid, att.name, att.mode,
+            tuple(c for c in att.configs if c.network_id != net.id), att.active))
         raise
     return att.with_active(active)
 
 
 def restore(svc: NetworkService, running: Collection[str]) -> None:
     """At daemon start: give back what tasks that are gone held; for running containers,
-    check their netns, restart port proxies that died; drop what nobody owns."""
+    restart port proxies that died (their netns and veths live on with the container); drop
+    what nobody owns (netns files, veths on our bridges, proxies)."""
     for att in list(svc.store.attachments.values()):
         if att.active is None:
             continue

@@ -403,3 +403,16 @@ def test_container_mode_needs_an_existing_container(w: World) -> None:
     with pytest.raises(NotFound, match="No such container: ghost"):
         w.svc.register(cid(1), "c", {"NetworkMode": "container:ghost"})
     assert cid(1) not in w.svc.store.attachments
+
+
+def test_a_failed_connect_leaves_no_trace(w: World) -> None:
+    w.svc.create(CreateRequest("app"))
+    w.run(cid(1), "one")
+    w.links.fail_veth = True
+    with pytest.raises(OSError):
+        w.svc.connect("app", "one", EndpointRequest())
+    att = w.svc.store.attachments[cid(1)]
+    assert [c.network_id for c in att.configs] == [w.svc.network("bridge").id]
+    assert att.active is not None and len(att.active.endpoints) == 1
+    w.links.fail_veth = False
+    w.svc.connect("app", "one", EndpointRequest())
