@@ -247,7 +247,11 @@ class NetworkService(ContainerHooks, EmbeddedDns):
             if net.predefined:
                 raise FailedPrecondition(f"{net.name} is a pre-defined network and cannot be "
                                          f"removed")
-            users = [a for a in self.store.attachments.values() if a.config(net.id)]
+            # As dockerd: running containers block it; a stopped one that names it keeps the
+            # name in its settings and fails to start ("network X not found") until
+            # disconnected or connected elsewhere.
+            users = [a for a in self.store.attachments.values()
+                     if a.active is not None and a.active.endpoint(net.id) is not None]
             if users:
                 raise FailedPrecondition(f"error while removing network: network {net.name} "
                                          f"id {net.id} has active endpoints")

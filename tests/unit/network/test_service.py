@@ -302,11 +302,17 @@ def test_connect_and_disconnect_running_and_stopped(w: World) -> None:
     assert att.active is not None and len(att.active.endpoints) == 1
     with pytest.raises(FailedPrecondition, match="is not connected to network app"):
         w.svc.disconnect("app", "one")
+    w.run(cid(2), "two", {"NetworkMode": "app"})
+    with pytest.raises(FailedPrecondition, match="has active endpoints"):
+        w.svc.remove("app")
+    w.stop(cid(2))
     w.stop(cid(1))
     w.svc.connect("app", "one", EndpointRequest())   # stopped: kept for the next start
     assert w.svc.store.attachments[cid(1)].active is None
-    with pytest.raises(FailedPrecondition, match="has active endpoints"):
-        w.svc.remove("app")
+    assert w.svc.prune() == []      # a stopped container still uses it
+    w.svc.remove("app")             # but only running ones block rm, as in Docker
+    with pytest.raises(NotFound, match="not found"):
+        w.svc.attach(cid(1), "one", {}, {})
     kinds = [(e[1], e[3].get("container")) for e in w.events.seen if e[2] == net.id]
     assert ("connect", cid(1)) in kinds and ("disconnect", cid(1)) in kinds
 
