@@ -1,0 +1,160 @@
+"""NetworkService's container side over recording fakes: sandboxes (addresses, ports,
+proxies), persistence across a restart, restore, DNS lookups, network modes, rollbacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pydeskd.containerd.errors import FailedPrecondition, InvalidArgument, NotFound
+from pydeskd.network.requests import CreateRequest
+from tests.unit.network.world import World, cid
+
+
+def test_addresses_are_unique_given_back_and_survive_a_restart(w: World) -> None:
+    one = w.run(cid(1), "one")
+    two = w.run(cid(2), "two")
+    assert one.hosts[0][0] == "172.17.0.2" and two.hosts[0][0] == "172.17.0.3"
+    assert one.nameservers is None  # the default bridge: the host's resolv.conf
+    w.stop(cid(1))
+    assert w.run(cid(3), "three").hosts[0][0] == "172.17.0.2"  # given back, reused
+    # A new daemon over the same files (kill -9: nothing was closed) hands out the next one.
+    w.svc = w.open()
+    assert w.run(cid(4), "four").hosts[0][0] == "172.17.0.4"
+
+
+def test_restore_gives_back_what_dead_tasks_held(w: World) -> None:
+    w.run(cid(1), "one", {"PortBindings": {"80/tcp": [{"HostPort": "18080"}]}})
+    w.run(cid(2), "two")
+    w.svc = w.open()
+    w.svc.restore(running={cid(2)})   # one died while the daemon was down
+    assert w.proxies.running == {}
+    assert list(w.namespaces.live) == [str(w.svc.names.netns(cid(2)))]
+    assert w.run(cid(3), "three").hosts[0][0] == "172.17.0.2"
+
+
+def test_restore_restarts_dead_proxies_of_running_containers(w: World) -> None:
+    w.run(cid(1), "one", {"PortBindings": {"80/tcp": [{"HostPort": "18080"}]}})
+    w.proxies.running.clear()  # the proxy died
+    w.svc = w.open()
+    w.svc.restore(running={cid(1)})
+    assert [m.host_port for m in w.proxies.running.values()] == [18080]
+
+
+def test_a_taken_port_fails_before_start_and_leaves_nothing(w: World) -> None:
+    w.proxies.busy.add(18080)
+    host = {"PortBindings": {"81/tcp": [{"HostPort": "18081"}],
+                             "80/tcp": [{"HostPort": "18080"}]}}
+    w.containers.known[cid(1)] = "one"
+    w.svc.register(cid(1), "one", host)
+    with pytest.raises(FailedPrecondition, match=r"Bind for 0\.0\.0\.0:18080 failed: port is "
+                       "already allocated"):
+        w.svc.attach(cid(1), "one", host, {})
+    assert w.proxies.running == {} and w.links.veths == {} and w.namespaces.live == set()
+    assert w.svc.store.attachments[cid(1)].active is None
+
+
+def test_ephemeral_ports_and_settings(w: World) -> None:
+    host = {"PortBindings": {"80/tcp": [{"HostPort": ""}]}}
+    w.run(cid(1), "one", host, config={"ExposedPorts": {"80/tcp": {}}})
+    settings = w.svc.settings(cid(1), {"ExposedPorts": {"80/tcp": {}}})
+    port = int(settings["Ports"]["80/tcp"][0]["HostPort"])
+    assert 32768 <= port <= 60999
+    assert settings["IPAddress"] == "172.17.0.2"
+    assert settings["MacAddress"] == "02:42:ac:11:00:02"
+    assert settings["Networks"]["bridge"]["Gateway"] == "172.17.0.1"
+    rule = w.firewall.applied[-1].ports[0]
+    assert (rule.host_port, rule.container_ip, rule.container_port) == (port, "172.17.0.2", 80)
+
+
+def test_user_network_dns_aliases_and_isolation(w: World) -> None:
+    net = w.svc.create(CreateRequest("app"))
+    other = w.svc.create(CreateRequest("other"))
+    info = w.run(cid(1), "db", {"NetworkMode": "app"},
+                 {"EndpointsConfig": {"app": {"Aliases": ["database"]}}})
+    assert info.nameservers == (net.pool.gateway,) if net.pool else False
+    w.run(cid(2), "web", {"NetworkMode": "app"})
+    w.run(cid(3), "spy", {"NetworkMode": "other"})
+    web_ip = w.svc.store.attachments[cid(2)].active.endpoints[0].address  # type: ignore[union-attr]
+    spy_ip = w.svc.store.attachments[cid(3)].active.endpoints[0].address  # type: ignore[union-attr]
+    assert w.svc.lookup(web_ip, "db") == ["172.18.0.2"]
+    assert w.svc.lookup(web_ip, "DATABASE.") == ["172.18.0.2"]
+    assert w.svc.lookup(web_ip, cid(1)[:12]) == ["172.18.0.2"]
+    assert w.svc.lookup(web_ip, "example.com") is None
+    assert w.svc.lookup(spy_ip, "db") is None
+    assert other.pool is not None and spy_ip.startswith("172.19.")
+
+
+def test_static_ip_and_aliases_need_a_user_network(w: World) -> None:
+    with pytest.raises(InvalidArgument, match="user specified IP address is supported on user "
+                       "defined networks only"):
+        w.svc.register(cid(1), "c", {}, {"EndpointsConfig": {"bridge": {
+            "IPAMConfig": {"IPv4Address": "172.17.0.9"}}}})
+    with pytest.raises(InvalidArgument, match="network-scoped alias is supported only"):
+        w.svc.register(cid(1), "c", {}, {"EndpointsConfig": {"bridge": {"Aliases": ["x"]}}})
+    w.svc.create(CreateRequest("app"))
+    info = w.run(cid(2), "c2", {"NetworkMode": "app"}, {"EndpointsConfig": {"app": {
+        "IPAMConfig": {"IPv4Address": "172.18.0.50"}}}})
+    assert info.hosts[0][0] == "172.18.0.50"
+
+
+def test_forget_frees_static_addresses_and_network(w: World) -> None:
+    w.svc.create(CreateRequest("app"))
+    w.run(cid(1), "one", {"NetworkMode": "app"})
+    w.svc.forget(cid(1))
+    assert w.links.veths == {} and w.namespaces.live == set()
+    w.svc.remove("app")
+
+
+def test_host_none_and_container_modes(w: World) -> None:
+    assert w.run(cid(1), "h", {"NetworkMode": "host"}).host_mode
+    none = w.run(cid(2), "n", {"NetworkMode": "none"})
+    assert none.netns and none.hosts == ()
+    main = w.run(cid(3), "main")
+    side = w.run(cid(4), "side", {"NetworkMode": f"container:{cid(3)}"})
+    assert side.netns == main.netns
+    w.stop(cid(3))
+    w.containers.known[cid(5)] = "late"
+    w.svc.register(cid(5), "late", {"NetworkMode": f"container:{cid(3)}"})
+    with pytest.raises(FailedPrecondition, match="non running container"):
+        w.svc.attach(cid(5), "late", {"NetworkMode": f"container:{cid(3)}"}, {})
+
+
+def test_a_failing_veth_leaves_nothing(w: World) -> None:
+    w.links.fail_veth = True
+    w.containers.known[cid(1)] = "c"
+    w.svc.register(cid(1), "c", {})
+    with pytest.raises(OSError):
+        w.svc.attach(cid(1), "c", {}, {})
+    assert w.namespaces.live == set() and w.svc.store.attachments[cid(1)].active is None
+    w.links.fail_veth = False
+    assert w.run(cid(2), "d").hosts[0][0] == "172.17.0.2"
+
+
+def test_host_resolv_keeps_loopback_servers_and_search(tmp_path: Path) -> None:
+    from pydeskd.network.service_dns import host_resolv
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# c\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nsearch a.example b\n")
+    assert host_resolv(conf) == (["127.0.0.53", "10.0.0.2"], ["a.example", "b"])
+    assert host_resolv(tmp_path / "missing") == (["8.8.8.8", "8.8.4.4"], [])
+
+
+def test_a_failing_firewall_undoes_the_sandbox(w: World) -> None:
+    w.svc.start()
+
+    def broken(ruleset: object) -> None:
+        raise RuntimeError("iptables-restore failed (fake)")
+    w.containers.known[cid(1)] = "c"
+    w.svc.register(cid(1), "c", {"PortBindings": {"80/tcp": [{"HostPort": "18080"}]}})
+    w.firewall.apply = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        w.svc.attach(cid(1), "c", {"PortBindings": {"80/tcp": [{"HostPort": "18080"}]}}, {})
+    assert w.proxies.running == {} and w.links.veths == {} and w.namespaces.live == set()
+    assert w.svc.store.attachments[cid(1)].active is None
+
+
+def test_container_mode_needs_an_existing_container(w: World) -> None:
+    with pytest.raises(NotFound, match="No such container: ghost"):
+        w.svc.register(cid(1), "c", {"NetworkMode": "container:ghost"})
+    assert cid(1) not in w.svc.store.attachments
