@@ -44,6 +44,8 @@ class Links(Protocol):
 
     def loopback_up(self, netns: str) -> None: ...
 
+    def set_default_route(self, netns: str, gateway: str) -> None: ...
+
     def bridge_ports(self, bridge: str) -> list[str]: ...
 
     def links(self, prefix: str) -> list[str]: ...
@@ -158,6 +160,11 @@ class PyrouteLinks:
         def up(ns: Any) -> None:
             ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
         in_netns(netns, up)
+
+    def set_default_route(self, netns: str, gateway: str) -> None:
+        def route(ns: Any) -> None:
+            ns.route("replace", dst="default", gateway=gateway)
+        in_netns(netns, route)
 
     def bridge_ports(self, bridge: str) -> list[str]:
         with IPRoute() as ip:

@@ -184,6 +184,11 @@ def leave(svc: NetworkService, att: Attachment, net: Network) -> Attachment:
             svc.plumbing.seams.proxies.stop(_pid_file(svc, att, mapping))
     svc.plumbing.seams.links.delete_link(ep.host_veth)
     kept = tuple(e for e in active.endpoints if e.network_id != net.id)
+    if first and kept:
+        # The default route went with the first network's interface: the next one takes it,
+        # as dockerd moves the gateway.
+        with contextlib.suppress(Exception):
+            svc.plumbing.seams.links.set_default_route(active.netns, kept[0].gateway)
     return att.with_active(Active(active.netns, kept, () if first else active.ports))
 
 

@@ -63,6 +63,11 @@ def test_bridge_and_veth_born_in_the_namespace(netns: Path) -> None:
         in_netns(str(netns), lambda ip: seen.extend(
             (link.get("ifname"), link.get("address")) for link in ip.link("dump")))
         assert ("eth0", "02:42:0a:00:00:02") in seen
+        links.set_default_route(str(netns), gateway)   # replace: no "File exists"
+        routes: list[object] = []
+        in_netns(str(netns), lambda ip: routes.extend(
+            r.get("gateway") for r in ip.route("dump", family=2) if r.get("gateway")))
+        assert routes == [gateway]
         ping = subprocess.run(["ip", "netns", "exec", str(netns), "ping", "-c1", "-W2",
                                gateway], capture_output=True, check=False) if \
             Path("/usr/bin/ping").exists() or Path("/bin/ping").exists() else None

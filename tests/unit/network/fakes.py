@@ -22,6 +22,7 @@ class FakeLinks:
     bridges: dict[str, tuple[str, int]] = field(default_factory=dict)
     veths: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # host -> (br, ns, ip)
     fail_veth: bool = False
+    default_routes: dict[str, str] = field(default_factory=dict)
 
     def host_routes(self) -> list[IPv4Network]:
         own = [IPv4Network(f"{a}/{p}", strict=False) for a, p in self.bridges.values()]
@@ -46,6 +47,9 @@ class FakeLinks:
 
     def loopback_up(self, netns: str) -> None:
         pass
+
+    def set_default_route(self, netns: str, gateway: str) -> None:
+        self.default_routes[netns] = gateway
 
     def bridge_ports(self, bridge: str) -> list[str]:
         return [v for v, (b, _, _) in self.veths.items() if b == bridge]

@@ -188,3 +188,13 @@ def test_a_failed_connect_leaves_no_trace(w: World) -> None:
     assert att.active is not None and len(att.active.endpoints) == 1
     w.links.fail_veth = False
     w.svc.connect("app", "one", EndpointRequest())
+
+
+def test_leaving_the_first_network_moves_the_default_route(w: World) -> None:
+    w.svc.create(CreateRequest("app"))
+    w.run(cid(1), "one")
+    w.svc.connect("app", "one", EndpointRequest())
+    w.svc.disconnect("bridge", "one")
+    att = w.svc.store.attachments[cid(1)]
+    assert att.active is not None
+    assert w.links.default_routes == {att.active.netns: "172.18.0.1"}
