@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ def attach(svc: NetworkService, att: Attachment, hostname: str,
         return SandboxInfo("", host_mode=True)
     if att.mode.startswith("container:"):
         return SandboxInfo(_joined_netns(svc, att.mode.removeprefix("container:")))
+    links = _links(svc, att, host_config.get("Links") or [])  # checked before anything is made
     netns = svc.plumbing.sandbox_create(att.cid)
     active = Active(str(netns))
     svc.store.put_attachment(att.with_active(active))
@@ -54,7 +56,33 @@ def attach(svc: NetworkService, att: Attachment, hostname: str,
     except BaseException:
         teardown(svc, svc.store.attachments[att.cid])
         raise
-    return sandbox_info(svc, svc.store.attachments[att.cid], hostname)
+    info = sandbox_info(svc, svc.store.attachments[att.cid], hostname)
+    return replace(info, hosts=(*info.hosts, *links)) if links else info
+
+
+def _links(svc: NetworkService, att: Attachment, links: Sequence[str]
+           ) -> list[tuple[str, tuple[str, ...]]]:
+    """``--link name:alias``: /etc/hosts lines for running containers on a network this one is
+    on too (dockerd's legacy links, without their environment variables). Raises NotFound,
+    FailedPrecondition (the linked container is not running)."""
+    lookup = svc.containers
+    mine = {c.network_id for c in att.configs}
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for link in links:
+        ref, _, alias = str(link).lstrip("/").partition(":")
+        if lookup is None or not ref:
+            continue
+        cid, name, running = lookup.network_target(ref)
+        other = svc.store.attachments.get(cid)
+        if not running or other is None or other.active is None:
+            raise FailedPrecondition(f"Cannot link to a non running container: /{name} AS "
+                                     f"/{att.name}/{alias.rsplit('/', 1)[-1] or name}")
+        ep = next((e for e in other.active.endpoints if e.network_id in mine), None)
+        if ep is not None:
+            alias = alias.rsplit("/", 1)[-1]
+            out.append((ep.address, tuple(dict.fromkeys(
+                n for n in (alias, name, cid[:12]) if n))))
+    return out
 
 
 def sandbox_info(svc: NetworkService, att: Attachment, hostname: str) -> SandboxInfo:

@@ -362,3 +362,13 @@ def test_parallel_starts_get_distinct_addresses(d: Pydeskd) -> None:
     macs = {c["NetworkSettings"]["Networks"][net]["MacAddress"]
             for c in json.loads(out(d, "inspect", *ids))}
     assert len(macs) == 8
+
+
+def test_legacy_links_write_hosts_lines(d: Pydeskd) -> None:
+    target = unique("linked")
+    httpd(d, target)
+    ip = json.loads(out(d, "inspect", target))[0]["NetworkSettings"]["IPAddress"]
+    hosts = out(d, "run", "--rm", "--link", f"{target}:web", BUSYBOX, "cat", "/etc/hosts")
+    assert f"{ip}\tweb" in hosts.splitlines()
+    page = eventually(lambda: _must(fetch(d, "--link", f"{target}:web", target=ip)))
+    assert f"hello from {target}" in page

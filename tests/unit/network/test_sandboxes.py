@@ -158,3 +158,15 @@ def test_container_mode_needs_an_existing_container(w: World) -> None:
     with pytest.raises(NotFound, match="No such container: ghost"):
         w.svc.register(cid(1), "c", {"NetworkMode": "container:ghost"})
     assert cid(1) not in w.svc.store.attachments
+
+
+def test_links_add_hosts_lines_for_running_containers(w: World) -> None:
+    w.run(cid(1), "db")
+    info = w.run(cid(2), "web", {"Links": ["/db:/web/database"]})
+    assert info.hosts[1] == ("172.17.0.2", ("database", "db", cid(1)[:12]))
+    w.stop(cid(1))
+    w.containers.known[cid(3)] = "late"
+    w.svc.register(cid(3), "late", {"Links": ["db:x"]})
+    with pytest.raises(FailedPrecondition, match="Cannot link to a non running container"):
+        w.svc.attach(cid(3), "late", {"Links": ["db:x"]}, {})
+    assert w.svc.store.attachments[cid(3)].active is None

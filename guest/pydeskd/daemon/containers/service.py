@@ -248,6 +248,9 @@ class ContainerService:
                      for e in extra]
             if sandbox.hosts:
                 address, names = sandbox.hosts[0]
+        if sandbox is not None:
+            # --link: the linked containers' lines (after the container's own).
+            extra += [f"{n}:{ip}" for ip, more in sandbox.hosts[1:] for n in more]
         files.write_file(Path(c.hostname_path), files.hostname_file(hostname))
         hosts = files.hosts_file(hostname, extra, address, names)
         if sandbox is not None and sandbox.host_mode:
