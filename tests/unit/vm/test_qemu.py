@@ -152,3 +152,27 @@ def test_config_validation() -> None:
         VmConfig(disk_gib=0)
     config = VmConfig(name="dev-1", cpus=3, accel=Accel.KVM)
     assert VmConfig.from_json(config.to_json()) == config
+
+
+def test_qboot_for_x86_guests_only() -> None:
+    assert "-bios" not in argv()
+    fast = HostInfo(os=HostOS.LINUX, arch=Arch.X86_64, qemu_binary="q",
+                    x86_bios="/usr/share/qemu/qboot.rom")
+    assert option(argv(host=fast), "-bios") == ["/usr/share/qemu/qboot.rom"]
+    arm = HostInfo(os=HostOS.MACOS, arch=Arch.AARCH64, qemu_binary="q", x86_bios="/q/qboot.rom")
+    assert "-bios" not in argv(Accel.HVF, arm)
+    assert option(argv(Accel.TCG, arm, arch=Arch.X86_64), "-bios") == ["/q/qboot.rom"]
+
+
+def test_find_qboot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pydesk.vm.config import find_qboot
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "share" / "qemu").mkdir(parents=True)
+    qemu = tmp_path / "bin" / "qemu-system-x86_64"
+    qemu.write_text("")
+    monkeypatch.delenv("PYDESK_QEMU_BIOS", raising=False)
+    (tmp_path / "share" / "qemu" / "qboot.rom").write_bytes(b"rom")
+    assert find_qboot(str(qemu)) == str(tmp_path / "share" / "qemu" / "qboot.rom")
+    monkeypatch.setenv("PYDESK_QEMU_BIOS", "")
+    assert find_qboot(str(qemu)) is None
