@@ -13,11 +13,9 @@ mounts behind.
 
 from __future__ import annotations
 
-import compileall
 import glob
 import json
 import os
-import py_compile
 import re
 import shlex
 import shutil
@@ -62,10 +60,12 @@ class Runner:
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
+        self.last_returncode = 0
 
     def run(self, argv: Sequence[str], *, timeout: float = 1800, cwd: Path | None = None,
-            env: dict[str, str] | None = None) -> str:
-        """The program's stdout. Raises ImageBuildError (exit status, timeout, not found)."""
+            env: dict[str, str] | None = None, ok_codes: Sequence[int] = (0,)) -> str:
+        """The program's stdout. Raises ImageBuildError (exit status not in ``ok_codes``,
+        timeout, not found)."""
         try:
             result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
                                     cwd=cwd, env=env, check=False, stdin=subprocess.DEVNULL)
@@ -74,7 +74,8 @@ class Runner:
         except FileNotFoundError:
             raise ImageBuildError(f"{argv[0]} is not installed (needed by the image build: "
                                   "apt-get install debootstrap erofs-utils)") from None
-        if result.returncode != 0:
+        self.last_returncode = result.returncode
+        if result.returncode not in ok_codes:
             tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-25:])
             raise ImageBuildError(f"exit {result.returncode}: {shlex.join(argv)}\n{tail}")
         return result.stdout
@@ -181,22 +182,32 @@ def strip_tree(recipe: Recipe, tree: Path) -> None:
         mtab.symlink_to("../proc/self/mounts")
 
 
+def compile_tree(root: Path, ddir: str, run: Runner) -> str:
+    """Compiles every ``.py`` under ``root`` to an unchecked-hash pyc that names its source as
+    under ``ddir``; "" when all compiled, else compileall's list of failures. A fresh interpreter
+    with a fixed hash seed does it: set constants are marshalled in hash order, and marshal's
+    output depends on what the compiling process has interned, so compiling in-process would
+    not be reproducible.
+    """
+    if sys.version_info[:2] != (3, 11):
+        raise ImageBuildError("the image build needs Python 3.11 (the image's version) to "
+                              f"compile bytecode; this is {sys.version.split()[0]}")
+    for stale in root.rglob("__pycache__"):
+        shutil.rmtree(stale)
+    out = run.run([sys.executable, "-S", "-s", "-m", "compileall", "-q", "-f", "-j", "0",
+                   "--invalidation-mode", "unchecked-hash", "-d", ddir, str(root)],
+                  env={"PYTHONHASHSEED": "0", "PATH": os.defpath, "LANG": "C.UTF-8"},
+                  ok_codes=(0, 1))
+    return "" if run.last_returncode == 0 else (out.strip() or "compileall failed")
+
+
 def compile_python(tree: Path, dirs: Sequence[str], run: Runner) -> None:
     """Bytecode for every module, as unchecked-hash pycs: the root is read-only (nothing could
     be cached at run time), file times are normalised (timestamp pycs would all be stale), and
     an unchecked pyc costs no stat of its source at import."""
-    if sys.version_info[:2] != (3, 11):
-        raise ImageBuildError("the image build needs Python 3.11 (the image's version) to "
-                              f"compile bytecode; this is {sys.version.split()[0]}")
     run.progress("compiling Python to bytecode")
     for d in dirs:
-        root = tree / d.lstrip("/")
-        for stale in root.rglob("__pycache__"):
-            shutil.rmtree(stale)
-        ok = compileall.compile_dir(
-            str(root), quiet=2, ddir=d, workers=0,
-            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-        if not ok:
+        if compile_tree(tree / d.lstrip("/"), d, run):
             # A few files of Debian's packages are templates or Python 2 (never imported).
             run.progress(f"note: some files under {d} did not compile (not imported)")
 

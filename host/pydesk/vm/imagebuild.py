@@ -11,16 +11,21 @@ include anything of the checkout but pydeskd's ``*.py`` files.
 
 from __future__ import annotations
 
-import compileall
 import hashlib
 import json
 import os
-import py_compile
 import shutil
 import tomllib
 from pathlib import Path
 
-from pydesk.vm.imagebase import GUEST_INIT, PYDESK_PREFIX, SITE_PACKAGES, ImageBuildError, Runner
+from pydesk.vm.imagebase import (
+    GUEST_INIT,
+    PYDESK_PREFIX,
+    SITE_PACKAGES,
+    ImageBuildError,
+    Runner,
+    compile_tree,
+)
 from pydesk.vm.imagerecipe import GUEST_PACKAGE_DIR, REPO_ROOT, Recipe
 from pydeskd import vmcontract
 
@@ -91,9 +96,9 @@ def build_image(recipe: Recipe, base: Path, out: Path, info: dict[str, object],
             raise ImageBuildError(f"the base tree already has {SITE_PACKAGES}/pydeskd")
         run.progress("pydeskd sources and bytecode")
         copy_sources(package_dir, target)
-        compileall.compile_dir(str(target), quiet=2, ddir=SITE_PACKAGES + "/pydeskd",
-                               workers=0,
-                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        failed = compile_tree(target, SITE_PACKAGES + "/pydeskd", run)
+        if failed:
+            raise ImageBuildError(f"pydeskd's sources did not all compile:\n{failed}")
         bindir = tree / PYDESK_PREFIX.lstrip("/") / "bin"
         for name, entry in sorted(guest_scripts().items()):
             script = bindir / name

@@ -89,3 +89,26 @@ def test_initramfs_holds_busybox_the_boot_modules_in_order_and_a_filled_init(
 def test_initramfs_init_is_valid_shell() -> None:
     init = load_recipe().directory / "initramfs/init"
     subprocess.run(["sh", "-n", str(init)], check=True)
+
+
+def test_bytecode_is_reproducible_and_names_the_image_path(tmp_path: Path) -> None:
+    from pydesk.vm.imagebase import Runner, compile_tree
+    outputs = []
+    for attempt in range(2):
+        src = tmp_path / f"src{attempt}" / "pkg"
+        src.mkdir(parents=True)
+        (src / "m.py").write_text(
+            "KINDS = frozenset({'a', 'bb', 'ccc', 'dddd', 'eeeee'})\n"
+            "def f(x):\n    return x in {'q', 'rr', 'sss', 'tttt'}\n")
+        assert compile_tree(src, "/opt/pydesk/pkg", Runner(print)) == ""
+        outputs.append((src / "__pycache__/m.cpython-311.pyc").read_bytes())
+    assert outputs[0] == outputs[1]
+    assert b"/opt/pydesk/pkg/m.py" in outputs[0]
+    flags = int.from_bytes(outputs[0][4:8], "little")
+    assert flags == 0b01  # hash-based, unchecked
+
+
+def test_a_source_that_does_not_compile_is_reported(tmp_path: Path) -> None:
+    from pydesk.vm.imagebase import Runner, compile_tree
+    (tmp_path / "bad.py").write_text("def (:\n")
+    assert "bad.py" in compile_tree(tmp_path, "/x", Runner(print))
