@@ -44,8 +44,10 @@ def kernel_alone(image: Path, accel: str, timeout: float = 60) -> float:
     """Seconds from QEMU's launch until the kernel runs the initramfs's /init (then killed)."""
     from pydesk.vm.config import detect_host
 
-    qemu = detect_host().qemu_binary
-    argv = [qemu, "-machine", "q35", "-accel", "tcg,thread=multi" if accel == "tcg" else accel,
+    host = detect_host()
+    bios = ["-bios", host.x86_bios] if host.x86_bios else []  # the VM's own firmware
+    argv = [host.qemu_binary, *bios, "-machine", "q35",
+            "-accel", "tcg,thread=multi" if accel == "tcg" else accel,
             "-cpu", "max" if accel == "tcg" else "host", "-smp", "2", "-m", "2048M",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", str(image / vmcontract.KERNEL_FILE),
