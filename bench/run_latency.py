@@ -4,9 +4,10 @@
 
 Setup: busybox (the test image of tests/support/images.py) is pushed to Debian's
 `docker-registry` on 127.0.0.1 as `library/busybox:latest`; a real `pydeskd` (the console
-script, as users start it) and a private Debian dockerd (its own roots, no bridge, no iptables)
-both have that registry as their **registry mirror** and `docker pull busybox` through it, so
-they run the same image. Then, with the official docker CLI against each:
+script, as users start it) and a private Debian dockerd (its own roots, with its default bridge
+and iptables, as pydeskd has its own: every container gets a network namespace, a veth on the
+bridge and an address on both) both have that registry as their **registry mirror** and
+`docker pull busybox` through it, so they run the same image. Then, with the official docker CLI against each:
 
 - `run`:  `docker run --rm busybox true`
 - `ps`:   `docker ps` with N (50) running containers
@@ -119,7 +120,7 @@ def main() -> int:
         with Registry(work / "registry") as registry:
             registry.push_layout(work / "layout", "library/busybox:latest")
             with Pydeskd(pd_root, config={"registry-mirrors": [registry.url]}) as pd, \
-                    DockerEngine(mirrors=[registry.url]) as engine:
+                    DockerEngine(mirrors=[registry.url], network=True) as engine:
                 clis = [Cli("pydeskd", pd.host, work / "cfg-pydeskd"),
                         Cli("docker", engine.host, work / "cfg-docker")]
                 try:
