@@ -170,3 +170,27 @@ def test_links_add_hosts_lines_for_running_containers(w: World) -> None:
     with pytest.raises(FailedPrecondition, match="Cannot link to a non running container"):
         w.svc.attach(cid(3), "late", {"Links": ["db:x"]}, {})
     assert w.svc.store.attachments[cid(3)].active is None
+
+
+def test_containers_without_ports_cost_no_firewall_run(w: World) -> None:
+    w.svc.start()
+    before = len(w.firewall.applied)
+    w.run(cid(1), "plain")
+    w.stop(cid(1))
+    assert len(w.firewall.applied) == before
+    w.run(cid(2), "web", {"PortBindings": {"80/tcp": [{"HostPort": "18080"}]}})
+    w.stop(cid(2))
+    assert len(w.firewall.applied) == before + 2   # its rules came, and went
+
+
+def test_starts_without_published_ports_apply_no_firewall_change(w: World) -> None:
+    w.run(cid(1), "one")
+    applied = len(w.firewall.applied)
+    w.run(cid(2), "two")
+    w.stop(cid(2))
+    assert len(w.firewall.applied) == applied  # the same ruleset: not applied again
+    w.run(cid(3), "three", {"PortBindings": {"80/tcp": [{"HostPort": "18080"}]}})
+    assert len(w.firewall.applied) == applied + 1
+    assert [p.host_port for p in w.firewall.applied[-1].ports] == [18080]
+    w.stop(cid(3))
+    assert len(w.firewall.applied) == applied + 2 and w.firewall.applied[-1].ports == ()
