@@ -90,6 +90,7 @@ class Plumbing:
     def __init__(self, names: Names, seams: Seams) -> None:
         self.names = names
         self.seams = seams
+        self._applied: Ruleset | None = None
 
     @contextlib.contextmanager
     def host_lock(self) -> Iterator[None]:
@@ -142,9 +143,16 @@ class Plumbing:
         self.seams.namespaces.delete(path)
 
     def firewall(self, ruleset: Ruleset) -> None:
+        """Loads ``ruleset`` unless it is what this daemon loaded last (a container without
+        published ports changes no rule: its start costs no iptables run)."""
         assert self.seams.firewall is not None
+        if ruleset == self._applied:
+            return
+        self._applied = None
         self.seams.firewall.apply(ruleset)
+        self._applied = ruleset
 
     def firewall_teardown(self) -> None:
         assert self.seams.firewall is not None
+        self._applied = None
         self.seams.firewall.teardown(self.names.chain_prefix)
