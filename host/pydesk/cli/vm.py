@@ -201,13 +201,6 @@ def rm(
     typer.echo(f"VM {name} removed")
 
 
-def _image_registry() -> Any:
-    """V1's registry transport for the image (push_image, pull_image)."""
-    import importlib
-
-    return importlib.import_module("pydesk.vm.imageregistry")
-
-
 @image_app.command("build")
 def image_build() -> None:
     """Build the guest image from Debian packages (cached by the recipe's hash; needs root)."""
@@ -225,10 +218,11 @@ def image_push(
 ) -> None:
     """Push the guest image (built if needed) as an OCI artifact."""
     from pydesk.vm.image import ensure_image
+    from pydesk.vm.imageregistry import push_image
 
     console = _console()
     directory = ensure_image(lambda m: console.print(f"  {m}"))
-    digest = _image_registry().push_image(directory, ref, insecure=insecure,
+    digest = push_image(directory, ref, insecure=insecure,
                         progress=lambda m: console.print(f"  {m}"))
     typer.echo(f"{ref}@{digest}")
 
@@ -239,7 +233,8 @@ def image_pull(
     insecure: Annotated[bool, typer.Option(help="Plain HTTP (a local registry).")] = False,
 ) -> None:
     """Pull a guest image into the cache (verified by digest)."""
+    from pydesk.vm.imageregistry import pull_image
+
     console = _console()
-    directory = _image_registry().pull_image(ref, insecure=insecure,
-                                             progress=lambda m: console.print(f"  {m}"))
+    directory = pull_image(ref, insecure=insecure, progress=lambda m: console.print(f"  {m}"))
     typer.echo(str(directory))

@@ -97,11 +97,9 @@ def resolve_image(progress: Progress) -> Path:
     if override:
         image = Path(override)
     else:
-        import importlib
+        from pydesk.vm.image import ensure_image  # the builder: heavy, only when needed
 
-        # V1's builder (pydesk.vm.image); imported by name so this module loads without it.
-        image_module = importlib.import_module("pydesk.vm.image")
-        image = Path(image_module.ensure_image(progress))
+        image = ensure_image(progress)
     missing = [n for n in (vmcontract.KERNEL_FILE, vmcontract.INITRD_FILE,
                            vmcontract.ROOTFS_FILE) if not (image / n).exists()]
     if missing:
