@@ -16,6 +16,7 @@ paramiko has no helper for streamlocal forwarding (OpenSSH's PROTOCOL, 2.4: chan
 from __future__ import annotations
 
 import base64
+import logging
 import socket
 import threading
 import time
@@ -31,6 +32,11 @@ from pydesk.vm.errors import ChannelError, HostKeyMismatch
 from pydeskd.vmcontract import GUEST_API_SOCKET, GUEST_USER, HOST_FORWARD_ADDRESS
 
 STREAMLOCAL = "direct-streamlocal@openssh.com"
+
+# paramiko's transport thread logs every failed handshake with a traceback; with no handler
+# configured, Python's last-resort handler would print those on the user's terminal. Our
+# callers get a ChannelError with the reason instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
