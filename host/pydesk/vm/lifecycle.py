@@ -11,13 +11,14 @@ without ``force``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -173,11 +174,57 @@ def start(options: StartOptions, progress: Progress = _quiet, on_event: OnEvent 
     if find_qemu(files) is not None:
         raise Conflict(f"QEMU of VM {options.name!r} runs without its agent",
                        hint=f"pydesk vm stop --name {options.name}")
-    files, _, _ = prepare(options, progress)
-    offset = status_size(files.status)
-    spawn_agent(files)
+    with start_lock(files):
+        if find_agent(files) is not None:  # another start won the race: follow it
+            return start(options, progress, on_event, timeout=timeout)
+        files, _, _ = prepare(options, progress)
+        offset = status_size(files.status)
+        pid = spawn_agent(files)
+        # Hold the lock until the agent's pid file names it: a second start then finds it.
+        deadline = time.monotonic() + 10
+        while find_agent(files) is None and time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.02)
     progress("agent started, booting the VM")
     return _follow_start(files, offset, progress, on_event, timeout)
+
+
+def _alive(pid: int) -> bool:
+    import psutil  # type: ignore[import-untyped]
+
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+@contextlib.contextmanager
+def start_lock(files: InstanceFiles) -> Iterator[None]:
+    """One ``start`` at a time per instance: an O_EXCL file holding the starter's pid (a dead
+    starter's lock is taken over). Raises Conflict while another start prepares."""
+    files.dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(files.lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                holder = int(files.lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and holder != os.getpid() and _alive(holder):
+                raise Conflict(f"another 'pydesk vm start' (pid {holder}) is preparing VM "
+                               f"{files.name!r}", hint="wait for it, or pydesk vm status") \
+                    from None
+            files.lock.unlink(missing_ok=True)  # stale: its starter died
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        break
+    else:
+        raise Conflict(f"cannot take the start lock {files.lock}")
+    try:
+        yield
+    finally:
+        files.lock.unlink(missing_ok=True)
 
 
 def _follow_start(files: InstanceFiles, offset: int, progress: Progress, on_event: OnEvent,
@@ -229,7 +276,7 @@ def stop(name: str, *, timeout: float | None = None, on_event: OnEvent = _quiet)
                 break
             if time.monotonic() > deadline:
                 break
-        import psutil  # type: ignore[import-untyped]
+        import psutil
 
         try:
             agent.wait(10)

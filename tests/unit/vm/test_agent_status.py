@@ -97,3 +97,23 @@ def test_size_parsing(text: str, unit: str, mib: int) -> None:
 def test_size_parsing_rejects_garbage() -> None:
     with pytest.raises(typer.BadParameter):
         size_mib("lots", "m")
+
+
+def test_start_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path: Path) -> None:
+    from pydesk.vm.errors import Conflict
+    from pydesk.vm.lifecycle import start_lock
+
+    files = instance_files("default", tmp_path)
+    with start_lock(files):
+        assert files.lock.read_text().strip() == str(os.getpid())
+        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            files.lock.write_text(f"{other.pid}\n")  # held by another live starter
+            with pytest.raises(Conflict, match="another 'pydesk vm start'"), start_lock(files):
+                pass
+        finally:
+            other.kill()
+            other.wait()
+        with start_lock(files):  # its starter is gone: taken over
+            pass
+    assert not files.lock.exists()
