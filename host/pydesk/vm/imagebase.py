@@ -88,7 +88,8 @@ def debootstrap(recipe: Recipe, arch: str, tree: Path, debs: Path, run: Runner) 
                  f"{recipe.effective_mirror}")
     run.run(["debootstrap", "--variant=minbase", f"--arch={params.debian_arch}",
              f"--include={','.join(recipe.packages)}", f"--cache-dir={debs.resolve()}",
-             recipe.suite, str(tree), recipe.effective_mirror])
+             recipe.suite, str(tree), recipe.effective_mirror],
+            env=dict(os.environ, SOURCE_DATE_EPOCH=str(recipe.source_date_epoch)))
 
 
 def install_kernel(recipe: Recipe, arch: str, tree: Path, out: Path, run: Runner) -> str:
@@ -117,6 +118,7 @@ def install_kernel(recipe: Recipe, arch: str, tree: Path, out: Path, run: Runner
     version = images[0].name.split("-", 1)[1]
     shutil.copyfile(images[0], out / vmcontract.KERNEL_FILE)
     run.run(["chroot", str(tree), "depmod", version], env=CHROOT_ENV)
+    clamp_times(tree, recipe.source_date_epoch)
     return version
 
 
@@ -128,6 +130,20 @@ def merge_into_usrmerged(staging: Path, tree: Path) -> None:
         name = top.name
         dest = tree / ("usr/" + name if name in ("lib", "bin", "sbin", "lib64") else name)
         shutil.copytree(top, dest, symlinks=True, dirs_exist_ok=True)
+
+
+def clamp_times(tree: Path, epoch: int) -> None:
+    """/etc/shadow's "last changed" day is the build's day unless debootstrap's tools honoured
+    SOURCE_DATE_EPOCH: clamp it (the image must not depend on the day it was built)."""
+    shadow = tree / "etc/shadow"
+    day = str(epoch // 86400)
+    lines = []
+    for line in shadow.read_text().splitlines():
+        fields = line.split(":")
+        if len(fields) > 2 and fields[2].isdigit() and int(fields[2]) > int(day):
+            fields[2] = day
+        lines.append(":".join(fields))
+    shadow.write_text("".join(line + "\n" for line in lines))
 
 
 def install_python_deps(recipe: Recipe, arch: str, tree: Path, run: Runner) -> None:
@@ -146,8 +162,13 @@ def install_python_deps(recipe: Recipe, arch: str, tree: Path, run: Runner) -> N
              "--no-deps", "--only-binary=:all:", "--no-compile", "--implementation", "cp",
              "--python-version", "3.11", "--abi", "cp311", "--platform", params.pip_platform,
              "--target", str(site), "-r", str(recipe.requirements)])
+    # pip's console-script wrappers (unused: pydeskd has its own) name pip's temporary directory
+    # in their shebang; drop them and their RECORD lines, or no two builds would be identical.
     for junk in site.glob("bin"):
         shutil.rmtree(junk)
+    for record in sorted(site.glob("*.dist-info/RECORD")):
+        lines = record.read_text().splitlines(keepends=True)
+        record.write_text("".join(line for line in lines if not line.startswith("../")))
 
 
 def copy_rootfs_files(recipe: Recipe, tree: Path) -> None:
