@@ -39,7 +39,7 @@ def run(d: Pydeskd, *args: str, timeout: float = 60) -> subprocess.CompletedProc
     return d.docker("run", "--rm", *args, check=False, timeout=timeout)
 
 
-def eventually(check: object, timeout: float = 10.0) -> str:
+def eventually(check: object, timeout: float = 20.0) -> str:
     """Calls ``check`` until it returns without raising (httpd needs a moment)."""
     assert callable(check)
     deadline = time.monotonic() + timeout
