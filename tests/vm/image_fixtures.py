@@ -85,7 +85,7 @@ class MinimalGuest:
             "-device", f"virtio-blk-pci,drive=data,serial={vmcontract.DATA_DISK_SERIAL}",
             "-netdev", f"user,id=net0,hostfwd=tcp:{vmcontract.HOST_FORWARD_ADDRESS}:"
                        f"{self.ssh_port}-:{vmcontract.GUEST_SSH_PORT}",
-            "-device", "virtio-net-pci,netdev=net0",
+            "-device", "virtio-net-pci,netdev=net0,romfile=",  # no iPXE: nothing boots from it
             "-fw_cfg", f"name={vmcontract.FW_CFG_CONFIG},file={config_file}",
             "-serial", f"file:{self.serial}",
             "-monitor", f"unix:{self.monitor},server,nowait",

@@ -191,3 +191,12 @@ def test_a_foreign_architecture_is_refused_before_any_work(tmp_path: Path) -> No
     with pytest.raises(ImageBuildError, match=f"building the {other} image on a"):
         build_base(load_recipe(), other, tmp_path / "out", tmp_path / "debs", Runner(print))
     assert not (tmp_path / "out").exists()
+
+
+def test_shadow_last_change_is_clamped_to_the_recipe_epoch(tmp_path: Path) -> None:
+    from pydesk.vm.imagebase import clamp_times
+    (tmp_path / "etc").mkdir()
+    shadow = tmp_path / "etc/shadow"
+    shadow.write_text("root:*:20787:0:99999:7:::\n_apt:*:100:0:99999:7:::\nbroken\n")
+    clamp_times(tmp_path, 1747699200)
+    assert shadow.read_text() == "root:*:20228:0:99999:7:::\n_apt:*:100:0:99999:7:::\nbroken\n"
