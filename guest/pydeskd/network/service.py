@@ -77,9 +77,6 @@ class NetworkService(ContainerHooks, EmbeddedDns):
         self.lock = threading.RLock()
         self.containers: ContainerLookup | None = None
         self.started = False
-        # The ruleset last applied: a container start without published ports changes nothing,
-        # and pays no iptables-restore/nft run (10-30 ms) for it.
-        self._applied: Ruleset | None = None
         self.want_dns = dns
         self.resolver: Resolver | None = None
         self._listening: set[str] = set()
@@ -185,12 +182,7 @@ class NetworkService(ContainerHooks, EmbeddedDns):
                     continue
                 rules += [PortRule(p.proto, p.host_ip, p.host_port, ep.address,
                                    p.container_port, net.bridge) for p in att.active.ports]
-            ruleset = Ruleset(self.names.chain_prefix, bridges, tuple(rules))
-            if ruleset == self._applied:
-                return
-            self._applied = None  # unknown until the apply below succeeds
-            self.plumbing.firewall(ruleset)
-            self._applied = ruleset
+            self.plumbing.firewall(Ruleset(self.names.chain_prefix, bridges, tuple(rules)))
 
     # --- the API: networks --------------------------------------------------------------
 
