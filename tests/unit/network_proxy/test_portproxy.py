@@ -194,7 +194,9 @@ def test_the_proxy_is_detached_and_holds_none_of_the_callers_fds(proxies: Proxie
     assert os.getsid(pid) not in (0, os.getsid(0))
     targets = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
     assert "/dev/zero" not in targets
-    assert {t for t in targets if not t.startswith("socket:")} == {"/dev/null"}
+    # Its sockets, its epoll instance and /dev/null (stdio): nothing else.
+    assert {t for t in targets if not t.startswith("socket:")} <= {"/dev/null",
+                                                                   "anon_inode:[eventpoll]"}
     assert pid_file.read_text().strip() == str(pid)
 
 
@@ -277,3 +279,36 @@ def test_without_the_launcher_the_proxy_runs_from_this_interpreter(
 def test_bad_command_lines_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit, match="pydesk-proxy"):
         portproxy.main(argv)
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def test_idle_and_half_closed_connections_cost_no_cpu(proxies: Proxies,
+                                                      tcp_echo: TcpEcho) -> None:
+    """epoll must not report a socket over and over (a hang-up, a full sink) while nothing
+    can move: the proxy stays idle with connections open in every state."""
+    port, pid, _ = proxies("tcp", tcp_echo.port)
+    idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+    half = socket.create_connection(("127.0.0.1", port), timeout=10)
+    stuck = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        half.sendall(b"x")
+        half.shutdown(socket.SHUT_WR)  # the echo answers "x" and closes: never read here
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.setblocking(False)
+        with contextlib.suppress(BlockingIOError):  # echoed back into a client not reading
+            for _ in range(2000):
+                stuck.send(b"y" * 65536)
+        time.sleep(0.5)
+        before = _cpu_ticks(pid)
+        time.sleep(1.5)
+        assert _cpu_ticks(pid) - before <= 5  # clock ticks (1/100 s): ~0 when idle
+        # And everything still moves afterwards.
+        idle.sendall(b"still here")
+        assert idle.recv(100) == b"still here"
+    finally:
+        for sock in (idle, half, stuck):
+            sock.close()
