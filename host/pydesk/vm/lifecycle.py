@@ -174,18 +174,36 @@ def start(options: StartOptions, progress: Progress = _quiet, on_event: OnEvent 
     if find_qemu(files) is not None:
         raise Conflict(f"QEMU of VM {options.name!r} runs without its agent",
                        hint=f"pydesk vm stop --name {options.name}")
-    with start_lock(files):
-        if find_agent(files) is not None:  # another start won the race: follow it
-            return start(options, progress, on_event, timeout=timeout)
-        files, _, _ = prepare(options, progress)
-        offset = status_size(files.status)
-        pid = spawn_agent(files)
-        # Hold the lock until the agent's pid file names it: a second start then finds it.
-        deadline = time.monotonic() + 10
-        while find_agent(files) is None and time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.02)
+    try:
+        with start_lock(files):
+            if find_agent(files) is None:
+                files, _, _ = prepare(options, progress)
+                offset = status_size(files.status)
+                pid = spawn_agent(files)
+                # Hold the lock until the agent's pid file names it: a second start finds it.
+                deadline = time.monotonic() + 10
+                while find_agent(files) is None and time.monotonic() < deadline and _alive(pid):
+                    time.sleep(0.02)
+                spawned = True
+            else:
+                spawned = False  # another start won the race between our checks and the lock
+    except StartInProgress:
+        # Another start is preparing (image, probe, disk): wait for its agent, then follow it.
+        progress("another start is preparing this VM; following it")
+        deadline = time.monotonic() + timeout
+        while files.lock.exists() and find_agent(files) is None:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+        spawned = False
+    if not spawned:
+        return start(options, progress, on_event, timeout=timeout)
     progress("agent started, booting the VM")
     return _follow_start(files, offset, progress, on_event, timeout)
+
+
+class StartInProgress(Conflict):
+    """Another ``start`` holds the instance's start lock."""
 
 
 def _alive(pid: int) -> bool:
@@ -200,7 +218,7 @@ def _alive(pid: int) -> bool:
 @contextlib.contextmanager
 def start_lock(files: InstanceFiles) -> Iterator[None]:
     """One ``start`` at a time per instance: an O_EXCL file holding the starter's pid (a dead
-    starter's lock is taken over). Raises Conflict while another start prepares."""
+    starter's lock is taken over). Raises StartInProgress while another start prepares."""
     files.dir.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
         try:
@@ -211,7 +229,7 @@ def start_lock(files: InstanceFiles) -> Iterator[None]:
             except (OSError, ValueError):
                 holder = 0
             if holder and holder != os.getpid() and _alive(holder):
-                raise Conflict(f"another 'pydesk vm start' (pid {holder}) is preparing VM "
+                raise StartInProgress(f"another 'pydesk vm start' (pid {holder}) is preparing VM "
                                f"{files.name!r}", hint="wait for it, or pydesk vm status") \
                     from None
             files.lock.unlink(missing_ok=True)  # stale: its starter died
