@@ -120,6 +120,18 @@ def test_dual_stack_listens_for_ipv4_and_ipv6_clients(proxies: Proxies,
             assert _recv_all(sock) == address.encode()
 
 
+def test_udp_on_the_dual_stack_address_answers_ipv4_and_ipv6_clients(
+        proxies: Proxies, udp_echo: UdpEcho) -> None:
+    if not socket.has_ipv6 or not Path("/proc/net/if_inet6").exists():
+        pytest.fail("this host has no IPv6: the dual-stack case cannot be checked")
+    port, _, _ = proxies("udp", udp_echo.port, host_ip="::")
+    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        with socket.socket(family, socket.SOCK_DGRAM) as client:
+            client.settimeout(5)
+            client.sendto(address.encode(), (address, port))
+            assert client.recv(65535).partition(b":")[2] == address.encode()
+
+
 def test_udp_datagrams_get_answers_through_one_socket_per_client(proxies: Proxies,
                                                                   udp_echo: UdpEcho) -> None:
     port, _, _ = proxies("udp", udp_echo.port, udp_idle_timeout=0.5)
