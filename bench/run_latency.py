@@ -7,7 +7,8 @@ Setup: busybox (the test image of tests/support/images.py) is pushed to Debian's
 script, as users start it) and a private Debian dockerd (its own roots, with its default bridge
 and iptables, as pydeskd has its own: every container gets a network namespace, a veth on the
 bridge and an address on both) both have that registry as their **registry mirror** and
-`docker pull busybox` through it, so they run the same image. Then, with the official docker CLI against each:
+`docker pull busybox` through it, so they run the same image. Then, with the official docker
+CLI against each:
 
 - `run`:  `docker run --rm busybox true`
 - `ps`:   `docker ps` with N (50) running containers
