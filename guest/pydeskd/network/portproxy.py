@@ -296,8 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     from pydeskd.network import portrelay
 
     target = (options["container-ip"], int(options["container-port"]))
+    fd_limit = portrelay.raise_fd_limit()  # as Go does for docker-proxy: busy ports need fds
     if proto == "tcp":
-        portrelay.serve_tcp(listener, target)
+        portrelay.serve_tcp(listener, target, portrelay.max_connections(fd_limit))
     else:
         idle = float(options.get("udp-idle-timeout") or portrelay.UDP_IDLE_TIMEOUT)
         portrelay.serve_udp(listener, target, idle)

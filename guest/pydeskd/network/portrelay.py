@@ -9,7 +9,10 @@ TCP: one epoll loop per port (:class:`_TcpRelay`), splicing each direction socke
 socket (the bytes never enter Python; as fast as a 1 MiB read/write loop here, with no copy to
 user space), and passing a half-close on (shutdown SHUT_WR at EOF). UDP: one socket per client
 (so answers find their way back), dropped after an idle timeout, a thread each. Neither must
-ever let one connection's error stop the listener.
+ever let one connection's error stop the listener: running out of fds (EMFILE, ENFILE: a
+TCP connection costs six, two sockets and two pipes) refuses that one connection, and the
+number of connections is capped below the fd limit, which :func:`raise_fd_limit` lifts to
+the hard limit at start.
 """
 
 from __future__ import annotations
@@ -27,6 +30,28 @@ UDP_MAX_CLIENTS = 1024
 UDP_BUFFER = 65535
 CONNECT_TIMEOUT = 30.0
 THREAD_STACK = 256 * 1024        # UDP answer threads need little: many clients, little memory
+FDS_PER_CONNECTION = 6           # client, upstream, two pipes of two ends each
+FD_RESERVE = 16                  # std streams, the listener, epoll, the interpreter's own
+
+
+def raise_fd_limit() -> int:
+    """Lifts the soft RLIMIT_NOFILE to the hard limit (as Go's runtime does for docker-proxy);
+    returns the soft limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError):
+            pass
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def max_connections(fd_limit: int) -> int:
+    """How many TCP connections fit in ``fd_limit`` fds (at least one)."""
+    return max(1, (fd_limit - FD_RESERVE) // FDS_PER_CONNECTION)
 
 
 def _family(address: str) -> int:
@@ -110,11 +135,13 @@ class _TcpRelay:
     starts and their GIL hand-offs per connection, and a long tail on a loaded host), this
     loop ~1500-1800, at the same stream throughput."""
 
-    def __init__(self, listener: _socket.socket, target: tuple[str, int]) -> None:
+    def __init__(self, listener: _socket.socket, target: tuple[str, int],
+                 limit: int) -> None:
         import select
 
         self.listener = listener
         self.target = target
+        self.limit = limit                      # connections at once; more are refused
         self.poller = select.epoll()
         self.connections: dict[int, _Connection] = {}
         self.closed: set[int] = set()           # fds closed during this round of events
@@ -155,7 +182,14 @@ class _TcpRelay:
                     time.sleep(0.01)
                 return
             client = _socket.socket(self.listener.family, _socket.SOCK_STREAM, 0, fd)
-            upstream = _socket.socket(_family(self.target[0]), _socket.SOCK_STREAM)
+            if len(self.connections) // 2 >= self.limit:
+                client.close()  # refused: the others keep their fds
+                continue
+            try:
+                upstream = _socket.socket(_family(self.target[0]), _socket.SOCK_STREAM)
+            except OSError:  # EMFILE, ENFILE, ENOBUFS: refuse this one, keep serving
+                client.close()
+                continue
             client.setblocking(False)
             upstream.setblocking(False)
             if upstream.connect_ex(self.target) not in (0, errno.EINPROGRESS):
@@ -183,8 +217,12 @@ class _TcpRelay:
                 # Go (docker-proxy) sets TCP_NODELAY on every connection: small requests and
                 # answers must not wait for Nagle here either.
                 sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-            conn.up = _Direction(conn.client.fileno(), conn.upstream.fileno())
-            conn.down = _Direction(conn.upstream.fileno(), conn.client.fileno())
+            try:
+                conn.up = _Direction(conn.client.fileno(), conn.upstream.fileno())
+                conn.down = _Direction(conn.upstream.fileno(), conn.client.fileno())
+            except OSError:  # no fds for the pipes: this connection goes, the others stay
+                self.close(conn)
+                return
         self.pump(conn)
 
     def pump(self, conn: _Connection) -> None:
@@ -261,9 +299,13 @@ class _TcpRelay:
 _EPOLLIN, _EPOLLOUT, _EPOLLERR = 0x001, 0x004, 0x008   # select.EPOLL*, constant on Linux
 
 
-def serve_tcp(listener: _socket.socket, target: tuple[str, int]) -> None:
-    """Relays every connection to ``listener`` to ``target``, forever."""
-    _TcpRelay(listener, target).serve()
+def serve_tcp(listener: _socket.socket, target: tuple[str, int],
+              limit: int | None = None) -> None:
+    """Relays every connection to ``listener`` to ``target``, forever, at most ``limit`` at
+    once (default: what the fd limit, raised to the hard limit, holds)."""
+    if limit is None:
+        limit = max_connections(raise_fd_limit())
+    _TcpRelay(listener, target, limit).serve()
 
 
 class _UdpClient:
@@ -318,7 +360,10 @@ def serve_udp(listener: _socket.socket, target: tuple[str, int], idle_timeout: f
             if client is None:
                 if len(clients) >= UDP_MAX_CLIENTS:
                     continue
-                upstream = _socket.socket(_family(target[0]), _socket.SOCK_DGRAM)
+                try:
+                    upstream = _socket.socket(_family(target[0]), _socket.SOCK_DGRAM)
+                except OSError:  # EMFILE...: this client's datagram is dropped
+                    continue
                 try:
                     upstream.connect(target)
                 except OSError:
@@ -327,7 +372,12 @@ def serve_udp(listener: _socket.socket, target: tuple[str, int], idle_timeout: f
                 # Wakes up to check idleness: the socket is dropped within a slice of the limit.
                 upstream.settimeout(max(0.05, min(idle_timeout / 4, 5.0)))
                 client = clients[peer] = _UdpClient(upstream, time.monotonic())
-                _thread.start_new_thread(answer, (client, peer))
+                try:
+                    _thread.start_new_thread(answer, (client, peer))
+                except RuntimeError:  # no thread to be had: drop the client, not the port
+                    del clients[peer]
+                    upstream.close()
+                    continue
             else:
                 client.last = time.monotonic()
         try:  # noqa: SIM105 (no contextlib, see above)
