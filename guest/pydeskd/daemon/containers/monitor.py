@@ -6,6 +6,10 @@ any more, the exit it wrote to exit.json is used. A run is identified by its gen
 late monitor of an older run (after a remove, a restore, a restart) changes nothing. The exit
 is recorded under the container's lock; events and the restart timer come after it.
 
+A restart that fails (its host port taken meanwhile, a firewall error...) is logged and
+recorded in State.Error, and tried again with the policy's backoff, as dockerd's restart
+manager does: the timer thread never dies of it.
+
 What it must never do: act while the daemon is closing (live restore will follow the
 container again), or restart a container an explicit stop or a removal cancelled.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -21,14 +26,18 @@ from typing import TYPE_CHECKING
 
 from pydeskd.containerd.errors import InvalidArgument, NotFound
 from pydeskd.daemon.containers import cgroupfs
-from pydeskd.daemon.containers.errors import Conflict, StartFailed
+from pydeskd.daemon.containers.errors import Conflict
 from pydeskd.daemon.containers.state import Status
 from pydeskd.shim.client import ShimClient
 from pydeskd.shim.paths import StatePaths
 from pydeskd.shim.protocol import ProtocolError, ShimError
 
 if TYPE_CHECKING:
+    from pydeskd.daemon.containers.context import Live
+    from pydeskd.daemon.containers.record import Container
     from pydeskd.daemon.containers.service import ContainerService
+
+log = logging.getLogger(__name__)
 
 
 def follow(svc: ContainerService, cid: str, shim: ShimClient, generation: int) -> None:
@@ -105,11 +114,37 @@ def restart_after(svc: ContainerService, cid: str, generation: int) -> None:
         c.restart_count += 1
         try:
             svc.start_locked(c, live)
-        except (StartFailed, NotFound, InvalidArgument) as err:
+        except (NotFound, InvalidArgument) as err:  # gone, or never runnable: no retry
             c.state.set_stopped(c.state.exit_code or 128, error=str(err))
             svc.store.save(c)
             live.exits += 1
             svc.condition(cid).notify_all()
+        except Exception as err:  # StartFailed, PortInUse...: try again later
+            retry_failed_start(svc, c, live, err)
+
+
+def retry_failed_start(svc: ContainerService, c: Container, live: Live, err: Exception) -> bool:
+    """After a start the restart policy asked for failed: logs it, records it in State.Error
+    and, when the policy allows another try, shows the container Restarting and tries again
+    after the backoff (True); else it is Exited with the error (False). The caller holds the
+    container's lock."""
+    log.error("restarting container %s failed: %s", c.short_id, err)
+    code = c.state.exit_code or 128
+    delay = live.restart.should_restart(code, c.manually_stopped, c.restart_count, 0.0)
+    if delay is None:
+        c.state.set_stopped(code, error=str(err))
+    else:
+        c.state.set_restarting(code)
+        c.state.set_error(str(err))
+    svc.store.save(c)
+    live.exits += 1
+    svc.condition(c.id).notify_all()
+    if delay is None:
+        return False
+    timer = threading.Timer(delay, restart_after, (svc, c.id, live.generation))
+    timer.daemon = True
+    timer.start()
+    return True
 
 def auto_remove(svc: ContainerService, cid: str) -> None:
     with contextlib.suppress(NotFound, Conflict):

@@ -4,7 +4,9 @@ For every record: a container whose shim still answers is running again (its mon
 re-attached, so its exit is recorded and its restart policy applies as before); one whose shim
 is gone gets its exit recorded (from the shim's exit.json when the shim wrote it, else 255)
 and its leftovers cleaned; a removal a crash interrupted is finished; then the restart
-policies say which stopped containers start again (``always``, ``unless-stopped``...).
+policies say which stopped containers start again (``always``, ``unless-stopped``...); one
+that fails to start is logged, its error recorded, and retried with the policy's backoff,
+and the others still start.
 
 What it must never do: stop or restart a container whose shim is alive.
 """
@@ -17,10 +19,10 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from pydeskd.containerd.errors import NotFound
+from pydeskd.containerd.errors import InvalidArgument, NotFound
 from pydeskd.containerd.snapshots import mount as snapmount
 from pydeskd.daemon.containers import health
-from pydeskd.daemon.containers.errors import Conflict, NotModified, StartFailed
+from pydeskd.daemon.containers.errors import Conflict, NotModified
 from pydeskd.daemon.containers.mounts import Resolved
 from pydeskd.daemon.containers.record import Container
 from pydeskd.daemon.containers.state import Status
@@ -86,6 +88,27 @@ def restore(svc: ContainerService) -> list[Container]:
         except Exception:
             log.exception("restoring the network state failed")
     for c in to_start:
-        with contextlib.suppress(StartFailed, NotModified, Conflict, NotFound):
+        try:
             svc.start(c.id)
+        except (NotModified, Conflict, NotFound):
+            continue
+        except Exception as err:  # one container's failure stops no other
+            _start_failed(svc, c, err)
     return running
+
+
+def _start_failed(svc: ContainerService, c: Container, err: Exception) -> None:
+    """A restart at daemon start failed (its port taken meanwhile...): logged, recorded in
+    State.Error and, unless the command can never run, tried again with the policy's
+    backoff (dockerd logs it and goes on to the next container)."""
+    from pydeskd.daemon.containers import monitor
+
+    with svc.condition(c.id):
+        if svc.store.find(c.id) is None or c.state.is_running:
+            return
+        if isinstance(err, InvalidArgument):  # CommandNotRunnable: another try fails alike
+            log.error("restarting container %s failed: %s", c.short_id, err)
+            c.state.set_error(str(err))
+            svc.store.save(c)
+            return
+        monitor.retry_failed_start(svc, c, svc.live(c), err)
