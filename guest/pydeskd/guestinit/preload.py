@@ -8,13 +8,15 @@ this process's stdin, ``go`` and pydeskd's arguments separated by NULs, and it b
 on EOF or anything else it exits quietly.
 
 What it must never do: start the daemon before ``go`` (its data root is not mounted yet), or
-import anything here beyond ``os`` and ``sys`` (the init imports this module before the rest).
+import anything here beyond ``os``, ``sys`` and ``time`` (the init imports this module before
+the rest).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 PRELOAD = "/opt/pydesk/bin/pydeskd-preload"
 PYDESKD_LOG = "/var/log/pydeskd.log"
@@ -56,9 +58,16 @@ def spawn() -> tuple[int, int] | None:
     return pid, writer
 
 
+def _note(message: str) -> None:
+    os.write(2, f"pydeskd-preload: {message}\n".encode())
+
+
 def main() -> int:
+    started = time.monotonic()
     import pydeskd.daemon.main as daemon_main  # the slow part, on purpose
 
+    imported = time.monotonic()
+    _note(f"pydeskd imported in {imported - started:.2f}s; waiting for the data disk")
     data = b""
     while not data.endswith(b"\n") and len(data) < 1 << 16:
         chunk = os.read(0, 4096)
@@ -71,6 +80,7 @@ def main() -> int:
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
+    _note(f"go after {time.monotonic() - imported:.2f}s more")
     sys.argv = ["pydeskd", *args]
     return daemon_main.run(args)
 
