@@ -82,6 +82,11 @@ def _container(n: int, policy: str = "always") -> Container:
     return c
 
 
+def _status(c: Container) -> Status:
+    """Read afresh (mypy would keep an earlier assert's narrowing)."""
+    return c.state.status
+
+
 def _wait_for(predicate: Any, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -99,7 +104,7 @@ def test_a_failed_restart_is_recorded_and_tried_again() -> None:
     assert c.state.status is Status.RESTARTING
     assert "port is already allocated" in c.state.error
     _wait_for(lambda: svc.started == [c.id])
-    assert c.state.status is Status.RUNNING and c.state.error == ""
+    assert _status(c) is Status.RUNNING and c.state.error == ""
     assert c.restart_count == 3
 
 
