@@ -8,14 +8,31 @@ restart rebuilds exactly what the stored state says. The chains (all named ``<pr
 the prefix starting with ``PYDESK``):
 
 - filter ``-FWD`` (jumped to from FORWARD): ``-ISO1``/``-ISO2`` drop traffic between two
-  pydesk bridges; per bridge, replies and published ports (``-PORTS``) may come in, anything
-  may go out (no way out off an ``--internal`` bridge), and the rest coming in is dropped.
-- nat ``-DNAT`` (from PREROUTING and OUTPUT, for local destinations): published ports.
+  pydesk bridges; per bridge, replies and published ports (``-PORTS``, only connections the
+  kernel DNATed: a LAN host routing to a container address directly is not let in) may come
+  in, anything may go out (no way out off an ``--internal`` bridge), and the rest coming in
+  is dropped.
+- filter ``-IN`` (from INPUT): the embedded resolver's port is reachable from its own bridge
+  only (it must not be an open forwarder for the LAN).
+- raw ``-RAW`` (from raw PREROUTING, before conntrack and DNAT): packets for 127.0.0.0/8 off
+  a pydesk bridge, and packets for a port published on a loopback address coming in on
+  anything but ``lo``, are dropped. ``route_localnet`` is on for each bridge (for ``curl
+  127.0.0.1:PORT``), which would otherwise let a container -- or, through the DNAT, a LAN
+  host -- reach the host's loopback-only services (the CVE-2020-8558 class).
+- nat ``-DNAT`` (from PREROUTING and OUTPUT, for local destinations): the resolver's
+  ``<gateway>:53`` redirected to its real port for traffic off its bridge, and published
+  ports.
 - nat ``-SNAT`` (from POSTROUTING): masquerade of each non-internal subnet going elsewhere,
   of 127.0.0.0/8 sources going to a bridge (``curl 127.0.0.1:PORT``, with route_localnet), and
   hairpin (a container reaching its own published port).
 
-What it must never do: touch a chain that is not pydesk's (only the four jumps into its own).
+When pydesk turned ``ip_forward`` on itself, ``Ruleset.forward_drop`` asks the backend to
+make the FORWARD policy DROP (as Docker does): the host must not become a router between its
+LAN and a VPN because containers needed forwarding. pydesk's own chain accepts every flow of
+its own explicitly, so that policy never drops a container's traffic.
+
+What it must never do: touch a chain that is not pydesk's (only the jumps into its own, and
+the FORWARD policy when ``forward_drop`` says pydesk enabled forwarding).
 """
 
 from __future__ import annotations
@@ -29,6 +46,8 @@ class BridgeRule:
     bridge: str
     subnet: str
     internal: bool = False
+    gateway: str = ""       # the bridge's own address (the embedded resolver's)
+    dns_port: int = 0       # where the resolver listens on the gateway; 0: no resolver
 
 
 @dataclass(frozen=True)
@@ -46,19 +65,25 @@ class Ruleset:
     prefix: str
     bridges: tuple[BridgeRule, ...] = ()
     ports: tuple[PortRule, ...] = ()
+    forward_drop: bool = False   # pydesk turned ip_forward on: FORWARD policy DROP
 
     def chain(self, suffix: str) -> str:
         return f"{self.prefix}-{suffix}"
 
 
-FILTER_CHAINS = ("FWD", "ISO1", "ISO2", "PORTS")
+FILTER_CHAINS = ("FWD", "ISO1", "ISO2", "PORTS", "IN")
 NAT_CHAINS = ("DNAT", "SNAT")
+RAW_CHAINS = ("RAW",)
+CHAINS = (("filter", FILTER_CHAINS), ("nat", NAT_CHAINS), ("raw", RAW_CHAINS))
+DNS_PROTOS = ("udp", "tcp")
 
 
 def jumps(prefix: str) -> list[tuple[str, str, list[str]]]:
     """(table, builtin chain, rule) of the jumps into pydesk's chains."""
     return [
         ("filter", "FORWARD", ["-j", f"{prefix}-FWD"]),
+        ("filter", "INPUT", ["-j", f"{prefix}-IN"]),
+        ("raw", "PREROUTING", ["-j", f"{prefix}-RAW"]),
         ("nat", "PREROUTING", ["-m", "addrtype", "--dst-type", "LOCAL", "-j", f"{prefix}-DNAT"]),
         ("nat", "OUTPUT", ["-m", "addrtype", "--dst-type", "LOCAL", "-j", f"{prefix}-DNAT"]),
         ("nat", "POSTROUTING", ["-j", f"{prefix}-SNAT"]),
@@ -78,8 +103,39 @@ def _dnat_dest(host_ip: str) -> list[str]:
     return ["-d", f"{host_ip}/32"]
 
 
+def _loopback(host_ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(host_ip).is_loopback
+    except ValueError:
+        return False
+
+
+def resolvers(rs: Ruleset) -> list[BridgeRule]:
+    """Bridges whose gateway runs the embedded resolver on a port of its own."""
+    return [b for b in rs.bridges if b.dns_port and b.gateway]
+
+
+def raw_rules(rs: Ruleset) -> list[str]:
+    raw = rs.chain("RAW")
+    out = [f"-A {raw} -d 127.0.0.0/8 -i {b.bridge} -j DROP" for b in rs.bridges]
+    out += [f"-A {raw} -d {p.host_ip}/32 ! -i lo -p {p.proto} -m {p.proto} "
+            f"--dport {p.host_port} -j DROP" for p in kernel_ports(rs) if _loopback(p.host_ip)]
+    return out
+
+
+def input_rules(rs: Ruleset) -> list[str]:
+    chain = rs.chain("IN")
+    out: list[str] = []
+    for b in resolvers(rs):
+        for proto in DNS_PROTOS:
+            match = f"-d {b.gateway}/32 -p {proto} -m {proto} --dport {b.dns_port}"
+            out += [f"-A {chain} {match} -i {b.bridge} -j ACCEPT",
+                    f"-A {chain} {match} -j DROP"]
+    return out
+
+
 def filter_rules(rs: Ruleset) -> list[str]:
-    fwd, iso1, iso2, ports = (rs.chain(s) for s in FILTER_CHAINS)
+    fwd, iso1, iso2, ports, _ = (rs.chain(s) for s in FILTER_CHAINS)
     out = [f"-A {fwd} -j {iso1}"]
     for b in rs.bridges:
         out.append(f"-A {iso1} -i {b.bridge} ! -o {b.bridge} -j {iso2}")
@@ -97,8 +153,9 @@ def filter_rules(rs: Ruleset) -> list[str]:
                     f"-A {fwd} -o {b.bridge} -j DROP"]
     for p in kernel_ports(rs):
         out.append(f"-A {ports} -d {p.container_ip}/32 ! -i {p.bridge} -o {p.bridge} "
-                   f"-p {p.proto} -m {p.proto} --dport {p.container_port} -j ACCEPT")
-    return out
+                   f"-p {p.proto} -m {p.proto} --dport {p.container_port} "
+                   f"-m conntrack --ctstate DNAT -j ACCEPT")
+    return out + input_rules(rs)
 
 
 def kernel_ports(rs: Ruleset) -> list[PortRule]:
@@ -112,6 +169,10 @@ def kernel_ports(rs: Ruleset) -> list[PortRule]:
 def nat_rules(rs: Ruleset) -> list[str]:
     dnat, snat = (rs.chain(s) for s in NAT_CHAINS)
     out: list[str] = []
+    for b in resolvers(rs):
+        for proto in DNS_PROTOS:
+            out.append(f"-A {dnat} -d {b.gateway}/32 -i {b.bridge} -p {proto} -m {proto} "
+                       f"--dport 53 -j DNAT --to-destination {b.gateway}:{b.dns_port}")
     for b in rs.bridges:
         if not b.internal:
             out.append(f"-A {snat} -s {b.subnet} ! -o {b.bridge} -j MASQUERADE")
@@ -134,6 +195,9 @@ def render_iptables(rs: Ruleset) -> str:
     lines += ["COMMIT", "*nat"]
     lines += [f":{rs.chain(s)} - [0:0]" for s in NAT_CHAINS]
     lines += nat_rules(rs)
+    lines += ["COMMIT", "*raw"]
+    lines += [f":{rs.chain(s)} - [0:0]" for s in RAW_CHAINS]
+    lines += raw_rules(rs)
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 

@@ -1,7 +1,10 @@
 """The firewall seam for hosts with nftables but no iptables command: one table of pydesk's own.
 
 What it is for: the same rule set as :mod:`.firewall` (masquerade, isolation, ``--internal``,
-published ports with DNAT, hairpin and 127.0.0.1), rendered as one nft script that deletes and
+published ports with DNAT, hairpin and 127.0.0.1, the resolver's redirect and input filter,
+the raw loopback drops, and a forward policy of drop when pydesk turned forwarding on -- in
+nft a drop in any table is final, so that policy lives in pydesk's own forward chain),
+rendered as one nft script that deletes and
 recreates the table ``ip pydesk[-<tag>]`` in a single transaction (``nft -f``), so applying it
 is atomic and replaces every pydesk rule. ``teardown`` deletes the table.
 
@@ -10,7 +13,9 @@ What it must never do: touch a table that is not pydesk's.
 
 from __future__ import annotations
 
-from pydeskd.network.firewall import Ruleset, kernel_ports
+import ipaddress
+
+from pydeskd.network.firewall import DNS_PROTOS, Ruleset, kernel_ports, resolvers
 from pydeskd.network.iptables import run
 
 
@@ -20,6 +25,12 @@ def table_name(prefix: str) -> str:
 
 def _dnat_match(host_ip: str) -> str:
     return "" if host_ip in ("", "0.0.0.0") else f"ip daddr {host_ip} "
+
+
+def _loopback_published(rs: Ruleset) -> list[str]:
+    return [f"iifname != \"lo\" ip daddr {p.host_ip} {p.proto} dport {p.host_port} drop"
+            for p in kernel_ports(rs)
+            if p.host_ip not in ("", "0.0.0.0") and ipaddress.ip_address(p.host_ip).is_loopback]
 
 
 def render_nft(rs: Ruleset) -> str:
@@ -38,9 +49,20 @@ def render_nft(rs: Ruleset) -> str:
         else:
             fwd.append(f"oifname {br} ct state established,related accept")
             fwd += [f"ip daddr {p.container_ip} iifname != {br} oifname {br} {p.proto} dport "
-                    f"{p.container_port} accept" for p in kernel_ports(rs)
+                    f"{p.container_port} ct status dnat accept" for p in kernel_ports(rs)
                     if p.bridge == b.bridge]
             fwd += [f"iifname {br} accept", f"oifname {br} drop"]
+    raw = [f"iifname {_q(b.bridge)} ip daddr 127.0.0.0/8 drop" for b in rs.bridges]
+    raw += _loopback_published(rs)
+    dns: list[str] = []
+    accept_in: list[str] = []
+    for b in resolvers(rs):
+        for proto in DNS_PROTOS:
+            dns.append(f"iifname {_q(b.bridge)} ip daddr {b.gateway} {proto} dport 53 "
+                       f"dnat to {b.gateway}:{b.dns_port}")
+            match = f"ip daddr {b.gateway} {proto} dport {b.dns_port}"
+            accept_in += [f"iifname {_q(b.bridge)} {match} accept", f"{match} drop"]
+    policy = "drop" if rs.forward_drop else "accept"
     dnat = [f"{_dnat_match(p.host_ip)}{p.proto} dport {p.host_port} dnat to "
             f"{p.container_ip}:{p.container_port}" for p in kernel_ports(rs)]
     snat: list[str] = []
@@ -51,10 +73,16 @@ def render_nft(rs: Ruleset) -> str:
     snat += [f"ip saddr {p.container_ip} ip daddr {p.container_ip} {p.proto} dport "
              f"{p.container_port} masquerade" for p in kernel_ports(rs)]
     lines = [f"table ip {table} {{}}", f"delete table ip {table}", f"table ip {table} {{",
-             "  chain forward {", "    type filter hook forward priority filter; policy accept;",
+             "  chain forward {",
+             f"    type filter hook forward priority filter; policy {policy};",
              *(f"    {r}" for r in fwd), "  }",
+             "  chain input {", "    type filter hook input priority filter; policy accept;",
+             *(f"    {r}" for r in accept_in), "  }",
+             "  chain raw {", "    type filter hook prerouting priority raw; policy accept;",
+             *(f"    {r}" for r in raw), "  }",
              "  chain published {", *(f"    {r}" for r in dnat), "  }",
              "  chain prerouting {", "    type nat hook prerouting priority dstnat;",
+             *(f"    {r}" for r in dns),
              "    fib daddr type local jump published", "  }",
              "  chain output {", "    type nat hook output priority -100;",
              "    fib daddr type local jump published", "  }",
@@ -73,6 +101,11 @@ class NftFirewall:
 
     def apply(self, ruleset: Ruleset) -> None:
         run([self.nft, "-f", "-"], input=render_nft(ruleset))
+
+    def intact(self, ruleset: Ruleset) -> bool:
+        """Whether pydesk's table is still there (``nft flush ruleset`` removes it)."""
+        return run([self.nft, "list", "table", "ip", table_name(ruleset.prefix)],
+                   check=False).returncode == 0
 
     def teardown(self, prefix: str) -> None:
         if not prefix.startswith("PYDESK"):

@@ -18,9 +18,9 @@ def lines() -> list[str]:
 
 def test_every_chain_is_declared_so_the_restore_replaces_it() -> None:
     text = lines()
-    for chain in ("FWD", "ISO1", "ISO2", "PORTS", "DNAT", "SNAT"):
+    for chain in ("FWD", "ISO1", "ISO2", "PORTS", "IN", "DNAT", "SNAT", "RAW"):
         assert f":PYDESK-{chain} - [0:0]" in text
-    assert text.count("COMMIT") == 2
+    assert text.count("COMMIT") == 3
     assert all(not line.startswith("-A") or line.split()[1].startswith("PYDESK-")
                for line in text)
 
@@ -55,7 +55,7 @@ def test_published_ports_dnat_filter_and_hairpin() -> None:
     assert ("-A PYDESK-DNAT -d 127.0.0.1/32 -p udp -m udp --dport 5353 -j DNAT "
             "--to-destination 172.17.0.2:53") in text
     assert ("-A PYDESK-PORTS -d 172.17.0.2/32 ! -i pydesk0 -o pydesk0 -p tcp -m tcp "
-            "--dport 80 -j ACCEPT") in text
+            "--dport 80 -m conntrack --ctstate DNAT -j ACCEPT") in text
     assert ("-A PYDESK-SNAT -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 "
             "-j MASQUERADE") in text
     assert "-A PYDESK-SNAT -s 127.0.0.0/8 -o pydesk0 -j MASQUERADE" in text
@@ -66,6 +66,7 @@ def test_an_empty_state_empties_the_chains() -> None:
     text = render_iptables(Ruleset("PYDESK-abc")).splitlines()
     assert [line for line in text if line.startswith("-A")] == \
         ["-A PYDESK-abc-FWD -j PYDESK-abc-ISO1"]
+    assert "*raw" in text and ":PYDESK-abc-RAW - [0:0]" in text
 
 
 def test_jumps_are_for_local_destinations_only_in_nat() -> None:
@@ -73,6 +74,8 @@ def test_jumps_are_for_local_destinations_only_in_nat() -> None:
     assert got[("nat", "PREROUTING")][:4] == ["-m", "addrtype", "--dst-type", "LOCAL"]
     assert got[("nat", "OUTPUT")][:4] == ["-m", "addrtype", "--dst-type", "LOCAL"]
     assert got[("filter", "FORWARD")] == ["-j", "PYDESK-FWD"]
+    assert got[("filter", "INPUT")] == ["-j", "PYDESK-IN"]
+    assert got[("raw", "PREROUTING")] == ["-j", "PYDESK-RAW"]
 
 
 def test_nft_rendering_is_one_transaction_over_pydesks_table() -> None:
