@@ -9,8 +9,16 @@ proxies), so the service above is unit-tested with fakes. A daemon on a data roo
 the default one derives its bridge name and chain prefix from that root: several daemons (the
 test suites') share one host without touching each other's bridges or rules.
 
-A host-wide lock (``/run/pydesk-network.lock``, flock) is held around choosing a subnet and
-bringing its bridge up, so two daemons starting at once cannot pick the same free pool.
+A host-wide lock (``/run/pydesk-network/lock``, flock) is held around choosing a subnet and
+bringing its bridge up, so two daemons starting at once cannot pick the same free pool. The
+directory is 0700 and the file 0600 (a local user must not be able to take the lock and hang
+every daemon), and it is taken without blocking, polled up to a deadline, then a clear error.
+The same directory holds the marker ``ip_forward`` that says pydesk itself turned forwarding
+on (so a restarted daemon still asks for the FORWARD policy DROP that goes with it).
+
+Firewall: a rule set identical to the last one applied is not loaded again (a container
+without published ports costs no ``iptables-restore``), but the backend is asked whether it
+is still intact (one ``iptables-save``): another tool's reload is repaired at the next apply.
 
 What it must never do: decide addresses or policy (the service and IPAM do).
 """
@@ -20,13 +28,22 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network
 from pathlib import Path
 
+from pydeskd.containerd.errors import FailedPrecondition
 from pydeskd.network.firewall import Ruleset
-from pydeskd.network.iptables import Firewall, IptablesFirewall, NoFirewall, probe
+from pydeskd.network.iptables import (
+    CheckedFirewall,
+    Firewall,
+    IptablesFirewall,
+    NoFirewall,
+    probe,
+)
 from pydeskd.network.model import Network
 from pydeskd.network.netlink import Links, PyrouteLinks
 from pydeskd.network.netns import BindMountedNamespaces, Namespaces
@@ -35,7 +52,9 @@ from pydeskd.network.proxies import PortProxies, Proxies
 from pydeskd.network.sysctl import ProcSysctls, Sysctls, route_localnet_key
 
 DEFAULT_DATA_ROOT = Path("/var/lib/pydesk")
-HOST_LOCK = Path("/run/pydesk-network.lock")
+HOST_LOCK = Path("/run/pydesk-network/lock")
+HOST_LOCK_TIMEOUT = 30.0     # seconds: a daemon holds it for a subnet choice, not longer
+FORWARDING_MARKER = "ip_forward"
 
 
 def _digest(text: str, n: int) -> str:
@@ -78,6 +97,7 @@ class Seams:
     firewall: Firewall | None = None
     proxies: Proxies = field(default_factory=PortProxies)
     host_lock: Path | None = HOST_LOCK
+    host_lock_timeout: float = HOST_LOCK_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.firewall is None:
@@ -91,21 +111,47 @@ class Plumbing:
         self.names = names
         self.seams = seams
         self._applied: Ruleset | None = None
+        marker = self._forwarding_marker()
+        self.forwarding_mine = marker is not None and marker.exists()
+
+    def _forwarding_marker(self) -> Path | None:
+        lock = self.seams.host_lock
+        return None if lock is None else lock.parent / FORWARDING_MARKER
+
+    def _private_dir(self, path: Path) -> None:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
 
     @contextlib.contextmanager
     def host_lock(self) -> Iterator[None]:
-        """Serialises subnet choice + bridge creation with other pydesk daemons."""
+        """Serialises subnet choice + bridge creation with other pydesk daemons. Raises
+        FailedPrecondition when another holder keeps it past the deadline."""
         path = self.seams.host_lock
         if path is None:
             yield
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        self._private_dir(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            deadline = time.monotonic() + self.seams.host_lock_timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise FailedPrecondition(
+                            f"the host network lock {path} is held by another process for "
+                            f"more than {self.seams.host_lock_timeout:g}s (fuser -v {path} "
+                            f"shows who)") from None
+                    time.sleep(0.05)
             try:
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def host_routes(self) -> list[IPv4Network]:
         return self.seams.links.host_routes()
@@ -121,6 +167,18 @@ class Plumbing:
         self.seams.links.ensure_bridge(net.bridge, pool.gateway, prefixlen)
         with contextlib.suppress(OSError):
             self.seams.sysctls.write(route_localnet_key(net.bridge), "1")
+        self._forwarding_on()
+
+    def _forwarding_on(self) -> None:
+        """Turns ip_forward on; when it was off, pydesk owns that decision and the next
+        firewall apply sets the FORWARD policy DROP (see firewall.py)."""
+        if self.seams.sysctls.read("net.ipv4.ip_forward") == "1":
+            return
+        marker = self._forwarding_marker()
+        if marker is not None:
+            self._private_dir(marker.parent)
+            marker.touch(mode=0o600)
+        self.forwarding_mine = True
         self.seams.sysctls.write("net.ipv4.ip_forward", "1")
 
     def network_down(self, net: Network) -> None:
@@ -143,13 +201,18 @@ class Plumbing:
         self.seams.namespaces.delete(path)
 
     def firewall(self, ruleset: Ruleset) -> None:
-        """Loads ``ruleset`` unless it is what this daemon loaded last (a container without
-        published ports changes no rule: its start costs no iptables run)."""
-        assert self.seams.firewall is not None
-        if ruleset == self._applied:
+        """Loads ``ruleset`` unless it is what this daemon loaded last and the backend says
+        it is still intact (a container without published ports changes no rule: its start
+        costs one check, no restore)."""
+        fw = self.seams.firewall
+        assert fw is not None
+        if self.forwarding_mine:
+            ruleset = replace(ruleset, forward_drop=True)
+        if ruleset == self._applied and (not isinstance(fw, CheckedFirewall) or
+                                         fw.intact(ruleset)):
             return
         self._applied = None
-        self.seams.firewall.apply(ruleset)
+        fw.apply(ruleset)
         self._applied = ruleset
 
     def firewall_teardown(self) -> None:
