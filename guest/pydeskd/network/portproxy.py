@@ -274,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     options = _parse(sys.argv[1:] if argv is None else argv)
     ready_fd = int(options["ready-fd"]) if options.get("ready-fd") else -1
     proto = options["proto"]
+    from pydeskd.network import portrelay
+
+    fd_limit = portrelay.raise_fd_limit()  # as Go does for docker-proxy: busy ports need fds
     try:
         listener = _bind(proto, options["host-ip"], int(options["host-port"]))
     except OSError as e:
@@ -293,10 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             _report(ready_fd, f"ok {pid}")
             os._exit(0)
         os.close(ready_fd)
-    from pydeskd.network import portrelay
-
     target = (options["container-ip"], int(options["container-port"]))
-    fd_limit = portrelay.raise_fd_limit()  # as Go does for docker-proxy: busy ports need fds
     if proto == "tcp":
         portrelay.serve_tcp(listener, target, portrelay.max_connections(fd_limit))
     else:
