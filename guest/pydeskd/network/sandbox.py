@@ -42,7 +42,7 @@ def attach(svc: NetworkService, att: Attachment, hostname: str,
     if att.mode == "host":
         return SandboxInfo("", host_mode=True)
     if att.mode.startswith("container:"):
-        return SandboxInfo(_joined_netns(svc, att.mode.removeprefix("container:")))
+        return _joined(svc, att.mode.removeprefix("container:"))
     links = _links(svc, att, host_config.get("Links") or [])  # checked before anything is made
     netns = svc.plumbing.sandbox_create(att.cid)
     active = Active(str(netns))
@@ -50,7 +50,7 @@ def attach(svc: NetworkService, att: Attachment, hostname: str,
     try:
         for cfg in att.configs:
             active = _join(svc, att, active, svc.network(cfg.network_id))
-        if active.endpoints and att.mode != "none":
+        if _publishes(svc, active) and att.mode != "none":
             active = _publish(svc, att, active, ports.requested(host_config, config))
         svc.apply_firewall()
     except BaseException:
@@ -98,7 +98,17 @@ def sandbox_info(svc: NetworkService, att: Attachment, hostname: str) -> Sandbox
                        gateway=first.gateway)
 
 
-def _joined_netns(svc: NetworkService, ref: str) -> str:
+def _joined(svc: NetworkService, ref: str) -> SandboxInfo:
+    """``--network container:X``: X's namespace, and X's resolver and /etc/hosts lines, so
+    names on X's user networks resolve here too (Docker shares X's resolv.conf and hosts)."""
+    other = svc.store.attachments[_joined_cid(svc, ref)]
+    assert other.active is not None
+    if not other.active.endpoints:
+        return SandboxInfo(other.active.netns)
+    return sandbox_info(svc, other, other.cid[:12])
+
+
+def _joined_cid(svc: NetworkService, ref: str) -> str:
     lookup = svc.containers
     if lookup is None:
         raise FailedPrecondition("container network modes need the container service")
@@ -109,7 +119,7 @@ def _joined_netns(svc: NetworkService, ref: str) -> str:
     if other.mode == "host" or not other.active.netns:
         raise FailedPrecondition(f"cannot join the network of container {ref}: it uses the "
                                  f"host's network")
-    return other.active.netns
+    return cid
 
 
 def _join(svc: NetworkService, att: Attachment, active: Active, net: Network) -> Active:
@@ -135,6 +145,13 @@ def _join(svc: NetworkService, att: Attachment, active: Active, net: Network) ->
         prefixlen=ep.prefixlen, mac=ep.mac, gateway=ep.gateway,
         default_route=len(active.endpoints) == 1)
     return active
+
+
+def _publishes(svc: NetworkService, active: Active) -> bool:
+    """Whether ports are published: there is an endpoint on a network with a way out. On
+    ``--internal`` networks only, Docker publishes nothing (no gateway endpoint)."""
+    nets = [svc.store.networks.get(e.network_id) for e in active.endpoints]
+    return any(n is not None and not n.internal for n in nets)
 
 
 def _publish(svc: NetworkService, att: Attachment, active: Active,
@@ -217,7 +234,25 @@ def leave(svc: NetworkService, att: Attachment, net: Network) -> Attachment:
         # as dockerd moves the gateway.
         with contextlib.suppress(Exception):
             svc.plumbing.seams.links.set_default_route(active.netns, kept[0].gateway)
-    return att.with_active(Active(active.netns, kept, () if first else active.ports))
+    left = Active(active.netns, kept, active.ports)
+    return att.with_active(_republish(svc, att, left) if first else left)
+
+
+def _republish(svc: NetworkService, att: Attachment, active: Active) -> Active:
+    """The ports of a container whose first endpoint went: published again, same host ports,
+    to the endpoint now first (as dockerd moves them with the gateway endpoint); none when
+    no endpoint with a way out is left. A port that cannot be bound again is dropped."""
+    if not active.ports or not active.endpoints or not _publishes(svc, active):
+        return replace(active, ports=())
+    ep = active.endpoints[0]
+    kept: list[PortMapping] = []
+    for mapping in active.ports:
+        try:
+            svc.plumbing.seams.proxies.start(mapping, ep.address, _pid_file(svc, att, mapping))
+            kept.append(mapping)
+        except Exception:
+            log.exception("publishing %s of %s again failed", mapping.key, att.cid[:12])
+    return replace(active, ports=tuple(kept))
 
 
 def join_running(svc: NetworkService, att: Attachment, net: Network) -> Attachment:
@@ -250,11 +285,13 @@ def restore(svc: NetworkService, running: Collection[str]) -> None:
         if att.cid not in running:
             teardown(svc, att)
             continue
-        for mapping in att.active.ports:
-            path = _pid_file(svc, att, mapping)
+        current = _drop_phantom_endpoints(svc, att)
+        assert current.active is not None
+        for mapping in current.active.ports:
+            path = _pid_file(svc, current, mapping)
             if svc.plumbing.seams.proxies.alive(path):
                 continue
-            ep = att.active.endpoints[0] if att.active.endpoints else None
+            ep = current.active.endpoints[0] if current.active.endpoints else None
             if ep is None:
                 continue
             try:
@@ -263,6 +300,36 @@ def restore(svc: NetworkService, running: Collection[str]) -> None:
                 log.exception("restarting the port proxy of %s for %s failed",
                               att.cid[:12], mapping.key)
     _drop_orphans(svc)
+
+
+def _drop_phantom_endpoints(svc: NetworkService, att: Attachment) -> Attachment:
+    """A running container's endpoints whose host veth is gone (the daemon died between
+    recording a ``network connect``'s endpoint and making its veth, or the link was deleted
+    behind our back) are dropped with their connection, so their addresses are free again.
+    Ports on a dropped first endpoint move to the next one."""
+    active = att.active
+    assert active is not None
+    links = svc.plumbing.seams.links
+    gone = {e.network_id for e in active.endpoints if not links.link_exists(e.host_veth)}
+    if not gone:
+        return att
+    log.warning("container %s: dropping endpoints without a veth on %s", att.cid[:12],
+                ", ".join(sorted(n[:12] for n in gone)))
+    first_gone = active.endpoints[0].network_id in gone
+    kept = Active(active.netns, tuple(e for e in active.endpoints if e.network_id not in gone),
+                  active.ports)
+    if first_gone:
+        for mapping in active.ports:
+            with contextlib.suppress(Exception):
+                svc.plumbing.seams.proxies.stop(_pid_file(svc, att, mapping))
+        if kept.endpoints:
+            with contextlib.suppress(Exception):
+                links.set_default_route(kept.netns, kept.endpoints[0].gateway)
+        kept = _republish(svc, att, kept)
+    att = Attachment(att.cid, att.name, att.mode,
+                     tuple(c for c in att.configs if c.network_id not in gone), kept)
+    svc.store.put_attachment(att)
+    return att
 
 
 def _drop_orphans(svc: NetworkService) -> None:

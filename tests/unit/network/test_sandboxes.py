@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pydeskd.containerd.errors import FailedPrecondition, InvalidArgument, NotFound
-from pydeskd.network.requests import CreateRequest
+from pydeskd.network.requests import CreateRequest, EndpointRequest
 from tests.unit.network.world import World, cid
 
 
@@ -194,3 +194,75 @@ def test_starts_without_published_ports_apply_no_firewall_change(w: World) -> No
     assert [p.host_port for p in w.firewall.applied[-1].ports] == [18080]
     w.stop(cid(3))
     assert len(w.firewall.applied) == applied + 2 and w.firewall.applied[-1].ports == ()
+
+
+def test_container_mode_shares_the_joined_containers_resolver_and_hosts(w: World) -> None:
+    # Review finding 14: names on X's user network resolve in --network container:X.
+    net = w.svc.create(CreateRequest("app"))
+    main = w.run(cid(1), "main", {"NetworkMode": "app"})
+    side = w.run(cid(2), "side", {"NetworkMode": f"container:{cid(1)}"})
+    assert net.pool is not None
+    assert side.netns == main.netns
+    assert side.nameservers == (net.pool.gateway,)
+    assert side.hosts[0][0] == main.hosts[0][0] and "main" in side.hosts[0][1]
+
+
+def test_ports_on_internal_networks_only_are_not_published(w: World) -> None:
+    # Review finding 18: Docker publishes nothing without an endpoint that has a way out.
+    w.svc.create(CreateRequest("sealed", internal=True))
+    host = {"NetworkMode": "sealed", "PortBindings": {"80/tcp": [{"HostPort": "18080"}]}}
+    w.run(cid(1), "one", host)
+    att = w.svc.store.attachments[cid(1)]
+    assert att.active is not None and att.active.ports == ()
+    assert w.proxies.running == {}
+    settings = w.svc.settings(cid(1), {})
+    assert not settings["Ports"]
+
+
+def test_leaving_the_first_network_publishes_the_ports_on_the_next(w: World) -> None:
+    # Review finding 19: the ports follow the endpoint that is now first.
+    w.svc.create(CreateRequest("app"))
+    w.run(cid(1), "one", {"PortBindings": {"80/tcp": [{"HostPort": "18080"}]}})
+    w.svc.connect("app", "one", EndpointRequest())
+    w.svc.disconnect("bridge", "one")
+    att = w.svc.store.attachments[cid(1)]
+    assert att.active is not None
+    assert [m.host_port for m in att.active.ports] == [18080]
+    assert [m.host_port for m in w.proxies.running.values()] == [18080]
+    rule = w.firewall.applied[-1].ports[0]
+    assert (rule.host_port, rule.container_ip) == (18080, att.active.endpoints[0].address)
+    w.svc.disconnect("app", "one")  # nothing left to publish on
+    assert w.proxies.running == {}
+
+
+def test_restore_drops_endpoints_whose_veth_never_came(w: World) -> None:
+    # Review finding 23: kill -9 between recording a connect's endpoint and its veth.
+    w.svc.create(CreateRequest("app"))
+    w.run(cid(1), "one")
+    w.svc.connect("app", "one", EndpointRequest(ipv4=""))
+    att = w.svc.store.attachments[cid(1)]
+    assert att.active is not None
+    phantom = att.active.endpoints[1]
+    del w.links.veths[phantom.host_veth]
+    w.svc = w.open()
+    w.svc.restore(running={cid(1)})
+    att = w.svc.store.attachments[cid(1)]
+    assert att.active is not None and len(att.active.endpoints) == 1
+    assert [c.network_id for c in att.configs] == [w.svc.network("bridge").id]
+    assert phantom.address not in w.svc.store.addresses_in_use(phantom.network_id)
+
+
+def test_restore_moves_ports_off_a_first_endpoint_whose_veth_is_gone(w: World) -> None:
+    w.svc.create(CreateRequest("app"))
+    w.run(cid(1), "one", {"PortBindings": {"80/tcp": [{"HostPort": "18080"}]}})
+    w.svc.connect("app", "one", EndpointRequest())
+    att = w.svc.store.attachments[cid(1)]
+    assert att.active is not None
+    del w.links.veths[att.active.endpoints[0].host_veth]
+    w.svc = w.open()
+    w.svc.restore(running={cid(1)})
+    att = w.svc.store.attachments[cid(1)]
+    assert att.active is not None and [e.network_id for e in att.active.endpoints] == [
+        w.svc.network("app").id]
+    assert [m.host_port for m in att.active.ports] == [18080]
+    assert w.firewall.applied[-1].ports[0].container_ip == att.active.endpoints[0].address
