@@ -8,6 +8,12 @@ TTL 600 like Docker; a known name asked for a type it has no address of gets NOE
 answers; an empty list is NXDOMAIN), None means "not ours": the query goes to the upstreams
 (the host's resolvers) and their answer goes back to the client with the client's query id.
 
+An optional ``client(client_ip)`` says who may ask and how: None refuses the client (REFUSED:
+the resolver is no open forwarder for whatever can route to a gateway), a
+:class:`ClientPolicy` says whether names that are not ours are forwarded at all (not for a
+container on internal networks only: DNS would be its way out) and to which upstreams (a
+container's ``--dns`` servers; none: the resolver's own).
+
 Threads, not asyncio (pydeskd's other I/O is threads too): one thread per listening address
 multiplexes its UDP socket, its TCP listener and a wake-up pipe; each TCP client gets a thread
 (at most MAX_TCP_CLIENTS), forwarded queries run on a small pool (at most MAX_INFLIGHT at a
@@ -21,6 +27,7 @@ of its own listening addresses. ``lookup`` is called from several threads at onc
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -31,6 +38,7 @@ import struct
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from pydeskd.network.dns_forward import (
     DNS_PORT,
@@ -56,12 +64,25 @@ log = logging.getLogger(__name__)
 
 Lookup = Callable[[str, str], Sequence[str] | None]
 
+
+@dataclass(frozen=True)
+class ClientPolicy:
+    """How one client is served: ``forward`` False answers NXDOMAIN for names that are not
+    ours; ``upstreams`` replace the resolver's own when not empty."""
+
+    forward: bool = True
+    upstreams: tuple[Upstream, ...] = ()
+
+
+ClientCheck = Callable[[str], ClientPolicy | None]
+
 FORWARD_TIMEOUT = 2.0        # per upstream, then the next one, then SERVFAIL
 TCP_IDLE_TIMEOUT = 10.0      # a TCP client that sends nothing this long is dropped
 MAX_TCP_CLIENTS = 128
 MAX_INFLIGHT = 256
 FORWARD_WORKERS = 16
 MAX_TCP_MESSAGE = 65535
+PAIR_TRIES = 20              # port 0: UDP's free port taken for TCP, another pair
 IP_FREEBIND = 15             # linux/in.h: bind an address the host does not have (yet)
 
 
@@ -74,13 +95,16 @@ class Resolver:
     """An embedded DNS server: see the module docstring. Thread-safe."""
 
     def __init__(self, lookup: Lookup, upstreams: Sequence[str], *,
-                 search_domains: Sequence[str] = (), timeout: float = FORWARD_TIMEOUT) -> None:
+                 search_domains: Sequence[str] = (), timeout: float = FORWARD_TIMEOUT,
+                 client: ClientCheck | None = None) -> None:
         self._lookup = lookup
+        self._client = client
         self._timeout = timeout
         self._lock = threading.Lock()
         self._endpoints: dict[str, _Endpoint] = {}
         self._upstreams: tuple[Upstream, ...] = ()
-        self._search = tuple(d.strip(".").lower() for d in search_domains if d.strip("."))
+        self._search: tuple[str, ...] = ()
+        self.set_search_domains(search_domains)
         self._pool = ThreadPoolExecutor(FORWARD_WORKERS, thread_name_prefix="dns-forward")
         self._inflight = threading.BoundedSemaphore(MAX_INFLIGHT)
         self._closed = False
@@ -99,15 +123,20 @@ class Resolver:
                 log.warning("dns: ignoring upstream %r (not an address)", text)
         self._upstreams = tuple(parsed)
 
-    def listen(self, address: str, port: int = DNS_PORT) -> None:
-        """Serves UDP and TCP ``port`` on ``address``; a no-op if it already does.
-        Raises OSError if a socket cannot be bound (e.g. the port is taken there)."""
+    def set_search_domains(self, domains: Sequence[str]) -> None:
+        """The host's search domains (stripped from a name that is not ours, see _resolve)."""
+        self._search = tuple(d.strip(".").lower() for d in domains if d.strip("."))
+
+    def listen(self, address: str, port: int = DNS_PORT) -> int:
+        """Serves UDP and TCP ``port`` on ``address`` (port 0: one free port for both) and
+        returns the port; a no-op if it already serves ``address``. Raises OSError if a
+        socket cannot be bound (e.g. the port is taken there)."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("resolver is closed")
-            if address in self._endpoints:
-                return
-            self._endpoints[address] = _Endpoint(self, address, port)
+            if address not in self._endpoints:
+                self._endpoints[address] = _Endpoint(self, address, port)
+            return int(self._endpoints[address].udp.getsockname()[1])
 
     def ports(self, address: str) -> tuple[int, int]:
         """The (UDP, TCP) ports served on ``address`` (tests listen on port 0). KeyError if
@@ -142,19 +171,28 @@ class Resolver:
             return error_from_header(data, RCode.FORMERR), None
         if query.header.opcode != 0:
             return build_response(query, RCode.NOTIMP, authoritative=False), None
-        if query.question.qclass != CLASS_IN:
-            return None, query
         try:
-            addresses = self._resolve(client_ip, query.question.name.lower())
+            policy = self._policy(client_ip)
+            if policy is None:
+                return build_response(query, RCode.REFUSED, authoritative=False), None
+            if query.question.qclass != CLASS_IN:
+                addresses = None
+            else:
+                addresses = self._resolve(client_ip, query.question.name.lower())
         except Exception:
             log.exception("dns: lookup of %r failed", query.question.name)
             return build_response(query, RCode.SERVFAIL, authoritative=False), None
         if addresses is None:
+            if not policy.forward:
+                return build_response(query, RCode.NXDOMAIN, authoritative=False), None
             return None, query
         if not addresses:
             return build_response(query, RCode.NXDOMAIN), None
         answers = _matching(addresses, query.question.qtype)
         return build_response(query, RCode.NOERROR, answers), None
+
+    def _policy(self, client_ip: str) -> ClientPolicy | None:
+        return self._client(client_ip) if self._client is not None else _ANYONE
 
     def _resolve(self, client_ip: str, name: str) -> Sequence[str] | None:
         addresses = self._lookup(client_ip, name)
@@ -168,12 +206,16 @@ class Resolver:
                         break
         return addresses
 
-    def forward(self, data: bytes, query: Query, *, tcp: bool) -> bytes:
+    def forward(self, data: bytes, query: Query, *, tcp: bool, client_ip: str = "") -> bytes:
         """The upstreams' answer to ``data`` with the client's id, or SERVFAIL. A truncated
         UDP answer is retried over TCP for a TCP client; a UDP client gets it truncated, as
-        the upstream sent it, and retries over TCP itself."""
+        the upstream sent it, and retries over TCP itself. The client's own upstreams (its
+        policy's) replace the resolver's."""
         own = self._own_endpoints()
-        for upstream in self._upstreams:
+        policy = self._policy(client_ip) if client_ip else None
+        upstreams = policy.upstreams if policy is not None and policy.upstreams else \
+            self._upstreams
+        for upstream in upstreams:
             if (upstream.host, upstream.port) in own:
                 continue
             request_id = secrets.randbits(16)
@@ -216,6 +258,7 @@ class Resolver:
         return True
 
 
+_ANYONE = ClientPolicy()
 _VERSIONS: dict[int, tuple[int, ...]] = {QType.A: (4,), QType.AAAA: (6,), QType.ANY: (4, 6)}
 
 
@@ -230,30 +273,44 @@ def _matching(addresses: Sequence[str], qtype: int) -> list[str]:
     return out
 
 
+def _bind_pair(address: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """UDP and TCP bound to one port of ``address`` (port 0: the one UDP got)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    udp = socket.socket(family, socket.SOCK_DGRAM)
+    tcp = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        for sock in (udp, tcp):
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            # The gateway's address may come and go with its bridge (a restart re-creates
+            # it): bind it regardless, and serve it whenever it is there.
+            sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        udp.bind((address, port))
+        tcp.bind((address, udp.getsockname()[1]))
+        tcp.listen(64)
+    except OSError:
+        udp.close()
+        tcp.close()
+        raise
+    return udp, tcp
+
+
 class _Endpoint:
     """UDP and TCP on one address, served by one thread (plus one per TCP client)."""
 
     def __init__(self, resolver: Resolver, address: str, port: int) -> None:
         self.resolver = resolver
         self.address = address
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        self.udp = socket.socket(family, socket.SOCK_DGRAM)
-        self.tcp = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            for sock in (self.udp, self.tcp):
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                # The gateway's address may come and go with its bridge (a restart re-creates
-                # it): bind it regardless, and serve it whenever it is there.
-                sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.udp.bind((address, port))
-            self.tcp.bind((address, port))  # port 0 (tests): each its own, see ports()
-            self.tcp.listen(64)
-        except OSError:
-            self.udp.close()
-            self.tcp.close()
-            raise
+        # Port 0: the TCP side takes the port the kernel gave UDP (a DNAT sends both
+        # protocols of <gateway>:53 to one port); taken for TCP, another pair is tried.
+        for attempt in range(PAIR_TRIES if port == 0 else 1):
+            try:
+                self.udp, self.tcp = _bind_pair(address, port)
+                break
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or attempt == PAIR_TRIES - 1 or port != 0:
+                    raise
         self.udp.setblocking(False)
         self.tcp.setblocking(False)
         self._wake_r, self._wake_w = os.pipe()
@@ -311,7 +368,8 @@ class _Endpoint:
             self._send_udp(reply, peer)
         elif query is not None:
             def job() -> None:
-                self._send_udp(self.resolver.forward(data, query, tcp=False), peer)
+                self._send_udp(self.resolver.forward(data, query, tcp=False,
+                                                     client_ip=_client_ip(peer[0])), peer)
 
             self.resolver.submit_forward(job)
 
@@ -345,7 +403,7 @@ class _Endpoint:
                     return
                 reply, query = self.resolver.answer_locally(data, client_ip)
                 if query is not None:
-                    reply = self.resolver.forward(data, query, tcp=True)
+                    reply = self.resolver.forward(data, query, tcp=True, client_ip=client_ip)
                 if reply is None:
                     return  # not even a header: not a DNS client, hang up
                 conn.sendall(struct.pack("!H", len(reply)) + reply)
