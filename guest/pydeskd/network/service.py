@@ -7,7 +7,8 @@ at create (the network mode and NetworkingConfig are checked and kept), ``attach
 ``runtime create`` (a netns, veths, addresses, published ports; returns what the container's
 /etc/hosts and /etc/resolv.conf need), ``detach`` when its task is gone, ``forget`` at rm,
 ``restore`` at daemon start. The embedded DNS resolver (:mod:`.dns`) listens on each user
-network's gateway and asks ``lookup``. Events of type ``network``: create, destroy, connect,
+network's gateway at a port of its own (the firewall redirects <gateway>:53 there) and asks
+``lookup``/``client`` (:mod:`.service_dns`). Events of type ``network``: create, destroy, connect,
 disconnect.
 
 Side effects go through the seams of :mod:`.driver`; one re-entrant lock guards the store and
@@ -37,7 +38,7 @@ from pydeskd.network.driver import Names, Plumbing, Seams
 from pydeskd.network.firewall import BridgeRule, PortRule, Ruleset
 from pydeskd.network.model import Attachment, EndpointConfig, Network, SandboxInfo
 from pydeskd.network.requests import CreateRequest, EndpointRequest
-from pydeskd.network.service_dns import EmbeddedDns
+from pydeskd.network.service_dns import DnsView, EmbeddedDns, HostResolvWatch
 from pydeskd.network.service_hooks import ContainerHooks
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,12 @@ class NetworkService(ContainerHooks, EmbeddedDns):
         self.started = False
         self.want_dns = dns
         self.resolver: Resolver | None = None
-        self._listening: set[str] = set()
+        self._listening: dict[str, int] = {}
+        self._dns_view = DnsView()
+        self._dns_servers: dict[str, tuple[str, ...]] = {}
+        self._resolv_watch = HostResolvWatch()
         self._predefined()
+        self._refresh_dns()
 
     def bind_containers(self, lookup: ContainerLookup) -> None:
         self.containers = lookup
@@ -120,8 +125,9 @@ class NetworkService(ContainerHooks, EmbeddedDns):
     # --- start, the plumbing of networks -------------------------------------------------
 
     def start(self) -> None:
-        """Brings the default bridge and every user network up, loads the firewall rules and
-        starts the resolver. Idempotent."""
+        """Brings the default bridge and every user network up, starts the resolver (its
+        port goes into the rules) and loads the firewall rules. Idempotent; after a failure
+        (an iptables lock timeout) the next call does it all again."""
         with self.lock:
             if self.started:
                 return
@@ -130,9 +136,9 @@ class NetworkService(ContainerHooks, EmbeddedDns):
                 for net in list(self.store.networks.values()):
                     if net.driver == "bridge":
                         self.plumbing.network_up(net)
-            self.started = True
-            self.apply_firewall()
             self._start_resolver()
+            self._apply_firewall()
+            self.started = True   # last: whatever failed above is tried again
 
     def _default_subnet(self) -> None:
         """The default bridge keeps its stored subnet unless a host route now covers it and
@@ -167,9 +173,16 @@ class NetworkService(ContainerHooks, EmbeddedDns):
     def apply_firewall(self) -> None:
         """Replaces pydesk's rules by what the state says now (atomic; see firewall.py)."""
         with self.lock:
-            if not self.started:
-                return
-            bridges = tuple(BridgeRule(n.bridge, n.pool.subnet, n.internal)
+            if self.started:
+                self._apply_firewall()
+
+    def _apply_firewall(self) -> None:
+        with self.lock:
+            # A user network's <gateway>:53 goes to the resolver's port on its gateway.
+            bridges = tuple(BridgeRule(n.bridge, n.pool.subnet, n.internal,
+                                       gateway=n.pool.gateway if n.user_defined else "",
+                                       dns_port=self.dns_port(n.pool.gateway)
+                                       if n.user_defined else 0)
                             for n in sorted(self.store.networks.values(), key=lambda n: n.id)
                             if n.driver == "bridge" and n.pool is not None)
             rules: list[PortRule] = []
@@ -214,15 +227,18 @@ class NetworkService(ContainerHooks, EmbeddedDns):
                 self.store.put_network(net)
                 try:
                     self.plumbing.network_up(net)
+                    self._listen(net)    # before the rules: they DNAT to its port
                     self.apply_firewall()
                 except BaseException:
+                    self._unlisten(net)
                     self.store.delete_network(net.id)
                     with contextlib.suppress(Exception):
                         self.plumbing.network_down(net)
                     with contextlib.suppress(Exception):
                         self.apply_firewall()
                     raise
-            self._listen(net)
+                finally:
+                    self._refresh_dns()
         self.events.publish("network", "create", net.id, {"name": net.name, "type": "bridge"})
         return net
 
@@ -256,10 +272,13 @@ class NetworkService(ContainerHooks, EmbeddedDns):
                 raise FailedPrecondition(f"error while removing network: network {net.name} "
                                          f"id {net.id} has active endpoints")
             self._unlisten(net)
+            # The bridge before the record: a daemon killed in between finds the record and
+            # brings the bridge back at start, rather than leaving a bridge nobody owns.
+            self.plumbing.network_down(net)
             self.store.delete_network(net.id)
+            self._refresh_dns()
             if self.started:
                 self.apply_firewall()
-            self.plumbing.network_down(net)
         self.events.publish("network", "destroy", net.id, {"name": net.name, "type": "bridge"})
 
     def _in_use(self, net: Network) -> bool:
@@ -320,8 +339,11 @@ class NetworkService(ContainerHooks, EmbeddedDns):
             cfg = self._endpoint_config(net, req)
             att = Attachment(att.cid, att.name, att.mode, (*att.configs, cfg), att.active)
             if running and att.active is not None and att.active.netns:
-                att = sandbox.join_running(self, att, net)
-                self.store.put_attachment(att)
+                try:
+                    att = sandbox.join_running(self, att, net)
+                    self.store.put_attachment(att)
+                finally:
+                    self._refresh_dns()
                 self.apply_firewall()
             else:
                 self.store.put_attachment(att)
@@ -336,11 +358,14 @@ class NetworkService(ContainerHooks, EmbeddedDns):
             if att is None or att.config(net.id) is None:
                 raise FailedPrecondition(f"container {cid} is not connected to network "
                                          f"{net.name}")
-            att = sandbox.leave(self, att, net)
-            att = Attachment(att.cid, att.name, att.mode,
-                             tuple(c for c in att.configs if c.network_id != net.id),
-                             att.active)
-            self.store.put_attachment(att)
+            try:
+                att = sandbox.leave(self, att, net)
+                att = Attachment(att.cid, att.name, att.mode,
+                                 tuple(c for c in att.configs if c.network_id != net.id),
+                                 att.active)
+                self.store.put_attachment(att)
+            finally:
+                self._refresh_dns()
             self.apply_firewall()
         self.events.publish("network", "disconnect", net.id,
                             {"container": cid, "name": net.name, "type": "bridge"})
@@ -390,7 +415,10 @@ class NetworkService(ContainerHooks, EmbeddedDns):
         (netns files, veths, proxies nobody owns) go, and the rules are rebuilt."""
         self.start()
         with self.lock:
-            sandbox.restore(self, set(running))
+            try:
+                sandbox.restore(self, set(running))
+            finally:
+                self._refresh_dns()
             self.apply_firewall()
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ What it must never do: act on a container the container service has not register
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydeskd.containerd.errors import InvalidArgument
@@ -35,6 +35,8 @@ class ContainerHooks:
     store: NetworkStore
     lock: threading.RLock
     events: Any
+    _dns_servers: dict[str, tuple[str, ...]]
+    _refresh_dns: Callable[[], None]     # EmbeddedDns's (an annotation: no shadowing)
 
     def network(self, ref: str) -> Network:
         raise NotImplementedError
@@ -97,7 +99,13 @@ class ContainerHooks:
             if att is None:
                 self.register(cid, name or cid[:12], host_config, {})
                 att = self.store.attachments[cid]
-            info = self.attach_locked(att, hostname, host_config, config)
+            # Its --dns servers are where the resolver forwards its other names (its
+            # resolv.conf names only the gateway on a user network).
+            self._dns_servers[cid] = tuple(str(s) for s in host_config.get("Dns") or ())
+            try:
+                info = self.attach_locked(att, hostname, host_config, config)
+            finally:
+                self._refresh_dns()
             att = self.store.attachments[cid]
             connected = [self.store.networks[e.network_id] for e in
                          (att.active.endpoints if att.active else ())
@@ -115,7 +123,10 @@ class ContainerHooks:
                 return
             nets = [self.store.networks[e.network_id] for e in att.active.endpoints
                     if e.network_id in self.store.networks]
-            sandbox.teardown(self, att)  # type: ignore[arg-type]
+            try:
+                sandbox.teardown(self, att)  # type: ignore[arg-type]
+            finally:
+                self._refresh_dns()
         for net in nets:
             self.events.publish("network", "disconnect", net.id,
                                 {"container": cid, "name": net.name, "type": net.driver})
@@ -125,6 +136,7 @@ class ContainerHooks:
         self.detach(cid)
         with self.lock:
             self.store.delete_attachment(cid)
+            self._refresh_dns()
 
     def rename(self, cid: str, name: str) -> None:
         with self.lock:
@@ -132,6 +144,7 @@ class ContainerHooks:
             if att is not None:
                 self.store.put_attachment(Attachment(att.cid, name.lstrip("/"), att.mode,
                                                      att.configs, att.active))
+                self._refresh_dns()
 
     def settings(self, cid: str, config: Mapping[str, Any]) -> dict[str, Any]:
         """``NetworkSettings`` of ``docker inspect``."""

@@ -198,3 +198,88 @@ def test_leaving_the_first_network_moves_the_default_route(w: World) -> None:
     att = w.svc.store.attachments[cid(1)]
     assert att.active is not None
     assert w.links.default_routes == {att.active.netns: "172.18.0.1"}
+
+
+def test_remove_deletes_the_bridge_before_the_record(w: World,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review #21: a daemon killed between the two must not leave a bridge nobody owns."""
+    net = w.svc.create(CreateRequest("front"))
+    seen: list[bool] = []
+    delete = w.svc.store.delete_network
+
+    def recording_delete(net_id: str) -> None:
+        seen.append(net.bridge in w.links.bridges)
+        delete(net_id)
+
+    monkeypatch.setattr(w.svc.store, "delete_network", recording_delete)
+    w.svc.remove("front")
+    assert seen == [False] and net.bridge not in w.links.bridges
+
+
+def test_a_firewall_failure_at_start_is_retried_with_the_resolver(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review #12: an iptables failure (an xtables lock timeout) at start must not leave the
+    service started without its rules or its resolver."""
+    w = World(tmp_path)
+    w.svc.create(CreateRequest("app"))
+    w.svc.close()
+    svc = NetworkService(tmp_path / "data", tmp_path / "exec", w.events, seams=w.seams,
+                         durable=False, dns=True)
+    apply = w.firewall.apply
+    failures = [FailedPrecondition("iptables: xtables lock timeout")]
+
+    def flaky(ruleset: Any) -> None:
+        if failures:
+            raise failures.pop()
+        apply(ruleset)
+
+    monkeypatch.setattr(w.firewall, "apply", flaky)
+    before = len(w.firewall.applied)
+    try:
+        with pytest.raises(FailedPrecondition):
+            svc.start()
+        assert not svc.started
+        svc.start()
+        assert svc.started and len(w.firewall.applied) == before + 1
+        pool = svc.network("app").pool
+        assert svc.resolver is not None and pool is not None and svc.dns_port(pool.gateway)
+    finally:
+        svc.close()
+
+
+def test_the_resolver_has_one_port_not_53_and_the_rules_redirect_53_to_it(
+        tmp_path: Path) -> None:
+    """Review #9: ``-p 53:53/udp`` must stay possible with user networks."""
+    import socket
+    w = World(tmp_path)
+    svc = NetworkService(tmp_path / "data", tmp_path / "exec", w.events, seams=w.seams,
+                         durable=False, dns=True)
+    try:
+        a = svc.create(CreateRequest("a"))
+        b = svc.create(CreateRequest("b"))
+        assert a.pool is not None and b.pool is not None
+        port = svc.dns_port(a.pool.gateway)
+        assert port not in (0, 53) and svc.dns_port(b.pool.gateway) == port
+        rules = {r.bridge: r for r in w.firewall.applied[-1].bridges}
+        assert (rules[a.bridge].gateway, rules[a.bridge].dns_port) == (a.pool.gateway, port)
+        assert (rules[b.bridge].gateway, rules[b.bridge].dns_port) == (b.pool.gateway, port)
+        default = rules[svc.default_network().bridge]
+        assert default.dns_port == 0
+        # Port 53 on the gateway is free for a published port's proxy.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setsockopt(socket.SOL_IP, 15, 1)   # IP_FREEBIND: no bridge in the fakes
+            sock.bind((a.pool.gateway, 53))
+        # The daemon's port taken on a new gateway: that network gets a free one of its own.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setsockopt(socket.SOL_IP, 15, 1)
+            sock.bind(("172.20.0.1", port))
+            c = svc.create(CreateRequest("c"))
+            assert c.pool is not None and c.pool.gateway == "172.20.0.1"
+            other = svc.dns_port(c.pool.gateway)
+            assert other not in (0, 53, port)
+            rules = {r.bridge: r for r in w.firewall.applied[-1].bridges}
+            assert rules[c.bridge].dns_port == other
+        svc.remove("a")
+        assert svc.dns_port(a.pool.gateway) == 0
+    finally:
+        svc.close()

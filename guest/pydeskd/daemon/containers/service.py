@@ -237,8 +237,9 @@ class ContainerService:
 
     def _write_etc(self, c: Container, sandbox: SandboxInfo | None = None) -> None:
         """/etc/hostname, /etc/hosts (with the address of the container's first network,
-        once started) and /etc/resolv.conf (the embedded resolver on the gateway of a user
-        network first; the host's filtered file otherwise)."""
+        once started) and /etc/resolv.conf (only the embedded resolver on the gateway of a user
+        network, which forwards to the container's --dns servers; the host's filtered file
+        otherwise)."""
         host = c.host_config
         hostname = c.config.get("Hostname") or c.short_id
         extra = [str(e) for e in host.get("ExtraHosts") or []]
@@ -258,7 +259,9 @@ class ContainerService:
         files.write_file(Path(c.hosts_path), hosts)
         dns = [str(d) for d in host.get("Dns") or []]
         if sandbox is not None and sandbox.nameservers:
-            dns = [*sandbox.nameservers, *dns]
+            # Only the embedded resolver: its NXDOMAIN would be final, so a --dns server
+            # listed after it would never be asked; the resolver forwards to them instead.
+            dns = list(sandbox.nameservers)
         files.write_file(Path(c.resolv_conf_path), files.resolv_conf(
             files.host_resolv_conf(), dns, host.get("DnsSearch") or [],
             host.get("DnsOptions") or []))
