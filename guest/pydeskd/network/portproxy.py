@@ -57,7 +57,8 @@ def _host_port_text(host_ip: str, port: int) -> str:
 
 def proxy_command(  # noqa: PLR0917 (docker-proxy's five flags, and the pid file)
         proto: str, host_ip: str, host_port: int, container_ip: str, container_port: int,
-        pid_file: Path, *, udp_idle_timeout: float | None = None) -> list[str]:
+        pid_file: Path, *, udp_idle_timeout: float | None = None,
+        dual_stack: bool = False) -> list[str]:
     """The proxy's command line: the ``pydesk-proxy`` launcher beside this interpreter when
     there is one (``ps`` then reads like docker-proxy's), else this interpreter with -I -S.
     ``--pid-file`` is not used by the proxy: it ties the process to its pid file for
@@ -73,21 +74,24 @@ def proxy_command(  # noqa: PLR0917 (docker-proxy's five flags, and the pid file
     return [*head, "--proto", proto, "--host-ip", host_ip, "--host-port", str(host_port),
             "--container-ip", container_ip, "--container-port", str(container_port),
             "--pid-file", str(pid_file),
-            *(["--udp-idle-timeout", f"{udp_idle_timeout:g}"] if udp_idle_timeout else [])]
+            *(["--udp-idle-timeout", f"{udp_idle_timeout:g}"] if udp_idle_timeout else []),
+            *(["--dual-stack", "1"] if dual_stack else [])]
 
 
 def start_proxy(  # noqa: PLR0917 (docker-proxy's five flags, and the pid file)
         proto: str, host_ip: str, host_port: int, container_ip: str, container_port: int,
-        pid_file: Path, *, udp_idle_timeout: float | None = None) -> int:
+        pid_file: Path, *, udp_idle_timeout: float | None = None,
+        dual_stack: bool = False) -> int:
     """Starts a detached proxy for one published port; returns its pid, written to
     ``pid_file``. Raises PortInUse (the port is taken: nothing started), ProxyStartError.
-    ``udp_idle_timeout`` (default 90 s, as docker-proxy) is for tests."""
+    ``dual_stack``: ``host_ip`` "::" also takes IPv4 clients (else an IPv6 address is IPv6
+    only). ``udp_idle_timeout`` (default 90 s, as docker-proxy) is for tests."""
     import subprocess
 
     if proto not in ("tcp", "udp"):
         raise ProxyStartError(f"unsupported protocol {proto!r}")
     argv = proxy_command(proto, host_ip, host_port, container_ip, container_port, pid_file,
-                         udp_idle_timeout=udp_idle_timeout)
+                         udp_idle_timeout=udp_idle_timeout, dual_stack=dual_stack)
     ready_r, ready_w = os.pipe()
     try:
         first = subprocess.Popen(
@@ -225,7 +229,7 @@ def _terminate(pid: int, pid_file: Path | None) -> None:
 def _parse(argv: list[str]) -> dict[str, str]:
     """``--flag value`` pairs (argparse costs ~10 ms of start-up here)."""
     known = {"--proto", "--host-ip", "--host-port", "--container-ip", "--container-port",
-             "--pid-file", "--ready-fd", "--udp-idle-timeout"}
+             "--pid-file", "--ready-fd", "--udp-idle-timeout", "--dual-stack"}
     options: dict[str, str] = {}
     pairs = iter(argv)
     for flag in pairs:
@@ -246,8 +250,9 @@ def _parse(argv: list[str]) -> dict[str, str]:
     return options
 
 
-def _bind(proto: str, host_ip: str, port: int) -> _socket.socket:
-    """The listening socket. ``::`` is dual-stack (v4-mapped clients too)."""
+def _bind(proto: str, host_ip: str, port: int, dual_stack: bool = False) -> _socket.socket:
+    """The listening socket. ``::`` with ``dual_stack`` takes v4-mapped clients too; any
+    other IPv6 address is IPv6 only (``-p [::]:P`` binds only IPv6, as Docker 27+)."""
     import _socket
 
     kind = _socket.SOCK_STREAM if proto == "tcp" else _socket.SOCK_DGRAM
@@ -255,7 +260,8 @@ def _bind(proto: str, host_ip: str, port: int) -> _socket.socket:
     sock = _socket.socket(family, kind)
     try:
         if family == _socket.AF_INET6:
-            sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 0 if host_ip == "::" else 1)
+            sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY,
+                            0 if dual_stack and host_ip == "::" else 1)
         if proto == "tcp":
             # A restarted proxy rebinds at once over the old one's TIME_WAIT connections.
             sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
@@ -278,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
 
     fd_limit = portrelay.raise_fd_limit()  # as Go does for docker-proxy: busy ports need fds
     try:
-        listener = _bind(proto, options["host-ip"], int(options["host-port"]))
+        listener = _bind(proto, options["host-ip"], int(options["host-port"]),
+                         options.get("dual-stack") == "1")
     except OSError as e:
         import errno
 

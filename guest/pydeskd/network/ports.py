@@ -75,13 +75,36 @@ def requested(host_config: Mapping[str, Any], config: Mapping[str, Any]) -> list
         for given in bindings[key] or [{}]:
             binding = given or {}
             low, high = _host_range(str(binding.get("HostPort") or ""))
-            out.append(Wanted(proto, port, str(binding.get("HostIp") or ""), low, high))
+            out.append(Wanted(proto, port, parse_host_ip(binding.get("HostIp")), low, high))
     if host_config.get("PublishAllPorts"):
         for key in sorted(config.get("ExposedPorts") or {}, key=_sort_key):
             port, proto = parse_port_key(key)
             if f"{port}/{proto}" not in seen:
                 out.append(Wanted(proto, port, "", 0, 0))
     return out
+
+
+def parse_host_ip(value: Any) -> str:
+    """A binding's HostIp in its canonical text ("" for every address). Raises
+    InvalidArgument ("invalid IP address: X", go-connections' wording) for anything that is
+    not a plain IPv4 or IPv6 address: the text names pid files, so it must be an address."""
+    import ipaddress
+
+    text = str(value or "").strip()
+    if not text:
+        return ""
+    try:
+        address = ipaddress.ip_address(text.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        raise InvalidArgument(f"invalid IP address: {text}") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        raise InvalidArgument(f"invalid IP address: {text}: zones are not supported")
+    return str(address)
+
+
+def shown_host_ip(host_ip: str) -> str:
+    """What inspect and ``docker ps`` show for a binding: every address is 0.0.0.0."""
+    return host_ip or "0.0.0.0"
 
 
 def _sort_key(key: str) -> tuple[int, str]:
@@ -113,7 +136,7 @@ def inspect_ports(exposed: Iterable[str], mappings: Sequence[PortMapping]
         out.setdefault(f"{port}/{proto}", None)
     for m in mappings:
         listed = out.get(m.key) or []
-        listed.append({"HostIp": m.host_ip, "HostPort": str(m.host_port)})
+        listed.append({"HostIp": shown_host_ip(m.host_ip), "HostPort": str(m.host_port)})
         out[m.key] = listed
     return out
 
@@ -124,7 +147,7 @@ def summary_ports(exposed: Iterable[str], mappings: Sequence[PortMapping]
     out: list[dict[str, Any]] = []
     published = {m.key for m in mappings}
     for m in mappings:
-        out.append({"IP": m.host_ip, "PrivatePort": m.container_port,
+        out.append({"IP": shown_host_ip(m.host_ip), "PrivatePort": m.container_port,
                     "PublicPort": m.host_port, "Type": m.proto})
     for key in exposed:
         port, proto = parse_port_key(key)

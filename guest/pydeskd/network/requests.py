@@ -3,7 +3,8 @@
 What it is for: ``CreateRequest.from_api`` (``POST /networks/create``: Name, Driver, Internal,
 Attachable, IPAM.Config, Options, Labels, EnableIPv6) and ``EndpointRequest.from_api`` (an
 ``EndpointSettings`` of ``NetworkingConfig.EndpointsConfig`` or of ``/networks/{id}/connect``:
-IPAMConfig.IPv4Address, Aliases, MacAddress), with Docker's messages for what pydesk refuses.
+IPAMConfig.IPv4Address, Aliases, MacAddress: parsed, so a bad one fails at create), with
+Docker's messages for what pydesk refuses.
 Pure.
 
 What it must never do: look up networks or containers.
@@ -116,4 +117,20 @@ class EndpointRequest:
             raise InvalidArgument("IPv6 addresses are not supported by pydesk")
         return EndpointRequest(str(ipam.get("IPv4Address") or ""),
                                tuple(dict.fromkeys(a for a in aliases if a)),
-                               str(obj.get("MacAddress") or ""))
+                               parse_mac(obj.get("MacAddress")))
+
+
+def parse_mac(value: Any) -> str:
+    """An endpoint's MacAddress, canonical (``02:42:ac:11:00:02``; "" for none). Raises
+    InvalidArgument ("invalid MAC address X", dockerd's wording) for anything else than six
+    bytes, and for a multicast address, which no interface can take."""
+    text = str(value or "").strip()
+    if not text:
+        return ""
+    parts = text.replace("-", ":").split(":")
+    if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdefABCDEF"
+                                                     for c in p) for p in parts):
+        raise InvalidArgument(f"invalid MAC address {text}")
+    if int(parts[0], 16) & 1:
+        raise InvalidArgument(f"invalid MAC address {text}: it is a multicast address")
+    return ":".join(parts).lower()

@@ -171,11 +171,13 @@ def _bind(svc: NetworkService, att: Attachment, ep: Endpoint, want: ports.Wanted
           taken: Collection[tuple[str, int]]) -> PortMapping:
     """A proxy on the first free candidate port. A fixed port that is taken fails with the
     proxy's error (PortInUse); an ephemeral one moves on to the next candidate."""
-    host_ip = want.host_ip or "0.0.0.0"
+    host_ip = ports.shown_host_ip(want.host_ip)
     last: FailedPrecondition | None = None
     tries = 0
     for port in ports.candidates(want, taken):
-        mapping = PortMapping(want.proto, want.container_port, host_ip, port)
+        # "" (every address) stays apart from an explicit 0.0.0.0 (IPv4 only) or :: (IPv6
+        # only), as Docker 27+ binds only the family given.
+        mapping = PortMapping(want.proto, want.container_port, want.host_ip, port)
         try:
             svc.plumbing.seams.proxies.start(mapping, ep.address, _pid_file(svc, att, mapping))
             return mapping

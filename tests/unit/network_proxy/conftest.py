@@ -8,6 +8,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,7 +109,7 @@ def proxies(tmp_path: Path) -> Iterator[Proxies]:
     started: list[Path] = []
 
     def start(proto: str, container_port: int, host_ip: str = "127.0.0.1",
-              **options: float) -> tuple[int, int, Path]:
+              **options: Any) -> tuple[int, int, Path]:
         kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
         host_port = free_port(kind, "::1" if ":" in host_ip else "127.0.0.1")
         pid_file = tmp_path / f"{proto}-{host_port}.pid"

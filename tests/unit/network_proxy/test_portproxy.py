@@ -112,7 +112,7 @@ def test_dual_stack_listens_for_ipv4_and_ipv6_clients(proxies: Proxies,
                                                       tcp_echo: TcpEcho) -> None:
     if not socket.has_ipv6 or not Path("/proc/net/if_inet6").exists():
         pytest.fail("this host has no IPv6: the dual-stack case cannot be checked")
-    port, _, _ = proxies("tcp", tcp_echo.port, host_ip="::")
+    port, _, _ = proxies("tcp", tcp_echo.port, host_ip="::", dual_stack=True)
     for address in ("127.0.0.1", "::1"):
         with socket.create_connection((address, port), timeout=10) as sock:
             sock.sendall(address.encode())
@@ -124,7 +124,7 @@ def test_udp_on_the_dual_stack_address_answers_ipv4_and_ipv6_clients(
         proxies: Proxies, udp_echo: UdpEcho) -> None:
     if not socket.has_ipv6 or not Path("/proc/net/if_inet6").exists():
         pytest.fail("this host has no IPv6: the dual-stack case cannot be checked")
-    port, _, _ = proxies("udp", udp_echo.port, host_ip="::")
+    port, _, _ = proxies("udp", udp_echo.port, host_ip="::", dual_stack=True)
     for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         with socket.socket(family, socket.SOCK_DGRAM) as client:
             client.settimeout(5)
