@@ -12,8 +12,9 @@ Two halves, one module:
   ~15 ms of start-up; ~11 ms from spawn to report here): it binds first, reports on a pipe,
   forks once (its first process exits, the proxy is reparented to init) and relays
   (:mod:`pydeskd.network.portrelay`).
-* the daemon's side: :func:`start_proxy` (spawn, wait for the report, write the pid file; a
-  taken port raises :class:`PortInUse` with nothing left), :func:`stop_proxy`,
+* the daemon's side: :func:`start_proxy` (spawn, wait for the report, check the pid file the
+  proxy wrote before it reported; a taken port raises :class:`PortInUse` with nothing
+  left), :func:`stop_proxy`,
   :func:`proxy_alive`.
 
 The proxy must never outlive its pid file's stop, never relay before its bind was reported, and
@@ -61,8 +62,8 @@ def proxy_command(  # noqa: PLR0917 (docker-proxy's five flags, and the pid file
         dual_stack: bool = False) -> list[str]:
     """The proxy's command line: the ``pydesk-proxy`` launcher beside this interpreter when
     there is one (``ps`` then reads like docker-proxy's), else this interpreter with -I -S.
-    ``--pid-file`` is not used by the proxy: it ties the process to its pid file for
-    :func:`proxy_alive`."""
+    ``--pid-file``: the proxy writes its pid there before it reports ready, and it ties the
+    process to its pid file for :func:`proxy_alive`."""
     import sys
 
     launcher = os.path.join(os.path.dirname(sys.executable), "pydesk-proxy")
@@ -92,6 +93,10 @@ def start_proxy(  # noqa: PLR0917 (docker-proxy's five flags, and the pid file)
         raise ProxyStartError(f"unsupported protocol {proto!r}")
     argv = proxy_command(proto, host_ip, host_port, container_ip, container_port, pid_file,
                          udp_idle_timeout=udp_idle_timeout, dual_stack=dual_stack)
+    try:
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ProxyStartError(f"cannot create {pid_file.parent}: {e}") from None
     ready_r, ready_w = os.pipe()
     try:
         first = subprocess.Popen(
@@ -115,11 +120,9 @@ def start_proxy(  # noqa: PLR0917 (docker-proxy's five flags, and the pid file)
     word, _, rest = report.strip().partition(" ")
     if word == "ok" and rest.isdigit():
         pid = int(rest)
-        try:
-            _write_pid_file(pid_file, pid)
-        except OSError as e:
+        if _read_pid(pid_file) != pid:  # the proxy wrote it before it reported: a check
             _terminate(pid, None)
-            raise ProxyStartError(f"cannot write {pid_file}: {e}") from None
+            raise ProxyStartError(f"the port proxy did not write {pid_file}")
         return pid
     if word == "inuse":
         raise PortInUse(f"Bind for {_host_port_text(host_ip, host_port)} failed: "
@@ -148,10 +151,16 @@ def _read_report(fd: int, timeout: float) -> bytes:
         chunks.append(chunk)
 
 
-def _write_pid_file(pid_file: Path, pid: int) -> None:
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pid_file.with_name(f".{pid_file.name}.tmp")
-    tmp.write_text(f"{pid}\n")
+def _write_pid_file(pid_file: str, pid: int) -> None:
+    """Atomically (a temporary file renamed over it): a reader sees a whole pid or none.
+    Only ``os``: the proxy process writes it."""
+    head, _, name = pid_file.rpartition("/")
+    tmp = f"{head}/.{name}.{pid}.tmp" if head else f".{name}.{pid}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, f"{pid}\n".encode())
+    finally:
+        os.close(fd)
     os.replace(tmp, pid_file)
 
 
@@ -295,14 +304,32 @@ def main(argv: list[str] | None = None) -> int:
         detail = f"listen {proto} {where}: bind: {(e.strerror or str(e)).lower()}"
         _report(ready_fd, f"{word} {detail}")
         return 1
+    pid_file = options.get("pid-file") or ""
     if ready_fd >= 0:
         # The caller waits for its child: that child reports and exits, the proxy goes on
-        # reparented to init (no zombie for pydeskd to reap, nothing tied to its life).
+        # reparented to init (no zombie for pydeskd to reap, nothing tied to its life). The
+        # pid file is written here, before the report: a daemon killed at any point finds
+        # every proxy that serves (restore stops those nobody owns).
         pid = os.fork()
         if pid:
+            try:
+                if pid_file:
+                    _write_pid_file(pid_file, pid)
+            except OSError as e:
+                import signal
+
+                os.kill(pid, signal.SIGKILL)
+                _report(ready_fd, f"error cannot write {pid_file}: {e.strerror or e}")
+                os._exit(1)
             _report(ready_fd, f"ok {pid}")
             os._exit(0)
         os.close(ready_fd)
+    elif pid_file:
+        try:
+            _write_pid_file(pid_file, os.getpid())
+        except OSError as e:
+            _report(-1, f"error cannot write {pid_file}: {e.strerror or e}")
+            return 1
     target = (options["container-ip"], int(options["container-port"]))
     if proto == "tcp":
         portrelay.serve_tcp(listener, target, portrelay.max_connections(fd_limit))

@@ -324,3 +324,35 @@ def test_idle_and_half_closed_connections_cost_no_cpu(proxies: Proxies,
     finally:
         for sock in (idle, half, stuck):
             sock.close()
+
+
+def test_the_proxy_writes_its_pid_file_before_it_reports_ready(tmp_path: Path,
+                                                                tcp_echo: TcpEcho) -> None:
+    # Review finding 22: a daemon killed between the report and its own write of the pid
+    # file left a root proxy that restore could not see.
+    import subprocess
+
+    pid_file = tmp_path / "proxies" / "p.pid"
+    pid_file.parent.mkdir()
+    argv = portproxy.proxy_command("tcp", "127.0.0.1", free_port(), "127.0.0.1",
+                                   tcp_echo.port, pid_file)
+    ready_r, ready_w = os.pipe()
+    first = subprocess.Popen([*argv, "--ready-fd", str(ready_w)], pass_fds=(ready_w,),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(ready_w)
+    pid = ""
+    try:
+        with os.fdopen(ready_r, "rb") as ready:
+            word, _, pid = ready.read().decode().strip().partition(" ")
+        first.wait(10)
+        assert word == "ok" and pid.isdigit()
+        # Nobody but the proxy wrote it (no daemon side ran here).
+        assert pid_file.read_text().strip() == pid
+        assert proxy_alive(pid_file)
+        assert [p.name for p in pid_file.parent.iterdir()] == ["p.pid"]  # no temporary left
+    finally:
+        if pid.isdigit() and not pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        stop_proxy(pid_file)
+        assert not _processes_for(pid_file)
