@@ -134,6 +134,7 @@ class Plumbing:
         self._private_dir(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
+            os.fchmod(fd, 0o600)     # a file left by an older pydesk may be 0644
             deadline = time.monotonic() + self.seams.host_lock_timeout
             while True:
                 try:

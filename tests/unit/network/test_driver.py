@@ -90,6 +90,8 @@ def test_host_lock_is_private_and_gives_up_with_a_clear_error(tmp_path: Path) ->
     seams.host_lock = tmp_path / "run" / "lock"
     seams.host_lock_timeout = 0.2
     plumbing = Plumbing(Names.for_daemon(tmp_path, tmp_path), seams)
+    seams.host_lock.parent.mkdir(mode=0o755)
+    seams.host_lock.touch(mode=0o644)              # as an older pydesk left them
     with plumbing.host_lock():
         pass
     assert stat.S_IMODE(seams.host_lock.stat().st_mode) == 0o600
