@@ -1,6 +1,6 @@
-"""A stand-in for the host's resolver, on 127.0.0.1: answers every name with 192.0.2.1 (or
-what ``answers`` says), over UDP and TCP. It can answer UDP truncated, stay silent, or
-answer with a wrong id first, and it records what it was asked."""
+"""A stand-in for the host's resolver, on 127.0.0.1 (or the address and port given): answers
+every name with 192.0.2.1 (or what ``answers`` says), over UDP and TCP. It can answer UDP
+truncated, stay silent, or answer with a wrong id first, and it records what it was asked."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pydeskd.network import dns_wire as w
 
 
 class FakeUpstream:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
         self.answers: dict[str, list[str]] = {}
         self.truncate_udp = False
         self.silent = False
@@ -21,7 +22,7 @@ class FakeUpstream:
         self.closing = False
         self.udp_questions: list[tuple[int, str]] = []
         self.tcp_questions: list[tuple[int, str]] = []
-        self.udp, self.tcp = self._bind_pair()
+        self.udp, self.tcp = self._bind_pair(host, port)
         self.port = self.udp.getsockname()[1]
         self._threads = [threading.Thread(target=self._serve_udp, daemon=True),
                          threading.Thread(target=self._serve_tcp, daemon=True)]
@@ -29,15 +30,15 @@ class FakeUpstream:
             thread.start()
 
     @staticmethod
-    def _bind_pair() -> tuple[socket.socket, socket.socket]:
+    def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
         """UDP and TCP on one port (a resolver's address has no port for each)."""
         for _ in range(100):
             udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            udp.bind(("127.0.0.1", 0))
+            udp.bind((host, port))
             tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+                tcp.bind((host, udp.getsockname()[1]))
             except OSError:  # that port is taken for TCP: another pair
                 udp.close()
                 tcp.close()
@@ -48,7 +49,7 @@ class FakeUpstream:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def close(self) -> None:
         self.closing = True
