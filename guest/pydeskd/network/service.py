@@ -83,6 +83,7 @@ class NetworkService(ContainerHooks, EmbeddedDns):
         self._listening: dict[str, int] = {}
         self._dns_view = DnsView()
         self._dns_servers: dict[str, tuple[str, ...]] = {}
+        self._load_dns_servers()
         self._resolv_watch = HostResolvWatch()
         self._predefined()
         self._refresh_dns()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import threading
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING
 from pydeskd.network.dns import ClientPolicy, Resolver
 from pydeskd.network.dns_forward import Upstream
 from pydeskd.network.model import Network
+from pydeskd.shim.paths import atomic_write
 
 if TYPE_CHECKING:
     from pydeskd.network.store import NetworkStore
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 HOST_RESOLV = Path("/etc/resolv.conf")
 RESOLV_CHECK_INTERVAL = 3.0    # seconds between two stat()s of the host's resolv.conf
+DNS_SERVERS_FILE = "dns-servers.json"   # container ID -> its --dns servers, in the store's root
 
 
 def host_resolv(path: Path = HOST_RESOLV) -> tuple[list[str], list[str]]:
@@ -222,10 +225,48 @@ class EmbeddedDns:
         """The port the resolver serves on ``gateway`` (0: it does not)."""
         return self._listening.get(gateway, 0)
 
+    def _dns_servers_path(self) -> Path:
+        return self.store.root / DNS_SERVERS_FILE
+
+    def _load_dns_servers(self) -> None:
+        """The containers' ``--dns`` servers as the last daemon kept them (live restore: a
+        running container keeps asking its own servers)."""
+        self._dns_servers = {}
+        try:
+            obj = json.loads(self._dns_servers_path().read_text())
+            self._dns_servers = {str(cid): tuple(str(s) for s in servers)
+                                 for cid, servers in dict(obj).items()}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, TypeError):
+            log.warning("ignoring an unreadable %s", self._dns_servers_path())
+
+    def _set_dns_servers(self, cid: str, servers: Sequence[str]) -> None:
+        """A container's ``--dns`` servers (at attach; none: the host's)."""
+        wanted = tuple(str(s) for s in servers)
+        if self._dns_servers.get(cid, ()) == wanted:
+            return
+        if wanted:
+            self._dns_servers[cid] = wanted
+        else:
+            self._dns_servers.pop(cid, None)
+        self._save_dns_servers()
+
+    def _save_dns_servers(self) -> None:
+        try:
+            atomic_write(self._dns_servers_path(),
+                         {cid: list(v) for cid, v in sorted(self._dns_servers.items())},
+                         durable=self.store.durable)
+        except OSError:
+            log.exception("cannot keep the containers' --dns servers")
+
     def _refresh_dns(self) -> None:
         """Replaces the lookups' snapshot; called under the service's lock after a change."""
-        self._dns_servers = {cid: servers for cid, servers in self._dns_servers.items()
-                             if cid in self.store.attachments}
+        kept = {cid: servers for cid, servers in self._dns_servers.items()
+                if cid in self.store.attachments}
+        if kept != self._dns_servers:
+            self._dns_servers = kept
+            self._save_dns_servers()
         self._dns_view = build_view(self.store, self._dns_servers)
 
     def client(self, client_ip: str) -> ClientPolicy | None:

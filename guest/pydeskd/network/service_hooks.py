@@ -14,7 +14,7 @@ What it must never do: act on a container the container service has not register
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydeskd.containerd.errors import InvalidArgument
@@ -35,8 +35,9 @@ class ContainerHooks:
     store: NetworkStore
     lock: threading.RLock
     events: Any
-    _dns_servers: dict[str, tuple[str, ...]]
-    _refresh_dns: Callable[[], None]     # EmbeddedDns's (an annotation: no shadowing)
+    # EmbeddedDns's (annotations only: no shadowing of its methods)
+    _refresh_dns: Callable[[], None]
+    _set_dns_servers: Callable[[str, Sequence[str]], None]
 
     def network(self, ref: str) -> Network:
         raise NotImplementedError
@@ -101,7 +102,7 @@ class ContainerHooks:
                 att = self.store.attachments[cid]
             # Its --dns servers are where the resolver forwards its other names (its
             # resolv.conf names only the gateway on a user network).
-            self._dns_servers[cid] = tuple(str(s) for s in host_config.get("Dns") or ())
+            self._set_dns_servers(cid, [str(s) for s in host_config.get("Dns") or ()])
             try:
                 info = self.attach_locked(att, hostname, host_config, config)
             finally:

@@ -164,3 +164,15 @@ def test_the_service_checks_the_host_resolv_conf_on_queries(w: World, tmp_path: 
     finally:
         w.svc.resolver = None
         resolver.close()
+
+
+def test_a_containers_dns_servers_survive_a_daemon_restart(w: World) -> None:
+    """Live restore: a running container keeps its --dns servers as upstreams."""
+    w.svc.create(CreateRequest("app"))
+    w.run(cid(1), "web", {"NetworkMode": "app", "Dns": ["9.9.9.9"]})
+    w.svc.close()
+    again = w.open()
+    policy = again.client(_ip(w, 1))
+    assert policy is not None and policy.upstreams == (Upstream("9.9.9.9"),)
+    again.forget(cid(1))
+    assert w.open()._dns_servers == {}
