@@ -27,6 +27,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from pydeskd.api.bodies import json_body
 from pydeskd.api.hijack import MULTIPLEXED_STREAM, RAW_STREAM, HijackRequest, HijackRoute
 from pydeskd.api.routes.images import parse_filters
 from pydeskd.api.streaming import StoppableStream, in_own_thread, pump, send_logs
@@ -89,11 +90,7 @@ WAIT_SLICE = 0.5  # how long a wait blocks before it checks whether its client i
 
 @router.post("/containers/create", status_code=201)
 async def create(request: Request, name: str = "", platform: str = "") -> JSONResponse:
-    raw = await request.body()
-    try:
-        body = json.loads(raw) if raw.strip() else None
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid JSON: {exc}") from None
+    body = await json_body(request)
     if not isinstance(body, dict):
         raise InvalidArgument("config cannot be empty in order to create a container")
     svc = containers(request)
@@ -381,11 +378,7 @@ def export(request: Request, name: str) -> StreamingResponse:
 
 @router.post("/containers/{name}/update")
 async def update(request: Request, name: str) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = json.loads(raw) if raw.strip() else {}
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid JSON: {exc}") from None
+    body = await json_body(request, {})
     if not isinstance(body, dict):
         raise InvalidArgument("invalid update body: not a JSON object")
     warnings = await run_in_threadpool(update_mod.update, containers(request), name, body)

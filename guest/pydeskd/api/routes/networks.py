@@ -13,14 +13,13 @@ run in worker threads).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from pydeskd.api.bodies import json_object
 from pydeskd.api.image_requests import parse_filters
 from pydeskd.containerd.errors import InvalidArgument, Unavailable
 from pydeskd.network.requests import CreateRequest, EndpointRequest
@@ -37,15 +36,6 @@ def networks_of(request: Request) -> NetworkService:
     return service
 
 
-async def _body(request: Request) -> Mapping[str, Any]:
-    raw = await request.body()
-    try:
-        body = json.loads(raw) if raw.strip() else {}
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid JSON: {exc}") from None
-    if not isinstance(body, Mapping):
-        raise InvalidArgument("invalid JSON: want an object")
-    return body
 
 
 @router.get("/networks")
@@ -62,7 +52,7 @@ def inspect_network(request: Request, ref: str, verbose: str = "", scope: str = 
 
 @router.post("/networks/create", status_code=201)
 async def create_network(request: Request) -> JSONResponse:
-    req = CreateRequest.from_api(await _body(request))
+    req = CreateRequest.from_api(await json_object(request))
     svc = networks_of(request)
     net = await run_in_threadpool(svc.create, req)
     return JSONResponse({"Id": net.id, "Warning": ""}, status_code=201)
@@ -83,7 +73,7 @@ def prune_networks(request: Request, filters: str = "") -> dict[str, Any]:
 
 @router.post("/networks/{ref}/connect")
 async def connect_network(request: Request, ref: str) -> Response:
-    body = await _body(request)
+    body = await json_object(request)
     container = body.get("Container")
     if not isinstance(container, str) or not container:
         raise InvalidArgument("no container specified")
@@ -95,7 +85,7 @@ async def connect_network(request: Request, ref: str) -> Response:
 
 @router.post("/networks/{ref}/disconnect")
 async def disconnect_network(request: Request, ref: str) -> Response:
-    body = await _body(request)
+    body = await json_object(request)
     container = body.get("Container")
     if not isinstance(container, str) or not container:
         raise InvalidArgument("no container specified")

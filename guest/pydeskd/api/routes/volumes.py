@@ -14,7 +14,6 @@ are sync: they run in worker threads).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from pydeskd.api.app import api_version
+from pydeskd.api.bodies import json_object
 from pydeskd.api.image_requests import parse_filters
 from pydeskd.api.routes import system_df
 from pydeskd.api.versions import ApiVersion
@@ -56,13 +56,7 @@ def _string_map(obj: Any, field: str) -> dict[str, str]:
 
 @router.post("/volumes/create", status_code=201)
 async def create_volume(request: Request) -> JSONResponse:
-    raw = await request.body()
-    try:
-        body = json.loads(raw) if raw.strip() else {}
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid JSON: {exc}") from None
-    if not isinstance(body, Mapping):
-        raise InvalidArgument("invalid JSON: want an object")
+    body = await json_object(request)
     name = body.get("Name") or ""
     driver = body.get("Driver") or ""
     if not isinstance(name, str) or not isinstance(driver, str):
