@@ -105,7 +105,8 @@ class FakeProxies:
         if mapping.host_port in self.busy or any(
                 m.host_port == mapping.host_port and m.proto == mapping.proto
                 for m in self.running.values()):
-            raise FailedPrecondition(f"Bind for {mapping.host_ip}:{mapping.host_port} "
+            shown = mapping.host_ip or "0.0.0.0"  # "" is every address, shown as Docker does
+            raise FailedPrecondition(f"Bind for {shown}:{mapping.host_port} "
                                      f"failed: port is already allocated")
         self.running[pid_file] = mapping
         return 4242

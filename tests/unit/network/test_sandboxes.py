@@ -50,7 +50,7 @@ def test_a_taken_port_fails_before_start_and_leaves_nothing(w: World) -> None:
     w.svc.register(cid(1), "one", host)
     # (The fake proxies word it from the mapping, whose HostIp "" is every address; the real
     # ones say 0.0.0.0: test_families.py.)
-    with pytest.raises(FailedPrecondition, match=r"Bind for (0\.0\.0\.0)?:18080 failed: port "
+    with pytest.raises(FailedPrecondition, match=r"Bind for 0\.0\.0\.0:18080 failed: port "
                        "is already allocated"):
         w.svc.attach(cid(1), "one", host, {})
     assert w.proxies.running == {} and w.links.veths == {} and w.namespaces.live == set()
