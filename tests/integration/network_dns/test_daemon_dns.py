@@ -62,7 +62,9 @@ def test_a_container_on_two_networks_resolves_both_and_53_can_be_published(
     published = unique("dns53")
     done = d.docker("run", "-d", "--name", published, "-p", "53:53/udp", BUSYBOX, "sleep",
                     "300", check=False)
-    assert done.returncode == 0, done.stderr
+    holders = subprocess.run(["ss", "-Hlunp", "sport", "= :53"], capture_output=True,
+                             text=True, check=False).stdout
+    assert done.returncode == 0, f"{done.stderr.decode()}\nUDP port 53 held by:\n{holders}"
     again = d.docker("exec", proxy, "busybox", "nslookup", db, check=False, timeout=60)
     assert again.returncode == 0 and _ip(d, db, back) in again.stdout.decode(), \
         again.stdout + again.stderr
@@ -135,3 +137,25 @@ def test_the_resolver_answers_no_stranger(d: Pydeskd) -> None:  # noqa: F811
             except (TimeoutError, ConnectionRefusedError):
                 continue
             assert w.parse_header(answer).rcode == w.RCode.REFUSED, target
+
+
+def test_dns_keeps_working_across_a_daemon_kill9(
+        d: Pydeskd, own_upstream: FakeUpstream) -> None:  # noqa: F811
+    """The restarted daemon may get another port: the DNAT follows it, and a live-restored
+    container still forwards to its own ``--dns`` servers."""
+    import signal
+    app = unique("app")
+    out(d, "network", "create", app)
+    own_upstream.answers["only-here.example"] = ["203.0.113.78"]
+    web = unique("web")
+    out(d, "run", "-d", "--name", web, "--network", app, "--dns", own_upstream.host,
+        BUSYBOX, "sleep", "300")
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    d.proc = None
+    d.start()
+    for name, address in ((web, _ip(d, web, app)), ("only-here.example", "203.0.113.78")):
+        done = d.docker("exec", web, "busybox", "nslookup", name, check=False, timeout=60)
+        assert done.returncode == 0 and address in done.stdout.decode(), \
+            done.stdout + done.stderr
