@@ -147,26 +147,28 @@ class ContainerHooks:
                                                      att.configs, att.active))
                 self._refresh_dns()
 
+    # The views below take no lock (review #13): a start holds it through proxy starts and
+    # iptables calls, and ``docker ps``/``inspect`` must not wait for that. They read one
+    # attachment record (replaced whole, never changed in place) and a copy of the networks
+    # map, both atomic under the GIL.
+
     def settings(self, cid: str, config: Mapping[str, Any]) -> dict[str, Any]:
         """``NetworkSettings`` of ``docker inspect``."""
-        with self.lock:
-            return views.network_settings(self.store.attachments.get(cid),
-                                          dict(self.store.networks),
-                                          list(config.get("ExposedPorts") or {}))
+        return views.network_settings(self.store.attachments.get(cid),
+                                      dict(self.store.networks),
+                                      list(config.get("ExposedPorts") or {}))
 
     def summary(self, cid: str, config: Mapping[str, Any]
                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """``Ports`` and ``NetworkSettings`` of ``GET /containers/json``."""
-        with self.lock:
-            att = self.store.attachments.get(cid)
-            mappings = att.active.ports if att is not None and att.active is not None else ()
-            return (ports.summary_ports(list(config.get("ExposedPorts") or {}), mappings),
-                    views.summary_networks(att, dict(self.store.networks)))
+        att = self.store.attachments.get(cid)
+        mappings = att.active.ports if att is not None and att.active is not None else ()
+        return (ports.summary_ports(list(config.get("ExposedPorts") or {}), mappings),
+                views.summary_networks(att, dict(self.store.networks)))
 
     def interfaces(self, cid: str) -> dict[str, str]:
         """Container interface name -> host veth, for ``docker stats``."""
-        with self.lock:
-            att = self.store.attachments.get(cid)
-            if att is None or att.active is None:
-                return {}
-            return {e.ifname: e.host_veth for e in att.active.endpoints}
+        att = self.store.attachments.get(cid)
+        if att is None or att.active is None:
+            return {}
+        return {e.ifname: e.host_veth for e in att.active.endpoints}

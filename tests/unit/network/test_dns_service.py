@@ -176,3 +176,36 @@ def test_a_containers_dns_servers_survive_a_daemon_restart(w: World) -> None:
     assert policy is not None and policy.upstreams == (Upstream("9.9.9.9"),)
     again.forget(cid(1))
     assert w.open()._dns_servers == {}
+
+
+def test_ps_inspect_and_stats_views_do_not_wait_for_the_services_lock(w: World) -> None:
+    """Review #13: ``docker ps`` and ``inspect`` during a long start (proxies, iptables)."""
+    w.svc.create(CreateRequest("app"))
+    config = {"ExposedPorts": {"80/tcp": {}}}
+    w.run(cid(1), "web", {"NetworkMode": "app", "PortBindings": {"80/tcp": [{}]}},
+          config=config)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with w.svc.lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(5)
+        got: list[object] = []
+        reader = threading.Thread(target=lambda: got.extend([
+            w.svc.summary(cid(1), config), w.svc.settings(cid(1), config),
+            w.svc.interfaces(cid(1))]))
+        reader.start()
+        reader.join(2)
+        assert not reader.is_alive(), "a view waited for the service's lock"
+        ports, networks = got[0]  # type: ignore[misc]
+        assert ports[0]["PrivatePort"] == 80 and "app" in networks["Networks"]
+        assert got[1]["Networks"]["app"]["IPAddress"] == _ip(w, 1)  # type: ignore[index]
+        assert list(got[2]) == ["eth0"]  # type: ignore[call-overload]
+    finally:
+        release.set()
+        holder.join()
