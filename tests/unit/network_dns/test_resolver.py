@@ -204,6 +204,17 @@ def test_other_opcodes_get_notimp(server: Server) -> None:
     assert w.parse_header(server.udp(bytes(data))).rcode == w.RCode.NOTIMP
 
 
+def _udp_retrying(server: Server, data: bytes, tries: int = 10) -> bytes:
+    """As a client does: the flood before may have filled the socket's receive buffer on a
+    loaded machine (the kernel drops, the client asks again)."""
+    for _ in range(tries - 1):
+        try:
+            return server.udp(data, timeout=1.0)
+        except TimeoutError:
+            continue
+    return server.udp(data)
+
+
 def test_garbage_gets_formerr_or_nothing_and_never_stops_the_server(server: Server) -> None:
     header_only = struct.pack("!HHHHHH", 77, 0, 1, 0, 0, 0) + b"\x3f"
     assert w.parse_header(server.udp(header_only)).rcode == w.RCode.FORMERR
@@ -219,7 +230,7 @@ def test_garbage_gets_formerr_or_nothing_and_never_stops_the_server(server: Serv
                         ("127.0.0.1", server.udp_port))
     # Loops of compression pointers, and a name of 128 one-byte labels behind pointers.
     loop = struct.pack("!HHHHHH", 9, 0, 1, 0, 0, 0) + b"\xc0\x0c\x00\x01\x00\x01"
-    assert w.parse_header(server.udp(loop)).rcode == w.RCode.FORMERR
+    assert w.parse_header(_udp_retrying(server, loop)).rcode == w.RCode.FORMERR
     assert _addresses(server.ask("web")) == ["172.18.0.2"]
 
 
