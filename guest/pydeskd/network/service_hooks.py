@@ -52,7 +52,8 @@ class ContainerHooks:
     def register(self, cid: str, name: str, host_config: Mapping[str, Any],
                  networking_config: Mapping[str, Any] | None = None) -> None:
         """At container create. Raises NotFound ("network X not found"), InvalidArgument
-        (an address or alias the network cannot take)."""
+        (an address or alias the network cannot take, a bad published port or HostIp)."""
+        ports.requested(host_config, {})  # refused at create, as dockerd does, not at start
         mode = network_mode(host_config)
         endpoints = dict((networking_config or {}).get("EndpointsConfig") or {})
         configs: list[EndpointConfig] = []

@@ -268,3 +268,11 @@ def test_restore_moves_ports_off_a_first_endpoint_whose_veth_is_gone(w: World) -
         w.svc.network("app").id]
     assert [m.host_port for m in att.active.ports] == [18080]
     assert w.firewall.applied[-1].ports[0].container_ip == att.active.endpoints[0].address
+
+
+@pytest.mark.parametrize("host_ip", ["999.1.1.1", "../../etc", "not-an-ip"])
+def test_a_bad_host_ip_is_refused_at_create(w: World, host_ip: str) -> None:
+    host = {"PortBindings": {"80/tcp": [{"HostIp": host_ip, "HostPort": "18080"}]}}
+    with pytest.raises(InvalidArgument, match="invalid IP address"):
+        w.svc.register(cid(1), "one", host)
+    assert cid(1) not in w.svc.store.attachments
