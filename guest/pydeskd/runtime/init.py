@@ -224,9 +224,7 @@ def container_init(cfg: InitConfig, view: Any, sys: Syscalls, chan: Channel) -> 
         _fail(chan, exc)
     try:
         # Blocks until `start` opens the fifo for reading: the container's "created" state.
-        fd = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
-        os.write(fd, b"0")
-        os.close(fd)
+        _release_start(f"/proc/self/fd/{fifo}")
         os.close(fifo)
         proc.close_fds_from(3 + cfg.preserve_fds)
         proc.preserve_fds(cfg.preserve_fds)
@@ -242,6 +240,22 @@ def container_init(cfg: InitConfig, view: Any, sys: Syscalls, chan: Channel) -> 
     except BaseException as exc:
         os.write(2, f"pydesk-runc init: {exc}\n".encode(errors="replace"))
     os._exit(127)
+
+
+def _release_start(fifo: str) -> None:
+    """Writes the byte `start` waits for. An open for writing returns once *a* reader has
+    opened the fifo, which may have closed it again by the time we write (anything that opens
+    and closes files in the state directory): that EPIPE is not `start`, so we wait for the
+    next reader rather than die with the container half-made."""
+    while True:
+        fd = os.open(fifo, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"0")
+            return
+        except BrokenPipeError:
+            continue
+        finally:
+            os.close(fd)
 
 
 def _exit_on_signals() -> None:

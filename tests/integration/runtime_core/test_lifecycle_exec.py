@@ -274,3 +274,24 @@ def test_tmpcopyup_fills_the_tmpfs_and_leaves_the_image_alone(box: Box) -> None:
     out = box.run_ok(bundle).splitlines()
     assert out[0] == "tmpfs" and "root:x:0:" in out
     assert not (bundle.rootfs / "etc" / "new").exists()
+
+
+def test_a_stray_reader_of_the_exec_fifo_does_not_kill_a_created_container(box: Box) -> None:
+    # Anything may open and close files in the state directory (a backup, a scanner): the
+    # init's open for writing then returns, and its write fails with EPIPE. That is not
+    # `start`: the container must stay created, and start later as usual.
+    bundle = box.bundle(["sh", "-c", "echo started"])
+    rt = box.runtime
+    pid_file = box.workdir / "init.pid"
+    rt.create(bundle.id, bundle.path, pid_file).check()
+    pid = int(pid_file.read_text())
+    fifo = rt.root / bundle.id / "exec.fifo"
+    for _ in range(3):
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        os.close(fd)
+        time.sleep(0.1)
+    assert pid_alive(pid), "the init died of a stray reader"
+    assert rt.state(bundle.id)["status"] == "created"
+    rt("start", bundle.id).check()
+    rt.wait_status(bundle.id, "stopped")
+    rt("delete", bundle.id).check()
