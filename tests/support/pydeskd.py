@@ -182,7 +182,15 @@ class Pydeskd:
                     directory.rmdir()
 
     def _kill_leftovers(self) -> None:
-        """Shims and runtimes run detached from the daemon; anything naming our roots goes."""
+        """Shims and runtimes run detached from the daemon; anything naming our roots goes,
+        and so does every process in the daemon's cgroup parent (containers still running
+        when the daemon stopped: live restore keeps them, a test must not)."""
+        name = str(self.config["cgroup-parent"]).strip("/")
+        for procs in Path("/sys/fs/cgroup").glob(f"*/{name}/**/cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                for pid in procs.read_text().split():
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(int(pid), signal.SIGKILL)
         roots = (str(self.data_root), str(self.exec_root))
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
