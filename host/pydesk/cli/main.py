@@ -12,6 +12,9 @@ import sys
 import typer
 
 from pydesk import __version__
+from pydesk.cli import containers, context, images
+from pydesk.cli.engine import engine_app
+from pydesk.cli.objects import network_app, volume_app
 from pydesk.cli.vm import vm_app
 
 app = typer.Typer(
@@ -22,13 +25,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(vm_app, name="vm")
+# The docker-style commands live at the top level, as docker's do.
+app.registered_commands.extend(containers.app.registered_commands)
+app.registered_commands.extend(images.app.registered_commands)
+app.add_typer(volume_app, name="volume")
+app.add_typer(network_app, name="network")
+app.add_typer(engine_app, name="engine")
 
 _debug = {"on": os.environ.get("PYDESK_DEBUG") == "1"}
 
 
 @app.callback()
-def root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
+def root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+         host: str | None = typer.Option(None, "--host", "-H",
+                                         help="Engine socket (else PYDESK_HOST, then --mode)."),
+         mode: str | None = typer.Option(None, "--mode",
+                                         help="auto|native|vm (else ~/.pydesk/config.json).")
+         ) -> None:
     """pydesk: a Docker Desktop-style container engine."""
+    context.options.update(host=host, mode=mode)
     if debug:
         _debug["on"] = True
 

@@ -1,0 +1,133 @@
+"""``pydesk images|pull|rmi``: the docker CLI's image commands; pulls show one rich progress
+bar per layer from the engine's JSON stream.
+
+What it must never do: import docker-py or rich at module level (start-up time).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any
+
+import typer
+
+from pydesk.cli import render
+from pydesk.cli.context import api, engine_errors
+
+app = typer.Typer()
+
+
+def split_reference(ref: str) -> tuple[str, str]:
+    """'busybox' -> ('busybox', 'latest'); 'reg:5000/a@sha256:..' keeps the digest."""
+    if "@" in ref:
+        return ref.split("@", 1)[0], ref.split("@", 1)[1]
+    name, _, tag = ref.rpartition(":")
+    if not name or "/" in tag:
+        return ref, "latest"
+    return name, tag
+
+
+class PullError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def follow_pull(events: Iterable[Mapping[str, Any]], progress: Any | None) -> list[str]:
+    """Drive ``progress`` (rich Progress, or None) from the pull stream; returns the status
+    lines docker prints at the end (Digest, Status). PullError on an error message."""
+    tasks: dict[str, Any] = {}
+    final: list[str] = []
+    for event in events:
+        if "error" in event:
+            raise PullError(str(event.get("error")))
+        status, layer = str(event.get("status", "")), event.get("id")
+        detail = event.get("progressDetail") or {}
+        if layer and status not in ("Pulling from",) and not status.startswith("Pulling from"):
+            if progress is None:
+                continue
+            if layer not in tasks:
+                tasks[layer] = progress.add_task(f"{layer}", total=None)
+            total, current = detail.get("total"), detail.get("current")
+            desc = f"{layer}: {status}"
+            if total:
+                progress.update(tasks[layer], description=desc, total=total, completed=current)
+            elif status in ("Pull complete", "Already exists", "Download complete"):
+                progress.update(tasks[layer], description=desc, total=1, completed=1)
+            else:
+                progress.update(tasks[layer], description=desc)
+        elif status.startswith(("Digest:", "Status:")):
+            final.append(status)
+    return final
+
+
+def pull_with_progress(client: Any, ref: str, quiet: bool) -> None:
+    repo, tag = split_reference(ref)
+    events = client.pull(repo, tag, stream=True, decode=True)
+    if quiet:
+        follow_pull(events, None)
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    print(f"{tag}: Pulling from {repo}" if "sha256:" not in tag else f"Pulling {ref}",
+          file=sys.stderr)
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  transient=False, console=_console()) as progress:
+        final = follow_pull(events, progress)
+    for line in final:
+        print(line, file=sys.stderr)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+@app.command()
+@engine_errors()
+def pull(ref: Annotated[str, typer.Argument(metavar="NAME[:TAG|@DIGEST]")],
+         quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
+    """Download an image from a registry."""
+    try:
+        pull_with_progress(api(), ref, quiet)
+    except PullError as e:
+        print(f"Error response from daemon: {e.message}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    repo, tag = split_reference(ref)
+    print(f"{repo}@{tag}" if tag.startswith("sha256:") else f"{repo}:{tag}")
+
+
+@app.command()
+@engine_errors()
+def images(all_: Annotated[bool, typer.Option("--all", "-a")] = False,
+           quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
+    """List images."""
+    found = api().images(all=all_)
+    if quiet:
+        for image in found:
+            print(render.short_id(image["Id"]))
+        return
+    print(render.table(render.IMAGES_HEADERS, render.image_rows(found, time.time())))
+
+
+@app.command()
+@engine_errors()
+def rmi(names: Annotated[list[str], typer.Argument()],
+        force: Annotated[bool, typer.Option("--force", "-f")] = False) -> None:
+    """Remove one or more images."""
+    import docker.errors  # type: ignore[import-untyped]
+
+    client, failed = api(), False
+    for name in names:
+        try:
+            for item in client.remove_image(name, force=force):
+                for key, value in item.items():
+                    print(f"{key}: {value}")
+        except docker.errors.APIError as e:
+            print(f"Error response from daemon: {e.explanation or e}", file=sys.stderr)
+            failed = True
+    if failed:
+        raise typer.Exit(1)
