@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from pydesk.cli import render
-from pydesk.cli.context import api, engine_errors, fail
+from pydesk.cli.context import api, engine_errors, fail, get_json
 
 RUN_FAILURE = 125
 
@@ -311,11 +311,19 @@ def ps(
     filter_: Annotated[list[str] | None, typer.Option("--filter", "-f")] = None,
 ) -> None:
     """List containers."""
+    list_containers(all_, quiet, filter_ or ())
+
+
+def list_containers(all_: bool, quiet: bool, filter_: Sequence[str]) -> None:
+    """``ps``'s work, shared by the Typer command and the fast path (context.fast_path)."""
     filters: dict[str, list[str]] = {}
-    for f in filter_ or ():
+    for f in filter_:
         key, _, value = f.partition("=")
         filters.setdefault(key, []).append(value)
-    containers = api().containers(all=all_, filters=filters or None)
+    params = {"all": "1" if all_ else "0"}
+    if filters:
+        params["filters"] = json.dumps(filters)
+    containers = get_json("/containers/json", params)
     if quiet:
         for c in containers:
             print(render.short_id(c["Id"]))

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from pydesk.cli import render
-from pydesk.cli.context import api, engine_errors
+from pydesk.cli.context import api, engine_errors, get_json
 
 app = typer.Typer()
 
@@ -105,7 +105,12 @@ def pull(ref: Annotated[str, typer.Argument(metavar="NAME[:TAG|@DIGEST]")],
 def images(all_: Annotated[bool, typer.Option("--all", "-a")] = False,
            quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
     """List images."""
-    found = api().images(all=all_)
+    list_images(all_, quiet)
+
+
+def list_images(all_: bool, quiet: bool) -> None:
+    """``images``'s work, shared by the Typer command and the fast path (context.fast_path)."""
+    found = get_json("/images/json", {"all": "1" if all_ else "0"})
     if quiet:
         for image in found:
             print(render.short_id(image["Id"]))

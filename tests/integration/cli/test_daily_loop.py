@@ -4,6 +4,7 @@ port, stop/start/restart/rm, inspect -f, open --print, images/rmi, run --rm exit
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import urllib.request
@@ -110,3 +111,22 @@ def test_pull_progress_and_rmi(d: Pydeskd) -> None:
     # run pulls a missing image itself
     done = pydesk(d, "run", "--rm", BUSYBOX, "echo", "pulled")
     assert done.stdout == "pulled\n" and "Unable to find image" in done.stderr
+
+
+def without_ages(table: str) -> str:
+    """A table with its ages and column widths out (they move between two runs)."""
+    table = re.sub(r"(Less than a second|About a minute|\d+ \w+)( ago)?", "AGE", table)
+    return re.sub(r" {3,}", "|", table)
+
+
+def test_fast_path_prints_what_typer_prints(d: Pydeskd) -> None:
+    pydesk(d, "pull", "-q", BUSYBOX)
+    pydesk(d, "run", "-d", "--name", "pdcli-fast", BUSYBOX, "sleep", "60")
+    for args in (["ps"], ["ps", "-a"], ["ps", "-q", "--filter", "name=pdcli-fast"],
+                 ["images"], ["images", "-q"]):
+        fast = without_ages(pydesk(d, *args).stdout)
+        # --debug is not on the fast path: the same command through Typer.
+        assert without_ages(pydesk(d, "--debug", *args).stdout) == fast, args
+    assert "pdcli-fast" in pydesk(d, "ps").stdout
+    done = pydesk(d, "ps", "--filter", "bogus=1", check=False)
+    assert done.returncode == 1 and done.stderr.startswith("Error response from daemon:")
