@@ -292,9 +292,12 @@ def _run(o: RunOptions) -> int:
         ident = client.create_container_from_config(body, o.name)["Id"]
     except docker.errors.ImageNotFound:
         print(f"Unable to find image '{o.image}' locally", file=sys.stderr)
-        from pydesk.cli.images import pull_with_progress
+        from pydesk.cli.images import PullError, pull_with_progress
 
-        pull_with_progress(client, o.image, quiet=False)
+        try:
+            pull_with_progress(client, o.image, quiet=False)
+        except PullError as e:
+            raise fail(f"Error response from daemon: {e.message}", RUN_FAILURE) from None
         ident = client.create_container_from_config(body, o.name)["Id"]
     if o.detach:
         client.start(ident)

@@ -20,3 +20,13 @@ def which() -> None:
 
     engine = resolve(options["host"], options["mode"])
     print(f"{engine.base_url}\t({engine.source})")
+
+
+@engine_app.command("env")
+@engine_errors()
+def env() -> None:
+    """Print the shell line that points the docker CLI (and docker-py) at this engine."""
+    from pydesk.endpoint import resolve
+
+    engine = resolve(options["host"], options["mode"])
+    print(f"export DOCKER_HOST={engine.base_url}")

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
-from tests.integration.cli.conftest import pydesk
+from tests.integration.cli.conftest import PYDESK, env, pydesk
 from tests.support.pydeskd import Pydeskd
 
 BUSYBOX = "busybox:latest"
@@ -33,12 +35,16 @@ def test_pull_quiet_then_images_and_run_rm_exit_code(d: Pydeskd) -> None:
 
 
 def test_run_failures_are_125_and_one_line(d: Pydeskd) -> None:
+    pydesk(d, "pull", "-q", BUSYBOX)
     done = pydesk(d, "run", "--rm", "-p", "notaport", BUSYBOX, "true", check=False)
     assert done.returncode == 125 and "invalid publish spec" in done.stderr
     done = pydesk(d, "run", "--rm", "--network", "pdcli-absent", BUSYBOX, "true", check=False)
     assert done.returncode == 125
     assert done.stderr.startswith("Error response from daemon:")
     assert len(done.stderr.strip().splitlines()) == 1
+    done = pydesk(d, "run", "--rm", "pdcli-no-such-image", "true", check=False)
+    assert done.returncode == 125 and "Unable to find image" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("Error response from daemon:")
     done = pydesk(d, "stop", "pdcli-absent", check=False)
     assert done.returncode == 1 and "Error response from daemon" in done.stderr
 
@@ -130,3 +136,30 @@ def test_fast_path_prints_what_typer_prints(d: Pydeskd) -> None:
     assert "pdcli-fast" in pydesk(d, "ps").stdout
     done = pydesk(d, "ps", "--filter", "bogus=1", check=False)
     assert done.returncode == 1 and done.stderr.startswith("Error response from daemon:")
+
+
+def plain(argv: list[str], environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``pydesk ARGV`` with no -H: the engine comes from the environment given."""
+    return subprocess.run([str(PYDESK), *argv], env=environ, capture_output=True, text=True,
+                          check=False, timeout=60)
+
+
+def test_engine_selection_from_env_and_config(d: Pydeskd, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".pydesk").mkdir(parents=True)
+    base = {**env(), "HOME": str(home)}
+    with_env = {**base, "PYDESK_HOST": d.host}
+    assert plain(["engine", "which"], with_env).stdout == f"{d.host}\t(env)\n"
+    done = plain(["ps", "-q"], with_env)
+    assert done.returncode == 0, done.stderr
+    assert plain(["engine", "env"], with_env).stdout == f"export DOCKER_HOST={d.host}\n"
+    # VM mode from the configuration, and no VM socket under this HOME: one line and a hint.
+    (home / ".pydesk" / "config.json").write_text('{"mode": "vm"}')
+    for argv in (["ps"], ["volume", "ls"], ["engine", "which"]):
+        done = plain(argv, base)
+        assert done.returncode == 1
+        assert done.stderr == (f"no engine: {home}/.pydesk/run/docker.sock does not answer\n"
+                               "hint: start one with `sudo pydeskd` (Linux) or "
+                               "`pydesk vm start`\n"), argv
+    # The flag beats the configuration.
+    assert plain(["-H", d.host, "ps", "-q"], base).returncode == 0
