@@ -221,6 +221,21 @@ class Terminal:
             termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
 
 
+def proxy_signals(ident: str) -> None:
+    """docker's --sig-proxy: SIGINT and SIGTERM to pydesk go to the container (without a tty:
+    with one, ^C is a byte the container's terminal turns into its own SIGINT)."""
+    import signal
+
+    from pydesk.cli.context import api as new_api
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(Exception):  # the container may be gone already
+            new_api().kill(ident, signal=signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
+
+
 def attach_and_run(client: Any, ident: str, o: RunOptions) -> int:
     """Attach, start, pump, then the container's exit code (docker's order: attach first)."""
     from pydesk.cli.context import api as new_api
@@ -242,6 +257,7 @@ def attach_and_run(client: Any, ident: str, o: RunOptions) -> int:
         with Terminal(lambda **kw: client.resize(ident, **kw)):
             pump(sock, True, stdin)
     else:
+        proxy_signals(ident)
         pump(sock, False, stdin)
     sock.close()
     waiter.join()
@@ -343,11 +359,20 @@ def logs(
     timestamps: Annotated[bool, typer.Option("--timestamps", "-t")] = False,
 ) -> None:
     """Fetch the logs of a container."""
-    tail_arg: int | str = int(tail) if tail.isdigit() else "all"
-    for chunk in api().logs(container, stream=True, follow=follow, tail=tail_arg,
-                            timestamps=timestamps):
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.buffer.flush()
+    client = api()
+    tty = bool(client.inspect_container(container)["Config"].get("Tty"))
+    params = {"stdout": 1, "stderr": 1, "follow": int(follow), "timestamps": int(timestamps),
+              "tail": tail if tail.isdigit() else "all"}
+    response = client._get(client._url("/containers/{0}/logs", container), params=params,
+                           stream=True)
+    client._raise_for_status(response)
+    # docker-py's logs() merges the two streams: the frames are read here to keep them apart.
+    demux, out = Demuxer(), {1: sys.stdout.buffer, 2: sys.stderr.buffer}
+    for data in response.raw.stream(65536, decode_content=False):
+        for stream, payload in [(1, data)] if tty else demux.feed(data):
+            target = out.get(stream, sys.stdout.buffer)
+            target.write(payload)
+            target.flush()
 
 
 @app.command(name="exec", context_settings={"allow_interspersed_args": False})

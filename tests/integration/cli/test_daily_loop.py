@@ -163,3 +163,37 @@ def test_engine_selection_from_env_and_config(d: Pydeskd, tmp_path: Path) -> Non
                                "`pydesk vm start`\n"), argv
     # The flag beats the configuration.
     assert plain(["-H", d.host, "ps", "-q"], base).returncode == 0
+
+
+def test_logs_keeps_stdout_and_stderr_apart_and_follows(d: Pydeskd) -> None:
+    pydesk(d, "pull", "-q", BUSYBOX)
+    pydesk(d, "run", "-d", "--name", "pdcli-logs", BUSYBOX, "sh", "-c",
+           "echo out1; echo err1 >&2; sleep 1; echo out2")
+    follow = subprocess.Popen([str(PYDESK), "-H", d.host, "logs", "-f", "pdcli-logs"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+    try:
+        out, err = follow.communicate(timeout=20)  # -f ends when the container exits
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+    assert (follow.returncode, out, err) == (0, b"out1\nout2\n", b"err1\n")
+    assert pydesk(d, "logs", "--tail", "1", "pdcli-logs").stdout == "out2\n"
+
+
+def test_ctrl_c_reaches_the_container(d: Pydeskd) -> None:
+    pydesk(d, "pull", "-q", BUSYBOX)
+    run = subprocess.Popen([str(PYDESK), "-H", d.host, "run", "--name", "pdcli-sig", BUSYBOX,
+                            "sh", "-c", "trap 'echo got-int; exit 9' INT; echo ready; "
+                            "while true; do sleep 0.1; done"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+    try:
+        assert run.stdout is not None
+        assert run.stdout.readline() == b"ready\n"
+        run.send_signal(2)
+        out, _ = run.communicate(timeout=20)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert (run.returncode, out) == (9, b"got-int\n")
