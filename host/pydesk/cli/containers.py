@@ -1,21 +1,17 @@
 """``pydesk run|ps|logs|exec|stop|start|restart|rm|port|inspect|open``: the docker CLI's
 container commands, over docker-py's ``APIClient`` on the selected engine.
 
-Flag parsing to API bodies is pure (:func:`create_body`); the hijacked-stream pump
-(:func:`pump`) is the one place that moves bytes between the terminal and the engine.
+Flag parsing to API bodies is pure (:func:`create_body`); the hijacked streams of run and
+exec go through :mod:`pydesk.cli.streams`.
 What it must never do: import docker-py or rich at module level (start-up time).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import select
 import shlex
-import socket
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +19,9 @@ from typing import Annotated, Any
 
 import typer
 
-from pydesk.cli import render
+from pydesk.cli import render, streams
 from pydesk.cli.context import api, engine_errors, fail, get_json
+from pydesk.cli.streams import Terminal, attach_and_run, pump, raw_socket
 
 RUN_FAILURE = 125
 
@@ -135,135 +132,6 @@ def create_body(o: RunOptions) -> dict[str, Any]:
     return body
 
 
-# --- the hijacked stream ------------------------------------------------------------------
-
-
-def raw_socket(sock: Any) -> socket.socket:
-    """docker-py hands back a SocketIO (unix) or a socket: the socket underneath."""
-    return sock._sock if hasattr(sock, "_sock") else sock  # type: ignore[no-any-return]
-
-
-class Demuxer:
-    """Docker's multiplexed stream (8-byte header: stream, 0, 0, 0, size) -> payloads."""
-
-    def __init__(self) -> None:
-        self.buffer = b""
-
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        self.buffer += data
-        out = []
-        while len(self.buffer) >= 8:
-            size = int.from_bytes(self.buffer[4:8], "big")
-            if len(self.buffer) < 8 + size:
-                break
-            out.append((self.buffer[0], self.buffer[8:8 + size]))
-            self.buffer = self.buffer[8 + size:]
-        return out
-
-
-def pump(sock: socket.socket, tty: bool, stdin_fd: int | None) -> None:
-    """Copy the engine's stream to stdout/stderr, and ``stdin_fd`` (if any) to the engine,
-    until the engine closes the stream. Stdin's EOF half-closes the socket, as docker does."""
-    demux = Demuxer()
-    out = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
-    readers: list[Any] = [sock] + ([stdin_fd] if stdin_fd is not None else [])
-    while True:
-        ready, _, _ = select.select(readers, [], [])
-        if sock in ready:
-            data = sock.recv(65536)
-            if not data:
-                return
-            frames = [(1, data)] if tty else demux.feed(data)
-            for stream, payload in frames:
-                target = out.get(stream, sys.stdout.buffer)
-                target.write(payload)
-                target.flush()
-        if stdin_fd is not None and stdin_fd in ready:
-            data = os.read(stdin_fd, 65536)
-            if data:
-                sock.sendall(data)
-            else:
-                readers.remove(stdin_fd)
-                sock.shutdown(socket.SHUT_WR)
-
-
-class Terminal:
-    """Raw mode on stdin (a tty) for ``-t``, restored on exit; resize on SIGWINCH."""
-
-    def __init__(self, resize: Any) -> None:
-        self.resize = resize
-        self.saved: Any = None
-
-    def __enter__(self) -> Terminal:
-        import signal
-        import termios
-        import tty
-
-        if os.isatty(0):
-            self.saved = termios.tcgetattr(0)
-            tty.setraw(0)
-        signal.signal(signal.SIGWINCH, lambda *_: self.send_size())
-        self.send_size()
-        return self
-
-    def send_size(self) -> None:
-        try:
-            size = os.get_terminal_size(0)
-        except OSError:
-            return
-        with contextlib.suppress(Exception):  # a resize is best effort, as docker's
-            self.resize(height=size.lines, width=size.columns)
-
-    def __exit__(self, *exc: object) -> None:
-        import termios
-
-        if self.saved is not None:
-            termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
-
-
-def proxy_signals(ident: str) -> None:
-    """docker's --sig-proxy: SIGINT and SIGTERM to pydesk go to the container (without a tty:
-    with one, ^C is a byte the container's terminal turns into its own SIGINT)."""
-    import signal
-
-    from pydesk.cli.context import api as new_api
-
-    def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(Exception):  # the container may be gone already
-            new_api().kill(ident, signal=signum)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, forward)
-
-
-def attach_and_run(client: Any, ident: str, o: RunOptions) -> int:
-    """Attach, start, pump, then the container's exit code (docker's order: attach first)."""
-    from pydesk.cli.context import api as new_api
-
-    status: dict[str, int] = {}
-
-    def wait() -> None:  # its own connection: the main one is busy with the stream
-        result = new_api().wait(ident, condition="next-exit")
-        status["code"] = int(result.get("StatusCode", 0))
-
-    params = {"stdin": int(o.interactive), "stdout": 1, "stderr": 1, "stream": 1}
-    sock = raw_socket(client.attach_socket(ident, params=params))
-    waiter = threading.Thread(target=wait, daemon=True)
-    waiter.start()
-    time.sleep(0.05)  # let the wait request reach the engine before the start
-    client.start(ident)
-    stdin = 0 if o.interactive else None
-    if o.tty:
-        with Terminal(lambda **kw: client.resize(ident, **kw)):
-            pump(sock, True, stdin)
-    else:
-        proxy_signals(ident)
-        pump(sock, False, stdin)
-    sock.close()
-    waiter.join()
-    return status.get("code", 0)
-
-
 # --- commands --------------------------------------------------------------------------------
 
 app = typer.Typer()
@@ -319,7 +187,7 @@ def _run(o: RunOptions) -> int:
         client.start(ident)
         print(ident)
         return 0
-    return attach_and_run(client, ident, o)
+    return attach_and_run(client, ident, o.interactive, o.tty)
 
 
 @app.command()
@@ -367,7 +235,7 @@ def logs(
                            stream=True)
     client._raise_for_status(response)
     # docker-py's logs() merges the two streams: the frames are read here to keep them apart.
-    demux, out = Demuxer(), {1: sys.stdout.buffer, 2: sys.stderr.buffer}
+    demux, out = streams.Demuxer(), {1: sys.stdout.buffer, 2: sys.stderr.buffer}
     for data in response.raw.stream(65536, decode_content=False):
         for stream, payload in [(1, data)] if tty else demux.feed(data):
             target = out.get(stream, sys.stdout.buffer)

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from pydesk.cli.containers import Demuxer, RunOptions, create_body, open_url, parse_publish
+from pydesk.cli.containers import RunOptions, create_body, open_url, parse_publish
 from pydesk.cli.images import PullError, follow_pull, split_reference
+from pydesk.cli.streams import Demuxer
 
 
 def test_minimal_detached() -> None:
