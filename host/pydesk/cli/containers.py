@@ -339,19 +339,22 @@ def port(container: Annotated[str, typer.Argument()],
 @engine_errors()
 def inspect(names: Annotated[list[str], typer.Argument()],
             format_: Annotated[str | None, typer.Option("--format", "-f")] = None) -> None:
-    """Low-level information on containers or images, as JSON or through a template."""
+    """Low-level information on Docker objects, as JSON or through a template."""
     import docker.errors
 
     client, found, failed = api(), [], False
+    lookups = (client.inspect_container, client.inspect_image, client.inspect_volume,
+               client.inspect_network)
     for name in names:
-        try:
-            found.append(client.inspect_container(name))
-        except docker.errors.NotFound:
+        for lookup in lookups:  # docker's order when no --type is given
             try:
-                found.append(client.inspect_image(name))
+                found.append(lookup(name))
+                break
             except docker.errors.NotFound:
-                print(f"Error: No such object: {name}", file=sys.stderr)
-                failed = True
+                continue
+        else:
+            print(f"Error: No such object: {name}", file=sys.stderr)
+            failed = True
     if format_ is not None:
         for obj in found:
             try:

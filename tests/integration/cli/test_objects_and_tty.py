@@ -8,6 +8,7 @@ import pty
 import select
 import subprocess
 import time
+from pathlib import Path
 
 from tests.integration.cli.conftest import PYDESK, env, pydesk
 from tests.support.pydeskd import Pydeskd
@@ -112,3 +113,21 @@ def test_run_i_without_tty_pipes_stdin(d: Pydeskd) -> None:
     done = pydesk(d, "run", "-i", "--rm", BUSYBOX, "sh", "-c", "tr a-z A-Z; exit 2",
                   input=b"shout\n", check=False)
     assert (done.returncode, done.stdout) == (2, "SHOUT\n")
+
+
+def test_relative_bind_mount_and_inspect_of_any_object(d: Pydeskd, tmp_path: Path) -> None:
+    pydesk(d, "pull", "-q", BUSYBOX)
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text("from the host\n")
+    done = subprocess.run([str(PYDESK), "-H", d.host, "run", "--rm", "-v", "./site:/www",
+                           BUSYBOX, "sh", "-c", "cat /www/index.html; echo back > /www/new"],
+                          cwd=tmp_path, env=env(), capture_output=True, text=True, check=False,
+                          timeout=60)
+    assert (done.returncode, done.stdout) == (0, "from the host\n"), done.stderr
+    assert (tmp_path / "site" / "new").read_text() == "back\n"
+    pydesk(d, "volume", "create", "pdcli-iv")
+    pydesk(d, "network", "create", "pdcli-in")
+    assert pydesk(d, "inspect", "-f", "{{.Name}}", "pdcli-iv", "pdcli-in").stdout == \
+        "pdcli-iv\npdcli-in\n"
+    done = pydesk(d, "inspect", "pdcli-nothing", check=False)
+    assert done.returncode == 1 and "No such object: pdcli-nothing" in done.stderr
