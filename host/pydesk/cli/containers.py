@@ -244,7 +244,7 @@ def logs(
 
 
 @app.command(name="exec", context_settings={"allow_interspersed_args": False})
-@engine_errors(126)
+@engine_errors()
 def exec_(  # noqa: PLR0917
     container: Annotated[str, typer.Argument()],
     command: Annotated[list[str], typer.Argument()],

@@ -92,7 +92,11 @@ def test_the_daily_loop(d: Pydeskd) -> None:
                   "pdcli-web").stdout == "running /pdcli-web\n"
     assert json.loads(pydesk(d, "inspect", "pdcli-web").stdout)[0]["Id"] == ident
 
+    done = pydesk(d, "exec", "pdcli-web", "pdcli-no-such-command", check=False)
+    assert done.returncode == 127 and "not found" in done.stdout + done.stderr
     assert pydesk(d, "stop", "-t", "1", "pdcli-web").stdout == "pdcli-web\n"
+    done = pydesk(d, "exec", "pdcli-web", "true", check=False)
+    assert done.returncode == 1 and done.stderr.startswith("Error response from daemon:")
     assert "Exited" in pydesk(d, "ps", "-a").stdout
     assert pydesk(d, "ps", "-q").stdout == ""
     assert pydesk(d, "start", "pdcli-web").stdout == "pdcli-web\n"
