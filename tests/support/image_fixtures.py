@@ -94,3 +94,19 @@ def token_registry(tmp_path: Path, image_layouts: dict[str, BuiltLayout]) -> Ite
         push_images(reg, image_layouts, AUTH_IMAGES, CREDENTIALS)
         ts.reset()
         yield reg
+
+
+@pytest.fixture(scope="session")
+def busybox_mirror() -> Iterator[Registry]:
+    """A local registry holding the busybox test image as ``library/busybox:latest``, to be a
+    daemon's ``registry-mirrors`` entry (so ``docker pull busybox`` works without internet)."""
+    import tempfile
+
+    from tests.support.images import build_single
+
+    base = Path(tempfile.mkdtemp(prefix="pd-mirror-", dir="/tmp"))
+    build_single(base / "layout")
+    with Registry(base / "registry") as mirror:
+        mirror.push_layout(base / "layout", "library/busybox:latest")
+        yield mirror
+    shutil.rmtree(base, ignore_errors=True)

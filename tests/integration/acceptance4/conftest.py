@@ -16,21 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.images import build_single
+from tests.support.image_fixtures import busybox_mirror  # noqa: F401 -- a fixture
 from tests.support.pydeskd import Pydeskd
 from tests.support.registry import Registry
 
 BUSYBOX = "busybox:latest"
 
 
-@pytest.fixture(scope="session")
-def busybox_mirror() -> Iterator[Registry]:
-    base = Path(tempfile.mkdtemp(prefix="pd-acc-reg-", dir="/tmp"))
-    build_single(base / "layout")
-    with Registry(base / "registry") as registry:
-        registry.push_layout(base / "layout", "library/busybox:latest")
-        yield registry
-    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

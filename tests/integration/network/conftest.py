@@ -24,7 +24,7 @@ import pytest
 
 from pydeskd.network.driver import Names
 from pydeskd.network.nft import table_name
-from tests.support.images import build_single
+from tests.support.image_fixtures import busybox_mirror  # noqa: F401 -- a fixture
 from tests.support.pydeskd import Pydeskd
 from tests.support.registry import Registry
 
@@ -50,14 +50,6 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{os.urandom(3).hex()}"
 
 
-@pytest.fixture(scope="session")
-def busybox_mirror() -> Iterator[Registry]:
-    base = Path(tempfile.mkdtemp(prefix="pd-net-reg-", dir="/tmp"))
-    build_single(base / "layout")
-    with Registry(base / "registry") as registry:
-        registry.push_layout(base / "layout", "library/busybox:latest")
-        yield registry
-    shutil.rmtree(base, ignore_errors=True)
 
 
 def daemon_root(d: Pydeskd) -> None:
