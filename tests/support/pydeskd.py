@@ -186,11 +186,20 @@ class Pydeskd:
         and so does every process in the daemon's cgroup parent (containers still running
         when the daemon stopped: live restore keeps them, a test must not)."""
         name = str(self.config["cgroup-parent"]).strip("/")
-        for procs in Path("/sys/fs/cgroup").glob(f"*/{name}/**/cgroup.procs"):
-            with contextlib.suppress(OSError, ValueError):
-                for pid in procs.read_text().split():
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(int(pid), signal.SIGKILL)
+
+        def members() -> list[int]:
+            found: list[int] = []
+            for procs in Path("/sys/fs/cgroup").glob(f"*/{name}/**/cgroup.procs"):
+                with contextlib.suppress(OSError, ValueError):
+                    found += [int(pid) for pid in procs.read_text().split()]
+            return found
+
+        deadline = time.monotonic() + 10
+        while (pids := members()) and time.monotonic() < deadline:
+            for pid in set(pids):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)  # until they are gone: their cgroups are removed next
         roots = (str(self.data_root), str(self.exec_root))
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
