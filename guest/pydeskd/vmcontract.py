@@ -91,5 +91,9 @@ GUEST_USER = "root"
 GUEST_SERIAL_READY = "pydesk-guest: ready"
 """The line the guest init prints on the serial console once pydeskd answers /_ping inside the
 guest (the host still checks /_ping itself through the channel before it says running)."""
+GUEST_SERIAL_FAILED = "pydesk-guest: failed: "
+"""Followed by the reason, when the guest init gives up on pydeskd (it exited before answering,
+never answered, or died more often than the init restarts it): the host agent reports the
+instance degraded at once instead of after its boot timeout."""
 GUEST_SERIAL_POWEROFF = "pydesk-guest: powered off cleanly"
 """Printed after the data disk is synced and unmounted, just before the guest powers off."""

@@ -298,7 +298,13 @@ class Init:
             s.log("pydeskd answers /_ping")  # with the guest's uptime, for boot-time records
             s.console_line(vmcontract.GUEST_SERIAL_READY)
             return True
+        if not self.shutdown_requested:
+            self.failed(f"pydeskd did not come up (see {plan.PYDESKD_LOG})")
         return False
+
+    def failed(self, reason: str) -> None:
+        """Tells the host on the console that the guest gave up on pydeskd (vmcontract)."""
+        self.sys.console_line(vmcontract.GUEST_SERIAL_FAILED + reason)
 
     # --- running --------------------------------------------------------------------------
 
@@ -312,6 +318,8 @@ class Init:
                 self.log_tail(plan.PYDESKD_LOG)
                 if self.pydeskd_restarts >= RESTART_LIMIT or not self.data_mounted:
                     self.pydeskd = 0
+                    self.failed(f"pydeskd exited ({code}) and is not restarted again (see "
+                                f"{plan.PYDESKD_LOG})")
                     continue
                 self.pydeskd_restarts += 1
                 self.start_pydeskd()

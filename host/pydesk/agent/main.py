@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydesk.agent.console import ConsoleWatch
 from pydesk.agent.status import State, StatusEvent, append_status
 from pydesk.vm.channel import GuestChannel
 from pydesk.vm.config import VmConfig, detect_host
@@ -127,9 +128,17 @@ class Agent:
         """Until /_ping answers through the channel (True), QEMU exits or a stop (False)."""
         degraded = False
         last_error = ""
+        console = ConsoleWatch(self.files.console_log)
         while True:
             if self.qemu_exit() is not None or self.stop_requested():
                 return False
+            failure = None if degraded else console.guest_failure()
+            if failure is not None:
+                # The guest gave up and said why: no point in waiting for the boot timeout.
+                # Still watched: a pydeskd that comes up later makes the instance running.
+                degraded = True
+                self.report(State.DEGRADED, f"the guest gave up: {failure} (see pydesk vm "
+                                            "logs, or pydesk vm ssh)", failure)
             try:
                 if self.channel is None or not self.channel.active:
                     # Short: until the guest's network is up, slirp accepts the connection and

@@ -126,6 +126,9 @@ def test_pydeskd_that_exits_is_reported_with_its_log() -> None:
     assert not init.boot([])
     assert any("failed to start daemon: boom" in line for line in fake.lines)
     assert vmcontract.GUEST_SERIAL_READY not in fake.lines
+    # The host learns it at once, with the reason, from the console.
+    assert fake.lines[-1].startswith(vmcontract.GUEST_SERIAL_FAILED)
+    assert plan.PYDESKD_LOG in fake.lines[-1]
 
 
 def test_ready_wait_is_bounded() -> None:
@@ -244,6 +247,8 @@ def test_pydeskd_dying_later_is_restarted_a_few_times() -> None:
     starts = [argv for argv in fake.spawned() if argv[0] == PYDESKD]
     assert len(starts) == 1 + boot.RESTART_LIMIT
     assert init.shutdown_requested
+    failures = [line for line in fake.lines if line.startswith(vmcontract.GUEST_SERIAL_FAILED)]
+    assert len(failures) == 1 and "not restarted again" in failures[0]
 
 
 def test_the_preloaded_pydeskd_gets_its_go_after_the_data_disk_is_mounted() -> None:
