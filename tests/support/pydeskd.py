@@ -135,6 +135,15 @@ class Pydeskd:
         self._clients.append(client)
         return client
 
+    def remove_containers(self, volumes: bool = False) -> None:
+        """``docker rm -f [-v]`` of every container, if the daemon still runs (a cleanup)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        ids = self.docker("ps", "-aq", check=False).stdout.split()
+        if ids:
+            self.docker("rm", "-f", *(["-v"] if volumes else []),
+                        *(i.decode() for i in ids), check=False)
+
     def stop(self, timeout: float = 20.0) -> int | None:
         """Stop the daemon; returns its exit code (None if it was not running)."""
         for client in self._clients:

@@ -23,8 +23,6 @@ from tests.support.registry import Registry
 BUSYBOX = "busybox:latest"
 
 
-
-
 @pytest.fixture(scope="module")
 def daemon(busybox_mirror: Registry) -> Iterator[Pydeskd]:
     base = Path(tempfile.mkdtemp(prefix="pd-acc-", dir="/tmp"))
@@ -38,11 +36,7 @@ def daemon(busybox_mirror: Registry) -> Iterator[Pydeskd]:
 def d(daemon: Pydeskd) -> Iterator[Pydeskd]:
     """The module's daemon, emptied of containers after the test."""
     yield daemon
-    if daemon.proc is None or daemon.proc.poll() is not None:
-        return
-    ids = daemon.docker("ps", "-aq", check=False).stdout.split()
-    if ids:
-        daemon.docker("rm", "-f", *(i.decode() for i in ids), check=False)
+    daemon.remove_containers()
 
 
 def out(d: Pydeskd, *args: str, timeout: float = 60) -> str:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import pty
-import subprocess
 import time
 
 from tests.integration.acceptance4.conftest import BUSYBOX, out
-from tests.integration.acceptance4.test_run import _read_until
 from tests.support.pydeskd import DOCKER, Pydeskd
+from tests.support.terminal import read_until, under_pty
 
 
 def test_exec_options(d: Pydeskd) -> None:
@@ -41,19 +39,9 @@ def test_exec_options(d: Pydeskd) -> None:
 
 def test_exec_interactive_tty(d: Pydeskd) -> None:
     out(d, "run", "-d", "--name", "exi", BUSYBOX, "sleep", "60")
-    primary, secondary = pty.openpty()
-    proc = subprocess.Popen([DOCKER, "exec", "-it", "exi", "sh"], env=d.env(),
-                            stdin=secondary, stdout=secondary, stderr=secondary,
-                            start_new_session=True)
-    os.close(secondary)
-    try:
-        assert b"#" in _read_until(primary, b"# ")
+    with under_pty([DOCKER, "exec", "-it", "exi", "sh"], d.env()) as (proc, primary):
+        assert b"#" in read_until(primary, b"# ")
         os.write(primary, b"echo $((20+3))\r")
-        assert b"23" in _read_until(primary, b"23\r\n")
+        assert b"23" in read_until(primary, b"23\r\n")
         os.write(primary, b"exit 5\r")
         assert proc.wait(timeout=20) == 5
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(primary)

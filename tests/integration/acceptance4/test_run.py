@@ -5,14 +5,13 @@ shape the process (--user, --workdir, --entrypoint, --env-file, --read-only, --c
 from __future__ import annotations
 
 import os
-import pty
-import select
 import subprocess
 import time
 from pathlib import Path
 
 from tests.integration.acceptance4.conftest import BUSYBOX, out
 from tests.support.pydeskd import DOCKER, Pydeskd
+from tests.support.terminal import read_until, under_pty
 
 
 def test_run_detached_prints_the_id_and_runs(d: Pydeskd) -> None:
@@ -37,40 +36,14 @@ def test_run_rm_passes_exit_codes_and_leaves_nothing(d: Pydeskd) -> None:
     assert out(d, "ps", "-aq") == ""
 
 
-def _read_until(fd: int, needle: bytes, timeout: float = 20) -> bytes:
-    got = b""
-    deadline = time.monotonic() + timeout
-    while needle not in got and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            got += chunk
-    return got
-
-
 def test_run_interactive_tty(d: Pydeskd) -> None:
     """docker run -it under a real terminal: type into sh, read its answer, exit 3 -> 3."""
-    primary, secondary = pty.openpty()
-    proc = subprocess.Popen([DOCKER, "run", "-it", "--rm", BUSYBOX, "sh"], env=d.env(),
-                            stdin=secondary, stdout=secondary, stderr=secondary,
-                            start_new_session=True)
-    os.close(secondary)
-    try:
-        assert b"#" in _read_until(primary, b"# ")
+    with under_pty([DOCKER, "run", "-it", "--rm", BUSYBOX, "sh"], d.env()) as (proc, primary):
+        assert b"#" in read_until(primary, b"# ")
         os.write(primary, b"echo $((6*7)) $(tty)\r")
-        assert b"42 /dev/pts/0" in _read_until(primary, b"42 /dev/pts/0")
+        assert b"42 /dev/pts/0" in read_until(primary, b"42 /dev/pts/0")
         os.write(primary, b"exit 3\r")
         assert proc.wait(timeout=20) == 3
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(primary)
 
 
 def test_run_interactive_without_tty_pipes_stdin(d: Pydeskd) -> None:
@@ -125,36 +98,18 @@ def test_memory_and_pids_limit_enforced(d: Pydeskd) -> None:
 
 def test_detach_keys_and_attach_again(d: Pydeskd) -> None:
     """ctrl-p ctrl-q leaves a `docker run -it` running; `docker attach` takes it up again."""
-    def under_pty(*args: str) -> tuple[subprocess.Popen[bytes], int]:
-        primary, secondary = pty.openpty()
-        proc = subprocess.Popen([DOCKER, *args], env=d.env(), stdin=secondary,
-                                stdout=secondary, stderr=secondary, start_new_session=True)
-        os.close(secondary)
-        return proc, primary
-
-    proc, primary = under_pty("run", "-it", "--name", "detached", BUSYBOX, "sh")
-    try:
-        assert b"#" in _read_until(primary, b"# ")
+    with under_pty([DOCKER, "run", "-it", "--name", "detached", BUSYBOX, "sh"],
+                   d.env()) as (proc, primary):
+        assert b"#" in read_until(primary, b"# ")
         os.write(primary, b"\x10\x11")  # ctrl-p ctrl-q
         assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(primary)
     assert out(d, "inspect", "--format", "{{.State.Running}}", "detached") == "true"
-    proc, primary = under_pty("attach", "detached")
-    try:
+    with under_pty([DOCKER, "attach", "detached"], d.env()) as (proc, primary):
         time.sleep(0.5)
         os.write(primary, b"echo back-$((2*4))\r")
-        assert b"back-8" in _read_until(primary, b"back-8")
+        assert b"back-8" in read_until(primary, b"back-8")
         os.write(primary, b"exit 3\r")
         assert proc.wait(timeout=20) == 3
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(primary)
     assert out(d, "inspect", "--format", "{{.State.ExitCode}}", "detached") == "3"
 
 

@@ -20,8 +20,6 @@ from tests.support.registry import Registry
 PYDESK = Path(__file__).resolve().parents[3] / ".venv" / "bin" / "pydesk"
 
 
-
-
 @pytest.fixture(scope="module")
 def daemon(busybox_mirror: Registry) -> Iterator[Pydeskd]:
     base = Path(tempfile.mkdtemp(prefix="pd-cli-", dir="/tmp"))
@@ -33,11 +31,9 @@ def daemon(busybox_mirror: Registry) -> Iterator[Pydeskd]:
 @pytest.fixture
 def d(daemon: Pydeskd) -> Iterator[Pydeskd]:
     yield daemon
+    daemon.remove_containers()
     if daemon.proc is None or daemon.proc.poll() is not None:
         return
-    ids = daemon.docker("ps", "-aq", check=False).stdout.split()
-    if ids:
-        daemon.docker("rm", "-f", *(i.decode() for i in ids), check=False)
     for kind in ("volume", "network"):
         names = daemon.docker(kind, "ls", "-q", "--filter", "name=pdcli-",
                               check=False).stdout.split()

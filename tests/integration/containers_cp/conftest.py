@@ -35,11 +35,7 @@ def daemon() -> Iterator[Pydeskd]:
 @pytest.fixture
 def d(daemon: Pydeskd) -> Iterator[Pydeskd]:
     yield daemon
-    if daemon.proc is None or daemon.proc.poll() is not None:
-        return
-    ids = daemon.docker("ps", "-aq", check=False).stdout.split()
-    if ids:
-        daemon.docker("rm", "-f", "-v", *(i.decode() for i in ids), check=False)
+    daemon.remove_containers(volumes=True)
 
 
 def out(d: Pydeskd, *args: str, timeout: float = 60) -> str:

@@ -50,8 +50,6 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{os.urandom(3).hex()}"
 
 
-
-
 def daemon_root(d: Pydeskd) -> None:
     _daemon_roots.append(d.tmp_dir)
 
