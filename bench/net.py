@@ -44,9 +44,10 @@ from pathlib import Path
 _REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(_REPO), str(_REPO / "guest")]
 
+from tests.support.docker_cli import DockerCli  # noqa: E402
 from tests.support.docker_engine import DockerEngine  # noqa: E402
 from tests.support.images import build_single  # noqa: E402
-from tests.support.pydeskd import DOCKER, Pydeskd  # noqa: E402
+from tests.support.pydeskd import Pydeskd  # noqa: E402
 from tests.support.registry import Registry  # noqa: E402
 
 IMAGE = "busybox:latest"
@@ -63,23 +64,14 @@ SERVER = ("mkdir -p /www && dd if=/dev/zero of=/www/big bs=1048576 count={mb} 2>
 BUFFER = 1 << 20
 
 
-class Engine:
+class Engine(DockerCli):
     """The docker CLI against one engine, and its server container's published ports."""
 
-    def __init__(self, name: str, host: str, config_dir: Path) -> None:
-        self.name = name
-        config_dir.mkdir(parents=True, exist_ok=True)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        self.env.update(DOCKER_HOST=host, DOCKER_CONFIG=str(config_dir))
-        self.http_port = self.sink_port = 0
+    timeout = 300
 
-    def run(self, *args: str) -> str:
-        done = subprocess.run([DOCKER, *args], capture_output=True, env=self.env, check=False,
-                              timeout=300)
-        if done.returncode != 0:
-            raise RuntimeError(f"{self.name}: docker {' '.join(args)} failed "
-                               f"({done.returncode}): {done.stderr.decode().strip()}")
-        return done.stdout.decode()
+    def __init__(self, name: str, host: str, config_dir: Path) -> None:
+        super().__init__(name, host, config_dir)
+        self.http_port = self.sink_port = 0
 
     def start_server(self, mb: int) -> None:
         self.run("pull", "-q", IMAGE)

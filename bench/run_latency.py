@@ -28,7 +28,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,30 +38,18 @@ from pathlib import Path
 _REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(_REPO), str(_REPO / "guest")]
 
+from tests.support.docker_cli import DockerCli  # noqa: E402
 from tests.support.docker_engine import DockerEngine  # noqa: E402
 from tests.support.images import build_single  # noqa: E402
-from tests.support.pydeskd import DOCKER, Pydeskd  # noqa: E402
+from tests.support.pydeskd import Pydeskd  # noqa: E402
 from tests.support.registry import Registry  # noqa: E402
 
 IMAGE = "busybox:latest"
 COMMANDS = ("run", "ps", "exec")
 
 
-class Cli:
-    """The docker CLI against one engine (``DOCKER_HOST`` set, a private empty config)."""
-
-    def __init__(self, name: str, host: str, config_dir: Path) -> None:
-        self.name = name
-        config_dir.mkdir(parents=True, exist_ok=True)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        self.env.update(DOCKER_HOST=host, DOCKER_CONFIG=str(config_dir))
-
-    def run(self, *args: str) -> str:
-        done = subprocess.run([DOCKER, *args], capture_output=True, env=self.env, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"{self.name}: docker {' '.join(args)} failed "
-                               f"({done.returncode}): {done.stderr.decode().strip()}")
-        return done.stdout.decode()
+class Cli(DockerCli):
+    """The docker CLI against one engine, with a timed run."""
 
     def timed(self, *args: str) -> float:
         # subprocess.run without a timeout blocks in waitpid: no polling rounds the time up.
