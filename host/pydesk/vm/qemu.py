@@ -85,14 +85,18 @@ def drive_args(files: LaunchFiles) -> list[str]:
             "-drive", data, "-device", f"virtio-blk-pci,drive=data,serial={DATA_DISK_SERIAL}"]
 
 
+USER_NETDEV_ID = "net0"
+"""The user-mode network backend's id: QMP's ``hostfwd_add``/``hostfwd_remove`` name it."""
+
+
 def network_args(ssh_port: int) -> list[str]:
     """User-mode networking; only the guest's sshd is forwarded, from 127.0.0.1:ssh_port."""
     if not 0 < ssh_port < 65536:
         raise InvalidArgument(f"invalid SSH forward port {ssh_port}")
     forward = f"tcp:{HOST_FORWARD_ADDRESS}:{ssh_port}-:{GUEST_SSH_PORT}"
-    return ["-netdev", f"user,id=net0,hostfwd={forward}",
+    return ["-netdev", f"user,id={USER_NETDEV_ID},hostfwd={forward}",
             # romfile=: no iPXE option ROM (we boot a kernel directly; it costs boot time).
-            "-device", "virtio-net-pci,netdev=net0,romfile="]
+            "-device", f"virtio-net-pci,netdev={USER_NETDEV_ID},romfile="]
 
 
 def qemu_argv(config: VmConfig, host: HostInfo, files: LaunchFiles, ssh_port: int) -> list[str]:
