@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CONTRACT_VERSION = 1
-"""Bumped when a change here makes old images and new hosts (or the reverse) disagree."""
+CONTRACT_VERSION = 2
+"""Bumped when a change here makes old images and new hosts (or the reverse) disagree.
+2: the control port and its snapshot-point handshake."""
 
 # --- The guest image: three files, built by vm-images/, shipped as one OCI artifact -------------
 KERNEL_FILE = "vmlinuz"
@@ -97,3 +98,41 @@ never answered, or died more often than the init restarts it): the host agent re
 instance degraded at once instead of after its boot timeout."""
 GUEST_SERIAL_POWEROFF = "pydesk-guest: powered off cleanly"
 """Printed after the data disk is synced and unmounted, just before the guest powers off."""
+
+
+# --- The control port: a virtio-serial port, for the snapshot-point handshake ------------------
+CTL_PORT_NAME = "org.pydesk.ctl"
+"""The virtserialport's name (/sys/class/virtio-ports/vport*/name in the guest); on the host a
+unix socket chardev in the instance directory."""
+CTL_AT_SNAPSHOT_POINT = "at-snapshot-point"
+"""Repeated by the guest init (one line a second) while it waits at the snapshot point: the root
+is mounted, the configuration read, pydeskd imported; sshd not started, the data disk not
+opened, nothing secret or random made yet. The host may save the VM's state there, then it must
+send a go line; the guest waits for it as long as it takes."""
+CTL_GO = "go"
+GO_ENTROPY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class GoLine:
+    """``go <host unix time in ns> <entropy in hex>``: what must be fresh after a resume."""
+
+    time_ns: int
+    entropy: bytes
+
+    def encode(self) -> bytes:
+        return f"{CTL_GO} {self.time_ns} {self.entropy.hex()}\n".encode()
+
+    @classmethod
+    def parse(cls, line: bytes) -> GoLine | None:
+        """The go line in ``line`` (one line, newline optional), else None."""
+        fields = line.decode("ascii", errors="replace").split()
+        if len(fields) != 3 or fields[0] != CTL_GO or not fields[1].isdigit():
+            return None
+        try:
+            entropy = bytes.fromhex(fields[2])
+        except ValueError:
+            return None
+        if len(entropy) < GO_ENTROPY_BYTES:
+            return None
+        return cls(int(fields[1]), entropy)

@@ -10,8 +10,12 @@ SIGUSR2 stops everything, unmounts the data disk and powers off.
 - ``plan``: pure decisions (configuration parsing, file contents, superblock reading, event
   decoding, the shutdown order) — unit-tested;
 - ``system``: the one seam over syscalls, files and child processes;
-- ``boot``: the sequence, written against the seam.
+- ``boot``: the sequence, written against the seam;
+- ``snapshot``: the snapshot point, where the host may save the VM for later starts to resume
+  (before sshd and the data disk), and the go line that makes clock and randomness fresh;
+- ``preload``: pydeskd imported in a process of its own while the init works.
 
-What it must never do: block forever (every wait has a timeout), import more than it needs
+What it must never do: block forever (every wait has a timeout, except the snapshot point's
+wait for the host's go, which is the host's to give), import more than it needs
 (every import is boot time under TCG), or write anything to the read-only root.
 """

@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 
 from pydeskd import vmcontract
-from pydeskd.guestinit import plan, preload
+from pydeskd.guestinit import plan, preload, snapshot
 from pydeskd.guestinit.system import (
     MNT_DETACH,
     MS_NODEV,
@@ -34,10 +34,10 @@ SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGUSR2, signal.SIGINT})
 
 
 class Init:
-    def __init__(self, system: System, preloaded: tuple[int, int] | None = None) -> None:
+    def __init__(self, system: System, preloaded: preload.Preloaded | None = None) -> None:
         self.sys = system
         self.preloaded = preloaded
-        """(pid, stdin pipe) of pydeskd-preload, started by main before anything else."""
+        """pydeskd-preload, started by main before anything else."""
         self.exited: dict[int, int] = {}
         self.shutdown_requested = False
         self.config: vmcontract.GuestConfig | None = None
@@ -49,16 +49,18 @@ class Init:
 
     # --- events ---------------------------------------------------------------------------
 
-    def poll(self, timeout: float) -> None:
-        """Wait up to ``timeout`` for anything; reap children; note shutdown requests."""
-        signals, ready = self.sys.wait(timeout, self.button_fds)
+    def poll(self, timeout: float, extra_fds: tuple[int, ...] = ()) -> list[int]:
+        """Wait up to ``timeout`` for anything; reap children; note shutdown requests. Returns
+        which of ``extra_fds`` are readable."""
+        signals, ready = self.sys.wait(timeout, [*self.button_fds, *extra_fds])
         if any(s in SHUTDOWN_SIGNALS for s in signals):
             self.request_shutdown("signal")
         for fd in ready:
-            if plan.is_power_key_press(self.sys.read_fd(fd)):
+            if fd in self.button_fds and plan.is_power_key_press(self.sys.read_fd(fd)):
                 self.request_shutdown("power button")
         for pid, code in self.sys.reap():
             self.exited[pid] = code
+        return [fd for fd in ready if fd in extra_fds]
 
     def request_shutdown(self, why: str) -> None:
         if not self.shutdown_requested:
@@ -188,6 +190,13 @@ class Init:
             s.log(f"no data disk (serial {vmcontract.DATA_DISK_SERIAL}): state will not persist")
             return
         try:
+            # A resumed snapshot may hold blocks the kernel read at boot (partition scan) from
+            # the disk as it was then: drop them before anything reads the disk.
+            s.flush_block_device(device)
+        except OSError as e:
+            s.log(f"cannot flush the cache of {device}: {e}: not mounted")
+            return
+        try:
             sb = plan.read_ext4_superblock(s.read(device, 4096))
         except OSError as e:
             s.log(f"cannot read {device}: {e}")
@@ -230,7 +239,8 @@ class Init:
             self.sys.log(f"/run/pydesk: {e}")
         preloaded, self.preloaded = self.preloaded, None
         if preloaded is not None:
-            pid, pipe = preloaded
+            pid, pipe = preloaded.pid, preloaded.go_fd
+            self.sys.close_fd(preloaded.imported_fd)
             try:
                 if pid not in self.exited:
                     self.sys.write_fd(pipe, preload.go_line(argv[1:]))
@@ -290,8 +300,11 @@ class Init:
         self.open_power_button()
         self.config = self.read_config()
         self.configure(self.config)
-        self.start_sshd(self.config)
         self.load_modules(guest_modules)
+        # The host may save the VM here and resume later starts from it: nothing after this
+        # line may be in a snapshot (sshd's keys, the data disk, randomness).
+        snapshot.pass_point(self)
+        self.start_sshd(self.config)
         self.prepare_data_disk()
         self.start_pydeskd()
         if self.wait_ready():

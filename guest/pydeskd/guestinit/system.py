@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import select
 import signal
@@ -22,6 +23,10 @@ MS_NOEXEC = 8
 MS_REMOUNT = 32
 MNT_DETACH = 2
 RB_POWER_OFF = 0x4321FEDC
+BLKFLSBUF = 0x1261
+"""_IO(0x12, 97): write back and drop a block device's buffer cache."""
+RNDRESEEDCRNG = 0x5207
+"""_IO('R', 0x07): reseed the kernel's random generator from its input pool now."""
 SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
 
@@ -108,6 +113,38 @@ class System:
 
     def sethostname(self, name: str) -> None:
         socket.sethostname(name)
+
+    def flush_block_device(self, device: str) -> None:
+        """Drops ``device``'s cached blocks (BLKFLSBUF). Raises OSError."""
+        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, BLKFLSBUF)
+        finally:
+            os.close(fd)
+
+    def set_clock_ns(self, unix_ns: int) -> None:
+        """The wall clock (CLOCK_REALTIME). Raises OSError."""
+        time.clock_settime_ns(time.CLOCK_REALTIME, unix_ns)
+
+    def add_entropy(self, data: bytes) -> None:
+        """Mixes ``data`` into the kernel's pool and reseeds its generator. Raises OSError."""
+        fd = os.open("/dev/urandom", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, data)
+            fcntl.ioctl(fd, RNDRESEEDCRNG)
+        finally:
+            os.close(fd)
+
+    def open_port(self, path: str) -> int:
+        """A virtio-serial port, non-blocking. Raises OSError."""
+        return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+
+    def write_port(self, fd: int, data: bytes) -> bool:
+        """One short write to a port; False when it would block (no host connected)."""
+        try:
+            return os.write(fd, data) == len(data)
+        except OSError:
+            return False
 
     def block_device_bytes(self, device: str) -> int:
         name = os.path.basename(device)

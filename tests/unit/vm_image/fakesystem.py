@@ -10,7 +10,8 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field
 
-from pydeskd.guestinit import plan
+from pydeskd import vmcontract
+from pydeskd.guestinit import plan, preload
 
 LONG_RUNNING = frozenset({"/usr/sbin/sshd", plan.PYDESK_BIN + "/pydeskd"})
 
@@ -32,6 +33,13 @@ class FakeSystem:
     pings: int = 0
     preload_pipes: dict[int, int] = field(default_factory=dict)
     broken_pipes: set[int] = field(default_factory=set)
+    imported_after: float | None = 3.0
+    """When the preloader reports its import done (fake seconds), None: never."""
+    host_go: bytes | None = None
+    """What the host answers on the control port after the first announce (None: nothing)."""
+    port_written: list[bytes] = field(default_factory=list)
+    clock_ns: int = 0
+    entropy: list[bytes] = field(default_factory=list)
 
     # console
     def log(self, message: str) -> None:
@@ -79,6 +87,34 @@ class FakeSystem:
     def sethostname(self, name: str) -> None:
         self.calls.append(("sethostname", name))
 
+    def flush_block_device(self, device: str) -> None:
+        self.calls.append(("flush", device))
+
+    def set_clock_ns(self, unix_ns: int) -> None:
+        self.calls.append(("set_clock",))
+        self.clock_ns = unix_ns
+
+    def add_entropy(self, data: bytes) -> None:
+        self.calls.append(("entropy",))
+        self.entropy.append(data)
+
+    def with_ctl_port(self, go: bytes | None) -> FakeSystem:
+        """A control port whose host answers ``go`` to the first announce."""
+        self.files["/sys/class/virtio-ports/vport1p1/name"] = (vmcontract.CTL_PORT_NAME
+                                                                + "\n").encode()
+        self.files["/sys/class/virtio-ports/vport0p0/name"] = b"other\n"
+        self.host_go = go
+        return self
+
+    def open_port(self, path: str) -> int:
+        self.calls.append(("open_port", path))
+        return 30
+
+    def write_port(self, fd: int, data: bytes) -> bool:
+        self.calls.append(("write_port", data))
+        self.port_written.append(data)
+        return True
+
     def block_device_bytes(self, device: str) -> int:
         return int(self.read(f"/sys/block/{device.rsplit('/', 1)[-1]}/size")) * 512
 
@@ -106,13 +142,13 @@ class FakeSystem:
     def close_fd(self, fd: int) -> None:
         self.calls.append(("close_fd", fd))
 
-    def preload(self) -> tuple[int, int]:
-        """A preloaded pydeskd (what guestinit.main starts): (pid, pipe)."""
+    def preload(self) -> preload.Preloaded:
+        """A preloaded pydeskd (what guestinit.main starts)."""
         self._next_pid += 1
         pid, fd = self._next_pid, 50 + len(self.preload_pipes)
         self.running[pid] = "pydeskd-preload"
         self.preload_pipes[fd] = pid
-        return pid, fd
+        return preload.Preloaded(pid, fd, 40)
 
     def reap(self) -> list[tuple[int, int]]:
         out, self._exited = self._exited, []
@@ -140,7 +176,9 @@ class FakeSystem:
     def wait(self, timeout: float, fds: list[int]) -> tuple[list[int], list[int]]:
         self.now += max(timeout, 0.001)
         signals, self.pending_signals = self.pending_signals, []
-        ready = fds[:1] if self.button_presses else []
+        ready = [fd for fd in fds if fd == 7] if self.button_presses else []
+        if 40 in fds and self.imported_after is not None and self.now >= self.imported_after:
+            ready.append(40)
         return signals, ready
 
     def open_input(self, path: str) -> int:
@@ -148,6 +186,14 @@ class FakeSystem:
         return 7
 
     def read_fd(self, fd: int) -> bytes:
+        if fd == 40:
+            return preload.IMPORTED
+        if fd == 30:
+            if self.port_written and self.host_go is not None:
+                answer, self.host_go = self.host_go, None
+                self.calls.append(("go_read",))
+                return answer
+            return b""
         return self.button_presses.pop(0) if self.button_presses else b""
 
     def ping(self, socket_path: str, timeout: float) -> bytes:

@@ -253,8 +253,9 @@ def test_pydeskd_dying_later_is_restarted_a_few_times() -> None:
 
 def test_the_preloaded_pydeskd_gets_its_go_after_the_data_disk_is_mounted() -> None:
     fake = machine(config=config_bytes())
-    pid, pipe = fake.preload()
-    init = Init(cast(System, fake), (pid, pipe))
+    preloaded = fake.preload()
+    pid, pipe = preloaded.pid, preloaded.go_fd
+    init = Init(cast(System, fake), preloaded)
     assert init.boot([])
     go = next(c for c in fake.calls if c[0] == "write_fd")
     assert go[1] == pipe
@@ -268,9 +269,10 @@ def test_the_preloaded_pydeskd_gets_its_go_after_the_data_disk_is_mounted() -> N
 
 def test_a_preload_that_died_is_replaced_by_a_plain_pydeskd() -> None:
     fake = machine(config=config_bytes())
-    pid, pipe = fake.preload()
+    preloaded = fake.preload()
+    pid, pipe = preloaded.pid, preloaded.go_fd
     fake.kill(pid, signal.SIGKILL)
-    init = Init(cast(System, fake), (pid, pipe))
+    init = Init(cast(System, fake), preloaded)
     assert init.boot([])
     assert [argv[0] for argv in fake.spawned()].count(PYDESKD) == 1
     assert any("pydeskd-preload exited" in line for line in fake.lines)
@@ -279,9 +281,9 @@ def test_a_preload_that_died_is_replaced_by_a_plain_pydeskd() -> None:
 
 def test_a_preload_whose_pipe_broke_is_replaced_too() -> None:
     fake = machine(config=config_bytes())
-    pid, pipe = fake.preload()
-    fake.broken_pipes.add(pipe)
-    init = Init(cast(System, fake), (pid, pipe))
+    preloaded = fake.preload()
+    fake.broken_pipes.add(preloaded.go_fd)
+    init = Init(cast(System, fake), preloaded)
     assert init.boot([])
     assert [argv[0] for argv in fake.spawned()].count(PYDESKD) == 1
 

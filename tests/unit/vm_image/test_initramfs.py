@@ -51,6 +51,8 @@ def _fake_tree(tmp_path: Path) -> tuple[Path, str]:
             "kernel/fs/erofs/erofs.ko": [], "kernel/fs/overlayfs/overlay.ko": [],
             "kernel/drivers/net/virtio_net.ko": [], "kernel/drivers/firmware/qemu_fw_cfg.ko": [],
             "kernel/drivers/acpi/button.ko": [], "kernel/drivers/input/evdev.ko": [],
+            "kernel/drivers/char/virtio_console.ko": ["kernel/drivers/virtio/virtio.ko",
+                                                      "kernel/drivers/virtio/virtio_ring.ko"],
             "kernel/net/bridge/bridge.ko": []}
     for path in deps:
         (moddir / path).parent.mkdir(parents=True, exist_ok=True)
