@@ -1,5 +1,5 @@
-"""``pydesk run|ps|logs|exec|stop|start|restart|rm|port|inspect|open``: the docker CLI's
-container commands, over docker-py's ``APIClient`` on the selected engine.
+"""``pydesk run|ps|logs|exec|stop|start|restart|rm|inspect``: the docker CLI's container
+commands, over docker-py's ``APIClient`` on the selected engine (``port`` and ``open``: ports.py).
 
 Flag parsing to API bodies is pure (:func:`create_body`); the hijacked streams of run and
 exec go through :mod:`pydesk.cli.streams`.
@@ -324,19 +324,6 @@ def rm(containers: Many,
 
 @app.command()
 @engine_errors()
-def port(container: Annotated[str, typer.Argument()],
-         private: Annotated[str | None, typer.Argument()] = None) -> None:
-    """List port mappings, or the public address of PRIVATE_PORT (or PORT/PROTO)."""
-    bindings = api().inspect_container(container)["NetworkSettings"].get("Ports") or {}
-    lines = render.port_lines(bindings, private)
-    if private and not lines:
-        raise fail(f"Error: No public port '{private}' published for {container}")
-    for line in lines:
-        print(line)
-
-
-@app.command()
-@engine_errors()
 def inspect(names: Annotated[list[str], typer.Argument()],
             format_: Annotated[str | None, typer.Option("--format", "-f")] = None) -> None:
     """Low-level information on Docker objects, as JSON or through a template."""
@@ -365,34 +352,3 @@ def inspect(names: Annotated[list[str], typer.Argument()],
         print(json.dumps(found, indent=4))
     if failed:
         raise typer.Exit(1)
-
-
-def open_url(bindings: Mapping[str, Sequence[Mapping[str, str]] | None],
-             private: str | None) -> str | None:
-    """The URL of a published port (the first published TCP one when PORT is not given)."""
-    keys = [f"{private}/tcp" if private and "/" not in private else private] if private else \
-        sorted((k for k in bindings if k.endswith("/tcp")), key=lambda k: int(k.split("/")[0]))
-    for key in keys:
-        for b in bindings.get(key or "") or ():
-            ip = b.get("HostIp") or ""
-            host = "localhost" if ip in ("", "0.0.0.0", "::") else ip
-            return f"http://{host}:{b['HostPort']}"
-    return None
-
-
-@app.command(name="open")
-@engine_errors()
-def open_(container: Annotated[str, typer.Argument()],
-          port_: Annotated[str | None, typer.Argument(metavar="PORT")] = None,
-          print_: Annotated[bool, typer.Option("--print", help="Print the URL only.")] = False,
-          ) -> None:
-    """Open the browser at a container's published port."""
-    bindings = api().inspect_container(container)["NetworkSettings"].get("Ports") or {}
-    url = open_url(bindings, port_)
-    if url is None:
-        raise fail(f"Error: no published port{' ' + port_ if port_ else ''} on {container}")
-    print(url)
-    if not print_:
-        import webbrowser
-
-        webbrowser.open(url)

@@ -78,19 +78,27 @@ def parse_response(raw: bytes) -> tuple[int, bytes]:
 
 def get_json(path: str, params: Mapping[str, str] | None = None) -> Any:
     """GET ``path`` on the engine and decode its JSON; EngineError on an error status."""
-    import json
-    import socket
-    from urllib.parse import urlencode
-
     from pydesk.endpoint import resolve
 
     engine = resolve(options["host"], options["mode"])
     if not engine.base_url.startswith("unix://"):  # TCP engines: docker-py's transport
         client = api()
         return client._result(client._get(client._url(path), params=params), json=True)
+    return unix_get_json(engine.base_url.removeprefix("unix://"), path, params)
+
+
+def unix_get_json(socket_path: str, path: str, params: Mapping[str, str] | None = None,
+                  timeout: float | None = None) -> Any:
+    """GET ``path`` on the Engine API at the unix socket ``socket_path``; its JSON.
+    EngineError on an error status, OSError when nothing answers."""
+    import json
+    import socket
+    from urllib.parse import urlencode
+
     query = f"?{urlencode(params)}" if params else ""
     with socket.socket(socket.AF_UNIX) as s:
-        s.connect(engine.base_url.removeprefix("unix://"))
+        s.settimeout(timeout)
+        s.connect(socket_path)
         s.sendall(f"GET {path}{query} HTTP/1.1\r\nHost: pydesk\r\n"
                   "Connection: close\r\n\r\n".encode())
         chunks = []

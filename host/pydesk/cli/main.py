@@ -12,7 +12,9 @@ import sys
 import typer
 
 from pydesk import __version__
-from pydesk.cli import containers, context, images
+from pydesk.cli import containers, context, images, ports
+from pydesk.cli.contexts import context_app
+from pydesk.cli.doctor import doctor
 from pydesk.cli.engine import engine_app
 from pydesk.cli.objects import network_app, volume_app
 from pydesk.cli.vm import vm_app
@@ -29,10 +31,13 @@ app = typer.Typer(
 app.add_typer(vm_app, name="vm")
 # The docker-style commands live at the top level, as docker's do.
 app.registered_commands.extend(containers.app.registered_commands)
+app.registered_commands.extend(ports.app.registered_commands)
 app.registered_commands.extend(images.app.registered_commands)
 app.add_typer(volume_app, name="volume")
 app.add_typer(network_app, name="network")
 app.add_typer(engine_app, name="engine")
+app.add_typer(context_app, name="context")
+app.command()(doctor)
 
 _debug = {"on": os.environ.get("PYDESK_DEBUG") == "1"}
 

@@ -1,5 +1,5 @@
-"""``pydesk volume ls|create|rm|inspect`` and ``pydesk network ls|create|rm|inspect|connect|
-disconnect``: the docker CLI's volume and network commands.
+"""``pydesk volume ls|create|rm|inspect|prune`` and ``pydesk network ls|create|rm|inspect|
+connect|disconnect|prune``: the docker CLI's volume and network commands.
 
 What it must never do: import docker-py at module level (start-up time).
 """
@@ -157,3 +157,56 @@ def network_disconnect(network: Annotated[str, typer.Argument()],
                        force: Annotated[bool, typer.Option("--force", "-f")] = False) -> None:
     """Disconnect a container from a network."""
     api().disconnect_container_from_network(container, network, force=force)
+
+
+def confirm(warning: str) -> bool:
+    """docker's prune prompt: the warning, then ``[y/N]`` read from stdin (no answer: no)."""
+    print(f"WARNING! {warning}\nAre you sure you want to continue? [y/N] ", end="", flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+def parse_filters(items: Sequence[str]) -> dict[str, list[str]]:
+    filters: dict[str, list[str]] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        filters.setdefault(key, []).append(value)
+    return filters
+
+
+Force = Annotated[bool, typer.Option("--force", "-f", help="Do not prompt for confirmation.")]
+Filter = Annotated[list[str] | None, typer.Option("--filter", help="e.g. label=k=v")]
+
+
+@volume_app.command("prune")
+@engine_errors()
+def volume_prune(force: Force = False, filter_: Filter = None,
+                 all_: Annotated[bool, typer.Option(
+                     "--all", "-a", help="Named volumes too, not only anonymous ones.")]
+                 = False) -> None:
+    """Remove unused local volumes (anonymous ones only, unless --all)."""
+    which = "all local volumes" if all_ else "anonymous local volumes"
+    if not force and not confirm(f"This will remove {which} not used by at least one "
+                                 "container."):
+        return
+    filters = parse_filters(filter_ or ())
+    if all_:
+        filters["all"] = ["true"]
+    report = api().prune_volumes(filters or None)
+    deleted = report.get("VolumesDeleted") or []
+    if deleted:
+        print("Deleted Volumes:\n" + "\n".join(deleted) + "\n")
+    print(f"Total reclaimed space: {render.human_size(report.get('SpaceReclaimed') or 0)}")
+
+
+@network_app.command("prune")
+@engine_errors()
+def network_prune(force: Force = False, filter_: Filter = None) -> None:
+    """Remove all unused custom networks."""
+    if not force and not confirm("This will remove all custom networks not used by at least "
+                                 "one container."):
+        return
+    report = api().prune_networks(parse_filters(filter_ or ()) or None)
+    deleted = report.get("NetworksDeleted") or []
+    if deleted:
+        print("Deleted Networks:\n" + "\n".join(deleted))

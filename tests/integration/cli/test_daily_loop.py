@@ -163,8 +163,7 @@ def test_engine_selection_from_env_and_config(d: Pydeskd, tmp_path: Path) -> Non
         done = plain(argv, base)
         assert done.returncode == 1
         assert done.stderr == (f"no engine: {home}/.pydesk/run/docker.sock does not answer\n"
-                               "hint: start one with `sudo pydeskd` (Linux) or "
-                               "`pydesk vm start`\n"), argv
+                               "hint: start the VM: `pydesk vm start`\n"), argv
     # The flag beats the configuration.
     assert plain(["-H", d.host, "ps", "-q"], base).returncode == 0
 

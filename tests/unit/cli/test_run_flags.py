@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from pydesk.cli.containers import RunOptions, create_body, open_url, parse_publish
+from pydesk.cli.containers import RunOptions, create_body, parse_publish
 from pydesk.cli.images import PullError, follow_pull, split_reference
+from pydesk.cli.ports import open_url
 from pydesk.cli.streams import Demuxer
 
 
