@@ -1,0 +1,350 @@
+"""The host's half of a sync session, without threads: state, decisions, and the messages sent.
+
+What it is for: :class:`Engine` holds the *agreed* manifest (what both sides had when they last
+agreed), turns host changes into ``put`` messages (each carrying the guest entry it expects, so
+the guest refuses a change that would overwrite a container's write), turns guest changes into
+``get`` requests and local applies, and resolves conflicts by the rule of ``plan`` (newer mtime
+wins, the other version is kept beside it as ``NAME.pydesk-conflict-<side>-<UTC time>`` on both
+sides). Echoes — the events our own applies cause on either side — are dropped because the path
+then equals its agreed entry. ``Session`` feeds it events and messages from one thread.
+What it must never do: block on the network (it only calls ``send``), follow a symlink, or
+overwrite a version that nobody agreed on without keeping it as a conflict copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydesk.sync import fstree, wire
+from pydesk.sync.fstree import DIR, FILE, LINK, Entry, lstat_entry, same
+from pydesk.sync.ignore import IgnoreRules
+from pydesk.sync.plan import GUEST, HOST, Plan, conflict_name, conflict_winner, under
+
+log = logging.getLogger(__name__)
+
+NEVER = Entry("", LINK, target="\0")
+"""An expectation no path can meet: makes the applier keep received content for a resolution."""
+READ_CHUNK = 1 << 20
+
+
+@dataclass
+class Stats:
+    pushed: int = 0
+    pulled: int = 0
+    deleted_guest: int = 0
+    deleted_host: int = 0
+    conflicts: int = 0
+    guest_errors: int = 0
+    last_error: str = ""
+
+
+class Engine:
+    def __init__(self, root: str, rules: IgnoreRules, send: Callable[[bytes], None],
+                 agreed: dict[str, Entry] | None = None) -> None:
+        self.root = root
+        self.rules = rules
+        self.send = send
+        self.agreed: dict[str, Entry] = dict(agreed or {})
+        self.applier = fstree.Applier(root, keep_rejected=True)
+        self.conflicted: set[str] = set()
+        self.pending_gets: Counter[str] = Counter()
+        self.stats = Stats()
+        self.dirty = False
+        self._batch = wire.PutBatch()
+
+    # -- helpers ------------------------------------------------------------------------------
+    def ignored(self, rel: str, entry: Entry | None) -> bool:
+        if entry is not None:
+            return self.rules.ignored(rel, entry.kind == DIR)
+        return self.rules.ignored(rel, False) and self.rules.ignored(rel, True)
+
+    def _agree(self, path: str, entry: Entry | None) -> None:
+        self.dirty = True
+        if entry is None:
+            self.agreed.pop(path, None)
+        else:
+            self.agreed[path] = entry
+
+    def _put(self, op: dict[str, Any], data: bytes = b"") -> None:
+        for frame in self._batch.add(op, data):
+            self.send(frame)
+
+    def flush(self) -> None:
+        """Sends the ``put`` being packed; call after each batch of decisions."""
+        for frame in self._batch.flush():
+            self.send(frame)
+
+    def request(self, paths: list[str], tag: str) -> None:
+        if not paths:
+            return
+        self.flush()
+        for p in paths:
+            self.pending_gets[p] += 1
+        self.send(wire.encode({"t": "get", "paths": paths, "tag": tag}))
+
+    # -- host -> guest ------------------------------------------------------------------------
+    def push(self, entry: Entry, expect: Entry | None) -> None:
+        """Sends the host's ``entry`` (content read now); the guest applies it if it still has
+        ``expect``. A file that changes while read is skipped: its next event pushes it."""
+        x = expect.wire() if expect else None
+        if entry.kind != FILE:
+            self._put({"o": entry.kind, "e": entry.wire(), "x": x})
+            self._agree(entry.path, entry)
+            self.stats.pushed += 1
+            return
+        try:
+            fd = os.open(os.path.join(self.root, entry.path), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return  # gone or replaced: its event comes
+        try:
+            before = os.fstat(fd)
+            current = fstree.entry_from_stat(entry.path, before)
+            if current is None or current.kind != FILE:
+                return
+            pieces: list[bytes] = []
+            size = 0
+            while chunk := os.read(fd, READ_CHUNK):
+                pieces.append(chunk)
+                size += len(chunk)
+                if size > current.size:
+                    return
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if size != current.size or after.st_mtime_ns != before.st_mtime_ns:
+            return  # written while we read: the watcher reports it again
+        wired = current.wire()
+        if not pieces:
+            pieces = [b""]
+        offset = 0
+        for i, chunk in enumerate(pieces):
+            self._put({"o": FILE, "e": wired, "x": x, "off": offset,
+                       "fin": i == len(pieces) - 1}, chunk)
+            offset += len(chunk)
+        self._agree(entry.path, current)
+        self.stats.pushed += 1
+
+    def delete_guest(self, path: str, agreed: Entry) -> None:
+        if agreed.kind == DIR:
+            for child in under(path, self.agreed):
+                self._put({"o": "rm", "p": child, "x": self.agreed[child].wire()})
+                self._agree(child, None)
+        self._put({"o": "rm", "p": path, "x": agreed.wire()})
+        self._agree(path, None)
+        self.stats.deleted_guest += 1
+
+    def host_changed(self, path: str) -> None:
+        """A watcher event for ``path`` (relative); compares it with the agreed state."""
+        h = lstat_entry(self.root, path)
+        if self.ignored(path, h) or path in self.conflicted:
+            return
+        a = self.agreed.get(path)
+        if same(h, a):
+            return
+        if h is None:
+            assert a is not None
+            self.delete_guest(path, a)
+            return
+        if a is not None and a.kind == DIR and h.kind != DIR:
+            self.delete_guest(path, a)
+            a = None
+        self.push(h, a)
+        if h.kind == DIR:
+            # A directory moved in, or made before the watch on it existed: its contents too.
+            for e in fstree.walk(self.root, path, self.rules.ignored):
+                if not same(e, self.agreed.get(e.path)) and e.path not in self.conflicted:
+                    self.push(e, self.agreed.get(e.path))
+
+    # -- guest -> host ------------------------------------------------------------------------
+    def guest_changed(self, changes: list[tuple[str, Entry | None]]) -> None:
+        """The guest's ``changes`` message: pulls files, applies dirs/links/deletes locally."""
+        pulls: list[str] = []
+        conflicts: list[str] = []
+        for path, g in changes:
+            if self.ignored(path, g) or path in self.conflicted:
+                continue
+            a = self.agreed.get(path)
+            if same(g, a):
+                continue  # an echo of our own change, or a change undone
+            h = lstat_entry(self.root, path)
+            if not same(h, a):
+                if same(h, g):
+                    self._agree(path, h)  # both sides made the same change
+                else:
+                    self.conflicted.add(path)
+                    if not self.pending_gets[path]:
+                        conflicts.append(path)
+                continue
+            if g is None:
+                assert a is not None
+                self.delete_host(path, a)
+            elif g.kind == FILE:
+                if not self.pending_gets[path]:
+                    pulls.append(path)
+            else:
+                self._apply_guest(g, a)
+        self.request(pulls, "pull")
+        self.request(conflicts, "conflict")
+        self.flush()
+
+    def _apply_guest(self, g: Entry, expect: Entry | None) -> None:
+        rejected = (self.applier.mkdir(g, expect) if g.kind == DIR
+                    else self.applier.symlink(g, expect))
+        if rejected is None:
+            self._agree(g.path, g)
+            self.stats.pulled += 1
+        else:
+            self.resolve(g.path, g, None)
+
+    def delete_host(self, path: str, agreed: Entry) -> None:
+        """The guest deleted ``path``: delete it here unless changed here (then send it back)."""
+        if agreed.kind == DIR:
+            for child in under(path, self.agreed):
+                self._delete_local(child, self.agreed[child])
+        self._delete_local(path, agreed)
+        self.stats.deleted_host += 1
+
+    def _delete_local(self, path: str, agreed: Entry) -> None:
+        rejected = self.applier.remove(path, agreed)
+        if rejected is None:
+            self._agree(path, None)
+        elif rejected.current is not None:
+            # Changed here since: a modification wins over a deletion; the guest gets it back.
+            self.push(rejected.current, None)
+
+    def received(self, header: dict[str, Any], data: bytes) -> None:
+        """A ``put`` from the guest: the content we asked for with ``get``."""
+        for op, chunk in wire.split_put(header, data):
+            self._received_op(op, chunk)
+        self.flush()
+
+    def _received_op(self, op: dict[str, Any], chunk: bytes) -> None:
+        o = op["o"]
+        if o == FILE:
+            entry = Entry.from_wire(op["e"])
+            path = fstree.check_rel(entry.path)
+            final = bool(op.get("fin", True))
+            expect = NEVER if path in self.conflicted else self.agreed.get(path)
+            rejected = self.applier.file_chunk(entry, expect, int(op.get("off", 0)), chunk,
+                                               final)
+            if not final:
+                return
+            self._got(path)
+            if rejected is None:
+                self._agree(path, entry)
+                self.stats.pulled += 1
+            else:
+                self.resolve(path, entry, rejected.temp)
+            return
+        path = fstree.check_rel(str(op["p"]) if o == "rm" else str(op["e"][0]))
+        self._got(path)
+        if o == "rm":
+            if path in self.conflicted:
+                self.resolve(path, None, None)
+            elif (a := self.agreed.get(path)) is not None:
+                self.delete_host(path, a)
+            return
+        g = Entry.from_wire(op["e"])
+        if path in self.conflicted:
+            self.resolve(path, g, None)
+        else:
+            self._apply_guest(g, self.agreed.get(path))
+
+    def _got(self, path: str) -> None:
+        if self.pending_gets[path] > 1:
+            self.pending_gets[path] -= 1
+        else:
+            self.pending_gets.pop(path, None)
+
+    def rejected(self, path: str, current: Entry | None) -> None:
+        """The guest refused a change: it had something else there. Resolve with its version."""
+        self.conflicted.add(path)
+        if not self.pending_gets[path]:
+            self.request([path], "conflict")
+
+    # -- conflicts ----------------------------------------------------------------------------
+    def resolve(self, path: str, g: Entry | None, temp: str | None) -> None:
+        """Both sides changed ``path``: the guest's version is ``g`` (content in ``temp``)."""
+        self.conflicted.discard(path)
+        h = lstat_entry(self.root, path)
+        if g is None:
+            if h is None:
+                self._agree(path, None)
+            else:
+                self.push(h, None)  # the guest lacks it: the host's version stays
+            return
+        if h is None or same(h, g):
+            if self._install(g, path, temp, h):
+                self._agree(path, g)
+            return
+        self.stats.conflicts += 1
+        if conflict_winner(h, g) == GUEST:
+            loser = conflict_name(path, HOST)
+            os.rename(self.applier.full(path), self.applier.full(loser))
+            if self._install(g, path, temp, None):
+                self._agree(path, g)
+            kept = lstat_entry(self.root, loser)
+            if kept is not None:
+                self.push(kept, None)
+        else:
+            loser = conflict_name(path, GUEST)
+            if self._install(g, loser, temp, None):
+                self._agree(loser, lstat_entry(self.root, loser))
+            self._put({"o": "mv", "p": path, "to": loser, "x": g.wire()})
+            self.push(h, None)
+        log.warning("sync conflict on %s: kept the other version as %s", path, loser)
+
+    def _install(self, g: Entry, path: str, temp: str | None, current: Entry | None) -> bool:
+        """Puts the guest's version at ``path`` here; False if it could not (then nothing is
+        agreed for it, and the next change of either side syncs it again)."""
+        try:
+            if g.kind == FILE:
+                if temp is None:
+                    return False
+                self.applier.install(temp, path, current)
+                return True
+            entry = dataclasses.replace(g, path=path)
+            if g.kind == DIR:
+                return self.applier.mkdir(entry, current) is None
+            return self.applier.symlink(entry, current) is None
+        except OSError as e:
+            self.stats.last_error = f"cannot write {path}: {e}"
+            log.warning("sync: %s", self.stats.last_error)
+            return False
+
+    # -- the first sync -----------------------------------------------------------------------
+    def start(self, plan: Plan, host: dict[str, Entry], guest: dict[str, Entry]) -> None:
+        """Sends everything the initial plan says; the caller then waits for a barrier."""
+        self.agreed = dict(plan.agreed)
+        self.dirty = True
+        for e in plan.push:
+            self.push(e, guest.get(e.path))
+        for e in plan.delete_guest:
+            self._put({"o": "rm", "p": e.path, "x": e.wire()})
+            self.stats.deleted_guest += 1
+        for e in plan.delete_host:
+            self._delete_local(e.path, e)
+        pulls = []
+        for g in plan.pull:
+            h = host.get(g.path)
+            if h is not None:
+                self.agreed[g.path] = h  # the compare-and-swap base: the host as scanned
+            if g.kind == FILE:
+                pulls.append(g.path)
+            else:
+                self._apply_guest(g, h)
+        self.request(pulls, "pull")
+        for h, _g in plan.conflicts:
+            self.conflicted.add(h.path)
+        self.request([h.path for h, _ in plan.conflicts], "conflict")
+        self.flush()
+
+    @property
+    def busy(self) -> bool:
+        return any(n > 0 for n in self.pending_gets.values()) or bool(self.conflicted)

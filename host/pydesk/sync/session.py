@@ -1,0 +1,363 @@
+"""One sync session: a host root kept equal to its guest copy, for as long as the agent runs.
+
+What it is for: :class:`Session` starts the guest side through the transport factory, runs the
+first sync (hello, the guest's manifest, the three-way plan against the saved agreed state, the
+transfers, a barrier), then follows both sides: a watchdog observer on the host (events coalesced
+per path, ~15 ms of quiet) and the guest's inotify reports. One thread owns the :class:`Engine`;
+a reader thread turns the stream into messages, the observer thread only queues paths.
+What it must never do: touch the engine from another thread, or report the first sync done
+before the guest acknowledged every change of it (``barrier``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from pydesk.sync import fstree, wire
+from pydesk.sync.engine import Engine
+from pydesk.sync.errors import SessionFailed
+from pydesk.sync.fstree import DIR, Entry
+from pydesk.sync.ignore import IgnoreRules
+from pydesk.sync.plan import initial_plan
+from pydesk.sync.state import StateFile
+from pydesk.sync.transport import Transport, TransportFactory
+
+log = logging.getLogger(__name__)
+
+DEBOUNCE_S = 0.015
+MAX_DELAY_S = 0.1
+SAVE_EVERY_S = 2.0
+IGNORED_EVENTS = {"opened", "closed_no_write"}
+
+
+class State(enum.StrEnum):
+    STARTING = "starting"
+    SYNCING = "syncing"
+    LIVE = "live"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class SessionStatus:
+    host_root: str
+    guest_root: str
+    state: str
+    entries: int
+    pushed: int
+    pulled: int
+    conflicts: int
+    bytes_sent: int
+    bytes_received: int
+    messages_sent: int
+    messages_received: int
+    first_sync_s: float
+    error: str
+
+
+class _Watcher(FileSystemEventHandler):
+    def __init__(self, root: str, out: queue.Queue[tuple[str, Any, Any]]) -> None:
+        self.root = root
+        self.out = out
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in IGNORED_EVENTS:
+            return
+        for raw in (event.src_path, getattr(event, "dest_path", "")):
+            path = os.fsdecode(raw)
+            if not path:
+                continue
+            rel = os.path.relpath(path, self.root)
+            if rel != "." and not rel.startswith(".."):
+                self.out.put(("fs", rel.replace(os.sep, "/"), None))
+
+
+class Session:
+    def __init__(self, host_root: Path, guest_root: str, factory: TransportFactory, *,
+                 guest_argv: list[str], state: StateFile, rules: IgnoreRules,
+                 inplace: bool = False) -> None:
+        self.host_root = str(host_root)
+        self.guest_root = guest_root
+        self.factory = factory
+        self.guest_argv = guest_argv
+        self.statefile = state
+        self.rules = rules
+        self.inplace = inplace
+        self.state = State.STARTING
+        self.error = ""
+        self.ready = threading.Event()
+        self.bytes_sent = self.bytes_received = 0
+        self.messages_sent = self.messages_received = 0
+        self.first_sync_s = 0.0
+        self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
+        self._closing = threading.Event()
+        self._transport: Transport | None = None
+        self._observer: Any = None
+        self.engine = Engine(self.host_root, rules, self._send)
+        self._thread = threading.Thread(target=self._main, daemon=True,
+                                        name=f"sync {self.host_root}")
+        self._waiters: dict[int, threading.Event] = {}
+        self._next_barrier = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Blocks until the first full sync is done; raises SessionFailed if it failed."""
+        if not self.ready.wait(timeout):
+            raise SessionFailed(f"the first sync of {self.host_root} did not finish in "
+                                f"{timeout:.0f} s", hint="a very large tree? see pydesk doctor")
+        if self.state is not State.LIVE:
+            raise SessionFailed(f"sync of {self.host_root} failed: {self.error}")
+
+    def flush(self, rel: str = "", timeout: float = 30.0) -> None:
+        """Makes sure ``rel`` (and every host change already seen) reached the guest: the
+        session syncs it at once and waits for the guest to acknowledge (a barrier)."""
+        done = threading.Event()
+        self._queue.put(("flush", rel, done))
+        if not done.wait(timeout):
+            raise SessionFailed(f"{self.host_root}: the guest did not acknowledge a sync "
+                                f"within {timeout:.0f} s")
+        if self.state is not State.LIVE:
+            raise SessionFailed(f"sync of {self.host_root} failed: {self.error}")
+
+    def close(self) -> None:
+        self._closing.set()
+        self._queue.put(("close", None, None))
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10)
+
+    def status(self) -> SessionStatus:
+        st = self.engine.stats
+        return SessionStatus(self.host_root, self.guest_root, str(self.state),
+                             len(self.engine.agreed), st.pushed, st.pulled, st.conflicts,
+                             self.bytes_sent, self.bytes_received, self.messages_sent,
+                             self.messages_received, self.first_sync_s,
+                             self.error or st.last_error)
+
+    # -- I/O ----------------------------------------------------------------------------------
+    def _send(self, frame: bytes) -> None:
+        assert self._transport is not None
+        self._transport.send(frame)
+        self.bytes_sent += len(frame)
+        self.messages_sent += 1
+
+    def _reader(self, transport: Transport) -> None:
+        reader = wire.FrameReader()
+        try:
+            while chunk := transport.recv(1 << 20):
+                self.bytes_received += len(chunk)
+                for header, data in reader.feed(chunk):
+                    self._queue.put(("msg", header, data))
+        except (OSError, wire.ProtocolError) as e:
+            self._queue.put(("eof", str(e), None))
+            return
+        self._queue.put(("eof", "the guest side ended the stream", None))
+
+    def _next(self, timeout: float | None) -> tuple[str, Any, Any] | None:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    # -- the session thread -------------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            self._transport = self.factory(self.guest_argv)
+            threading.Thread(target=self._reader, args=(self._transport,), daemon=True,
+                             name=f"sync-reader {self.host_root}").start()
+            self._start_watching()
+            started = time.monotonic()
+            self._first_sync()
+            self.first_sync_s = time.monotonic() - started
+            self.state = State.LIVE
+            self.ready.set()
+            self._live()
+        except _Closed:
+            pass
+        except Exception as e:  # the session's error is its status, shown by doctor
+            diag = self._transport.diagnostics() if self._transport else ""
+            self.error = f"{e}" + (f" (guest: {diag.strip()[-300:]})" if diag.strip() else "")
+            if not self._closing.is_set():
+                log.error("sync of %s failed: %s", self.host_root, self.error)
+            self.state = State.FAILED
+        finally:
+            self.ready.set()
+            self._shutdown()
+            for waiter in self._waiters.values():
+                waiter.set()
+
+    def _start_watching(self) -> None:
+        observer = Observer()
+        # A file bind watches its directory only, not everything below it.
+        observer.schedule(_Watcher(self.host_root, self._queue), self.host_root,
+                          recursive=self.rules.only is None)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def _shutdown(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+        if self._transport is not None:
+            if self.state is State.LIVE:
+                with contextlib.suppress(OSError):
+                    self._send(wire.encode({"t": "bye"}))
+            self._transport.close()
+        if self.engine.dirty and self.state is State.LIVE:
+            self.statefile.save(self.engine.agreed)
+        self.engine.applier.abort_all()
+        if self.state is not State.FAILED:
+            self.state = State.CLOSED
+
+    def _expect(self, kind: str, deferred: list[tuple[str, Any, Any]],
+                timeout: float = 120.0) -> tuple[dict[str, Any], bytes]:
+        """Waits for a message of ``kind``, handling or deferring the others."""
+        deadline = time.monotonic() + timeout
+        while True:
+            item = self._next(max(0.0, deadline - time.monotonic()))
+            if item is None:
+                raise SessionFailed(f"no {kind!r} from the guest side in {timeout:.0f} s")
+            if self._closing.is_set():
+                raise SessionFailed("closed during the first sync")
+            what, header, data = item
+            if what == "msg" and header["t"] == kind:
+                self.messages_received += 1
+                return header, data
+            if (what == "msg" and header["t"] == "changes") or what in ("fs", "flush"):
+                deferred.append(item)
+            else:
+                self._dispatch(item)
+
+    def _first_sync(self) -> None:
+        self.state = State.SYNCING
+        deferred: list[tuple[str, Any, Any]] = []
+        self._send(wire.encode({"t": "hello", "v": wire.PROTOCOL_VERSION,
+                                "prune": [*self.rules.pruned], "inplace": self.inplace}))
+        hello, _ = self._expect("hello", deferred, timeout=60)
+        if hello.get("v") != wire.PROTOCOL_VERSION:
+            raise SessionFailed(f"the guest speaks sync protocol {hello.get('v')}, "
+                                f"not {wire.PROTOCOL_VERSION}", hint="rebuild the guest image")
+        self._send(wire.encode({"t": "scan"}))
+        guest: dict[str, Entry] = {}
+        while True:
+            piece, _ = self._expect("manifest", deferred)
+            for raw in piece["entries"]:
+                e = Entry.from_wire(raw)
+                if not self.rules.ignored(e.path, e.kind == DIR):
+                    guest[e.path] = e
+            if not piece.get("more"):
+                break
+        host = fstree.scan(self.host_root, self.rules.ignored)
+        base = self.statefile.load()
+        plan = initial_plan(host, guest, base)
+        self.engine.start(plan, host, guest)
+        while True:
+            self._barrier(deferred)
+            if not self.engine.busy:
+                break
+        self.statefile.save(self.engine.agreed)
+        self.engine.dirty = False
+        for item in deferred:
+            self._queue.put(item)
+
+    def _barrier(self, deferred: list[tuple[str, Any, Any]]) -> None:
+        self._next_barrier += 1
+        wanted = self._next_barrier
+        self._send(wire.encode({"t": "barrier", "id": wanted}))
+        while True:
+            header, _ = self._expect("barrier", deferred)
+            if header.get("id") == wanted:
+                return
+
+    def _dispatch(self, item: tuple[str, Any, Any]) -> None:
+        what, header, data = item
+        if what == "eof":
+            raise SessionFailed(f"the guest side stopped: {header}")
+        if what == "close":
+            raise _Closed()
+        if what == "fs":
+            self.engine.host_changed(header)
+            self.engine.flush()
+            return
+        self.messages_received += 1
+        kind = header["t"]
+        if kind == "put":
+            self.engine.received(header, data)
+        elif kind == "changes":
+            self.engine.guest_changed([(str(p), Entry.from_wire(e) if e else None)
+                                       for p, e in header["c"]])
+        elif kind == "reject":
+            cur = Entry.from_wire(header["cur"]) if header.get("cur") else None
+            self.engine.rejected(str(header["p"]), cur)
+            self.engine.flush()
+        elif kind == "error":
+            self.engine.stats.guest_errors += 1
+            self.engine.stats.last_error = f"guest: {header.get('path', '')}: " \
+                                           f"{header.get('message')}"
+            log.warning("sync of %s: %s", self.host_root, self.engine.stats.last_error)
+            if header.get("path"):
+                self.engine.agreed.pop(str(header["path"]), None)
+        elif kind == "barrier":
+            waiter = self._waiters.pop(int(header.get("id", -1)), None)
+            if waiter is not None:
+                waiter.set()
+
+    def _live(self) -> None:
+        pending: dict[str, None] = {}
+        first = last = 0.0
+        last_save = time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                timeout = SAVE_EVERY_S
+                if pending:
+                    timeout = max(0.0, min(last + DEBOUNCE_S, first + MAX_DELAY_S) - now)
+                item = self._next(timeout)
+                while item is not None:
+                    if item[0] == "fs":
+                        if not pending:
+                            first = time.monotonic()
+                        last = time.monotonic()
+                        pending[item[1]] = None
+                    elif item[0] == "flush":
+                        for rel in [*pending, *([item[1]] if item[1] else [])]:
+                            self.engine.host_changed(rel)
+                        self.engine.flush()
+                        pending = {}
+                        self._next_barrier += 1
+                        self._waiters[self._next_barrier] = item[2]
+                        self._send(wire.encode({"t": "barrier", "id": self._next_barrier}))
+                    else:
+                        self._dispatch(item)
+                    item = self._next(0) if self._queue.qsize() else None
+                now = time.monotonic()
+                if pending and now >= min(last + DEBOUNCE_S, first + MAX_DELAY_S):
+                    for rel in pending:
+                        self.engine.host_changed(rel)
+                    self.engine.flush()
+                    pending = {}
+                if self.engine.dirty and now - last_save >= SAVE_EVERY_S:
+                    self.statefile.save(self.engine.agreed)
+                    self.engine.dirty = False
+                    last_save = now
+        except _Closed:
+            return
+
+
+class _Closed(Exception):
+    pass
