@@ -150,8 +150,7 @@ class Connection:
                     return
                 continue
             entry = self._expect(request)
-            self._send_upstream(head_bytes)
-            self._stream_body(request, buffer)
+            self._stream_request(head_bytes, request, buffer)
             if entry.candidate:
                 entry.decided.wait()
                 if entry.hijacked:
@@ -207,21 +206,30 @@ class Connection:
             raise _Closed
         buffer += data
 
-    def _stream_body(self, request: RequestHead, buffer: bytearray) -> None:
+    def _stream_request(self, head: bytes, request: RequestHead, buffer: bytearray) -> None:
+        """The head, then the body as it comes (the head with the body's first part)."""
+        out = bytearray(head)
         body = request.body()
         while not body.done:
             if not buffer:
+                if out:
+                    self._send_upstream(out)
+                    out.clear()
                 self._recv_client(buffer)
             taken, _ = body.feed(bytes(buffer))
-            self._send_upstream(buffer[:taken])
+            out += buffer[:taken]
             del buffer[:taken]
+            self._send_upstream(out)
+            out.clear()
+        if out:
+            self._send_upstream(out)
 
     def _forward_create(self, request: RequestHead, buffer: bytearray) -> bool:
         """Reads, rewrites and forwards a create request; False when the connection must end."""
         declared = request.header("content-length")
         if declared is not None and declared.strip().isdigit() \
                 and int(declared) > CREATE_BODY_LIMIT:
-            self._reply_local(error_response(413, self._too_big(), close=True))
+            self._refuse(error_response(413, self._too_big(), close=True))
             return False
         body = request.body()
         payload = bytearray()
@@ -232,7 +240,7 @@ class Connection:
             del buffer[:taken]
             payload += data
             if len(payload) > CREATE_BODY_LIMIT:
-                self._reply_local(error_response(413, self._too_big(), close=True))
+                self._refuse(error_response(413, self._too_big(), close=True))
                 return False
         try:
             rewritten = self.rewrite(bytes(payload))
@@ -256,6 +264,11 @@ class Connection:
             while self._pending:
                 self._idle.wait()
         self._write_client(response)
+
+    def _refuse(self, response: bytes) -> None:
+        """A last reply (``Connection: close``): the rest of the request is never read."""
+        self._reply_local(response)
+        self.abort()
 
     def _copy_client_to_upstream(self, buffer: bytearray) -> None:
         if buffer:
@@ -306,22 +319,32 @@ class Connection:
                 if not self._pending:
                     raise FramingError("a response to no request")
                 entry = self._pending[0]
-            self._write_client(buffer[:taken])
+            # The head goes out with the first part of the body: one write for most responses.
+            out = bytearray(buffer[:taken])
             del buffer[:taken]
             if hijacks(entry.candidate, response):
+                self._write_client(out)
                 entry.decide(True)
                 self._copy_upstream_to_client(buffer)
                 return
             if 100 <= response.status < 200:
+                self._write_client(out)
                 continue  # interim (100 Continue): the final response follows
             entry.decide(False)
             body = response.body(entry.method)
             while not body.done:
                 if not buffer:
+                    if out:
+                        self._write_client(out)
+                        out.clear()
                     self._recv_upstream(buffer)  # until-close bodies end here, with _Closed
                 taken, _ = body.feed(bytes(buffer))
-                self._write_client(buffer[:taken])
+                out += buffer[:taken]
                 del buffer[:taken]
+                self._write_client(out)
+                out.clear()
+            if out:
+                self._write_client(out)
             with self._idle:
                 self._pending.popleft()
                 self._idle.notify_all()

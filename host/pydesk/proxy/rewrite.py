@@ -86,7 +86,9 @@ def rewrite_bind(spec: str, sources: _Sources) -> str:
     if _WINDOWS_PATH.match(spec):
         raise RewriteError(f"{what}: Windows paths are not supported; use an absolute POSIX path")
     parts = spec.split(":")
-    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+    if len(parts) == 1:
+        return spec  # a target alone: an anonymous volume, no host path in it
+    if len(parts) > 3 or not parts[0] or not parts[1]:
         raise RewriteError(f"{what}: expected SOURCE:TARGET[:OPTIONS]")
     source = parts[0]
     if not source.startswith("/"):

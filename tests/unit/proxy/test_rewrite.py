@@ -1,0 +1,156 @@
+"""The create rewriter: binds, mounts, the Docker socket rule, port bindings and their label."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from pydesk.proxy.labels import HOST_PORT_BINDINGS_LABEL
+from pydesk.proxy.rewrite import RewriteError, rewrite_create, rewrite_create_body
+from pydeskd.vmcontract import GUEST_API_SOCKET
+
+
+class Resolver:
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.asked: list[str] = []
+        self.fail = fail
+
+    def guest_path(self, host_path: str) -> str:
+        self.asked.append(host_path)
+        if self.fail is not None:
+            raise self.fail
+        return "/var/lib/pydesk/sync/abc" + host_path
+
+
+def create(**host_config: Any) -> dict[str, Any]:
+    return {"Image": "busybox", "Cmd": ["true"], "HostConfig": host_config}
+
+
+@pytest.mark.parametrize(("bind", "expected"), [
+    ("/home/u/src:/app", "/var/lib/pydesk/sync/abc/home/u/src:/app"),
+    ("/home/u/src:/app:ro", "/var/lib/pydesk/sync/abc/home/u/src:/app:ro"),
+    ("/home/u/src:/app:ro,z", "/var/lib/pydesk/sync/abc/home/u/src:/app:ro,z"),
+    ("/home/u/f.conf:/etc/f.conf:Z", "/var/lib/pydesk/sync/abc/home/u/f.conf:/etc/f.conf:Z"),
+    ("named:/data", "named:/data"),
+    ("my_vol.1:/data:ro", "my_vol.1:/data:ro"),
+    ("/anonymous", "/anonymous"),
+])
+def test_binds(bind: str, expected: str) -> None:
+    resolver = Resolver()
+    out = rewrite_create(create(Binds=[bind]), resolver)
+    assert out["HostConfig"]["Binds"] == [expected]
+    assert resolver.asked == ([bind.partition(":")[0]] if bind.startswith("/") and ":" in bind
+                              else [])
+
+
+@pytest.mark.parametrize(("bind", "words"), [
+    ("C:\\Users\\me:/app", "Windows"),
+    ("C:/Users/me:/app", "Windows"),
+    ("\\\\server\\share:/app", "Windows"),
+    ("./src:/app", "neither an absolute path nor a volume name"),
+    ("src/dir:/app", "neither an absolute path nor a volume name"),
+    ("/a:/b:ro:extra", "SOURCE:TARGET"),
+    (":/app", "SOURCE:TARGET"),
+])
+def test_binds_rejected_clearly(bind: str, words: str) -> None:
+    with pytest.raises(RewriteError) as err:
+        rewrite_create(create(Binds=[bind]), Resolver())
+    assert err.value.status == 400
+    assert words in err.value.message and repr(bind) in err.value.message
+
+
+def test_mounts_bind_only() -> None:
+    mounts = [{"Type": "bind", "Source": "/srv/site", "Target": "/www", "ReadOnly": True,
+               "BindOptions": {"Propagation": "rprivate"}},
+              {"Type": "volume", "Source": "vol", "Target": "/v"},
+              {"Type": "tmpfs", "Target": "/t"}]
+    out = rewrite_create(create(Mounts=mounts), Resolver())
+    assert out["HostConfig"]["Mounts"] == [
+        {**mounts[0], "Source": "/var/lib/pydesk/sync/abc/srv/site"}, mounts[1], mounts[2]]
+    with pytest.raises(RewriteError, match="needs a Source"):
+        rewrite_create(create(Mounts=[{"Type": "bind", "Target": "/x"}]), Resolver())
+    with pytest.raises(RewriteError, match="not an absolute path"):
+        rewrite_create(create(Mounts=[{"Type": "bind", "Source": "rel", "Target": "/x"}]),
+                       Resolver())
+
+
+@pytest.mark.parametrize("sock", ["/var/run/docker.sock", "/run/docker.sock",
+                                  "/home/u/.pydesk/run/docker.sock"])
+def test_docker_socket_becomes_the_guest_daemons(sock: str) -> None:
+    resolver = Resolver()
+    body = create(Binds=[f"{sock}:/var/run/docker.sock"],
+                  Mounts=[{"Type": "bind", "Source": sock, "Target": "/s"}])
+    out = rewrite_create(body, resolver, own_sockets=("/home/u/.pydesk/run/docker.sock",))
+    assert out["HostConfig"]["Binds"] == [f"{GUEST_API_SOCKET}:/var/run/docker.sock"]
+    assert out["HostConfig"]["Mounts"][0]["Source"] == GUEST_API_SOCKET
+    assert resolver.asked == []
+    # Without a resolver too (the socket is not a synced path).
+    assert rewrite_create(body, None, ("/home/u/.pydesk/run/docker.sock",)
+                          )["HostConfig"]["Binds"][0].startswith(GUEST_API_SOCKET)
+
+
+def test_no_resolver_leaves_paths() -> None:
+    body = create(Binds=["/host:/c"], Mounts=[{"Type": "bind", "Source": "/h", "Target": "/t"}])
+    assert rewrite_create(body, None) == body
+
+
+def test_resolver_errors_keep_message_and_status() -> None:
+    with pytest.raises(RewriteError) as err:
+        rewrite_create(create(Binds=["/gone:/c"]), Resolver(FileNotFoundError("no /gone")))
+    assert (err.value.status, err.value.message) == (400, "no /gone")
+
+    class SyncFailed(Exception):
+        status = 503
+
+    with pytest.raises(RewriteError) as err:
+        rewrite_create(create(Binds=["/h:/c"]), Resolver(SyncFailed("sync broke")))
+    assert (err.value.status, err.value.message) == (503, "sync broke")
+    with pytest.raises(RewriteError) as err:
+        rewrite_create(create(Binds=["/h:/c"]), Resolver(RuntimeError("boom")))
+    assert err.value.status == 500
+
+
+def test_port_bindings_go_to_the_guest_address_and_the_label() -> None:
+    bindings = {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}],
+                "53/udp": [{"HostIp": "0.0.0.0", "HostPort": "5353"},
+                           {"HostIp": "::", "HostPort": "5353"}],
+                "9000/tcp": [{"HostPort": ""}]}
+    body = create(PortBindings=bindings)
+    body["Labels"] = {"app": "web"}
+    out = rewrite_create(body, None)
+    assert out["HostConfig"]["PortBindings"] == {
+        "80/tcp": [{"HostIp": "", "HostPort": "8080"}],
+        "53/udp": [{"HostIp": "", "HostPort": "5353"}, {"HostIp": "", "HostPort": "5353"}],
+        "9000/tcp": [{"HostIp": "", "HostPort": ""}]}
+    assert out["Labels"]["app"] == "web"
+    assert json.loads(out["Labels"][HOST_PORT_BINDINGS_LABEL]) == bindings
+    # the input is not changed in place
+    assert body["HostConfig"]["PortBindings"]["80/tcp"][0]["HostIp"] == "127.0.0.1"
+    assert HOST_PORT_BINDINGS_LABEL not in body["Labels"]
+
+
+def test_no_port_bindings_no_label() -> None:
+    for body in (create(), create(PortBindings={}), create(PortBindings=None),
+                 {"Image": "busybox"}):
+        out = rewrite_create(body, None)
+        assert HOST_PORT_BINDINGS_LABEL not in (out.get("Labels") or {})
+        assert out == body
+
+
+def test_other_fields_untouched() -> None:
+    body = create(Binds=["/h:/c"], Memory=1 << 20, NetworkMode="bridge")
+    body.update(Env=["A=1"], Volumes={"/data": {}}, Labels=None)
+    out = rewrite_create(body, Resolver())
+    assert {k: v for k, v in out.items() if k != "HostConfig"} == \
+        {k: v for k, v in body.items() if k != "HostConfig"}
+    assert out["HostConfig"]["Memory"] == 1 << 20
+
+
+def test_body_on_the_wire() -> None:
+    raw = json.dumps(create(Binds=["/h:/c"])).encode()
+    assert json.loads(rewrite_create_body(raw, Resolver()))["HostConfig"]["Binds"] == \
+        ["/var/lib/pydesk/sync/abc/h:/c"]
+    for odd in (b"", b"not json", b"[1, 2]", b"null"):
+        assert rewrite_create_body(odd, Resolver()) == odd
