@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-HOST_PORT_BINDINGS_LABEL = "dev.pydesk.host-port-bindings"
-"""Container label: JSON of the ``HostConfig.PortBindings`` the user sent to the host socket."""
+# Container label: JSON of the ``HostConfig.PortBindings`` the user sent to the host socket,
+# written by the API proxy, which names it.
+from pydesk.proxy.labels import HOST_PORT_BINDINGS_LABEL
 
 DEFAULT_HOST_IP = "127.0.0.1"
 ALL_IPV4 = "0.0.0.0"
+__all__ = ["HOST_PORT_BINDINGS_LABEL", "ContainerForwards", "Forward", "Proto",
+           "container_forwards", "desired_forwards"]
 
 
 class Proto(StrEnum):

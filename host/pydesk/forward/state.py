@@ -2,7 +2,8 @@
 
 What it is for: the forwards this module made (so a new agent removes only its own stale rules,
 never the agent's SSH forward or anything else on the netdev), the ones that failed and why, and
-the bindings that cannot be forwarded; ``pydesk port`` and ``pydesk doctor`` read it with
+the bindings that cannot be forwarded. ``pydesk port`` and ``pydesk doctor`` read its
+``forwards`` list (every wanted forward, ``error`` set on the failed ones) or use
 :func:`load_state`. Written atomically (temporary file, fsync, rename).
 What it must never do: be the truth about what QEMU has (``info usernet`` is); a lost or broken
 file only means stale rules of a previous agent stay until QEMU stops.
@@ -57,8 +58,20 @@ class ForwardState:
     wanted: frozenset[Forward] = field(default=frozenset())
     """Every forward the guest's containers asked for at the last reconcile."""
 
+    def entries(self) -> list[dict[str, Any]]:
+        """Every wanted forward with ``error`` ("" when it is forwarded) and ``hint``: the
+        ``forwards`` list that ``pydesk port`` and ``pydesk doctor`` read."""
+        failed = {f.forward: f for f in self.failed}
+        out = []
+        for f in sorted(self.wanted | set(failed), key=_order):
+            problem = failed.get(f)
+            out.append({**(problem.forward if problem else f).to_json(),
+                        "error": problem.error if problem else "",
+                        "hint": problem.hint if problem else ""})
+        return out
+
     def to_json(self) -> dict[str, Any]:
-        return {"version": STATE_VERSION,
+        return {"version": STATE_VERSION, "forwards": self.entries(),
                 "made": [f.to_json() for f in sorted(self.made, key=_order)],
                 "failed": [f.to_json() for f in
                            sorted(self.failed, key=lambda x: _order(x.forward))],

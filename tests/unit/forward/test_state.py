@@ -33,3 +33,24 @@ def test_missing_or_broken_file_is_an_empty_state(tmp_path: Path) -> None:
     assert load_state(path) == ForwardState()
     path.write_text(json.dumps({"version": 99}))
     assert load_state(path) == ForwardState()
+
+
+def test_the_forwards_list_the_cli_reads(tmp_path: Path) -> None:
+    from pydesk.cli.doctor_checks import forward_checks, read_forwards
+    from pydesk.cli.ports import forward_failures
+
+    web = Forward(Proto.TCP, "127.0.0.1", 8080, 8080, "web", "80/tcp")
+    api = Forward(Proto.TCP, "0.0.0.0", 9090, 9090, "api", "90/tcp")
+    state = ForwardState(made=frozenset({web}),
+                         failed=(FailedForward(api, "host port 9090 is already in use"),),
+                         wanted=frozenset({web, api}))
+    path = tmp_path / "forwards.json"
+    save_state(path, state)
+    entries = read_forwards(path)
+    assert entries is not None
+    assert [(e["host_port"], e["container"], e["error"]) for e in entries] == [
+        (8080, "web", ""), (9090, "api", "host port 9090 is already in use")]
+    checks = forward_checks(entries)
+    assert checks[0].detail == "1 of 2 forwarded"
+    assert forward_failures(entries, "0123abcd", "api") == [
+        "warning: host port 9090/tcp is not forwarded: host port 9090 is already in use"]
