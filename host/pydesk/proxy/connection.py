@@ -232,6 +232,9 @@ class Connection:
             self._refuse(error_response(413, self._too_big(), close=True))
             return False
         body = request.body()
+        if not body.done and (request.header("expect") or "").lower() == "100-continue":
+            # The body is read here, not by the daemon: the interim answer is ours to give.
+            self._reply_local(b"HTTP/1.1 100 Continue\r\n\r\n")
         payload = bytearray()
         while not body.done:
             if not buffer:
@@ -248,7 +251,7 @@ class Connection:
             self._reply_local(error_response(exc.status, exc.message))
             return True
         headers = tuple((k, v) for k, v in request.headers
-                        if k.lower() not in ("content-length", "transfer-encoding"))
+                        if k.lower() not in ("content-length", "transfer-encoding", "expect"))
         headers += (("Content-Length", str(len(rewritten))),)
         self._expect(request)
         self._send_upstream(request.encode(headers) + rewritten)

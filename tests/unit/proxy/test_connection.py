@@ -119,6 +119,16 @@ def test_create_body_rewritten_with_a_new_length(rig: Rig) -> None:
     assert json.loads(sent) == {"Image": "busybox", "rewritten": True}
 
 
+def test_create_with_expect_continue(rig: Rig) -> None:
+    body = b'{"Image": "x"}'
+    rig.client.sendall(b"POST /containers/create HTTP/1.1\r\nHost: api\r\nExpect: 100-continue"
+                       b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+    assert recv_exactly(rig.client, 25) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    rig.client.sendall(body)
+    head = recv_until(rig.daemon, b"\r\n\r\n")
+    assert b"Expect" not in head and b"Content-Length: 33" in head
+
+
 def test_rewrite_error_answered_in_order_and_the_connection_goes_on(rig: Rig) -> None:
     bad = json.dumps({"fail": True}).encode()
     rig.client.sendall(PING + b"POST /containers/create HTTP/1.1\r\nHost: api\r\n"
