@@ -1,5 +1,5 @@
 """``pydesk images|pull|rmi``: the docker CLI's image commands; pulls show one rich progress
-bar per layer from the engine's JSON stream.
+bar per layer from the engine's JSON stream on a terminal, docker's plain lines elsewhere.
 
 What it must never do: import docker-py or rich at module level (start-up time).
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any
 
 import typer
@@ -35,17 +35,28 @@ class PullError(Exception):
         self.message = message
 
 
-def follow_pull(events: Iterable[Mapping[str, Any]], progress: Any | None) -> list[str]:
-    """Drive ``progress`` (rich Progress, or None) from the pull stream; returns the status
-    lines docker prints at the end (Digest, Status). PullError on an error message."""
+DONE = ("Pull complete", "Already exists", "Download complete")
+
+
+def follow_pull(events: Iterable[Mapping[str, Any]], progress: Any | None,
+                plain: Callable[[str], None] | None = None) -> list[str]:
+    """Drive ``progress`` (rich Progress: one bar per layer) from the pull stream, or, with
+    ``plain``, print docker's non-terminal lines (``<layer>: <status>`` when a layer's status
+    changes). Returns the status lines docker prints at the end (Digest, Status). PullError on
+    an error message."""
     tasks: dict[str, Any] = {}
+    totals: dict[str, float] = {}
+    last: dict[str, str] = {}
     final: list[str] = []
     for event in events:
         if "error" in event:
             raise PullError(str(event.get("error")))
         status, layer = str(event.get("status", "")), event.get("id")
         detail = event.get("progressDetail") or {}
-        if layer and status not in ("Pulling from",) and not status.startswith("Pulling from"):
+        if layer and not status.startswith("Pulling from"):
+            if plain is not None and last.get(layer) != status:
+                plain(f"{layer}: {status}")
+            last[layer] = status
             if progress is None:
                 continue
             if layer not in tasks:
@@ -53,9 +64,11 @@ def follow_pull(events: Iterable[Mapping[str, Any]], progress: Any | None) -> li
             total, current = detail.get("total"), detail.get("current")
             desc = f"{layer}: {status}"
             if total:
+                totals[layer] = total
                 progress.update(tasks[layer], description=desc, total=total, completed=current)
-            elif status in ("Pull complete", "Already exists", "Download complete"):
-                progress.update(tasks[layer], description=desc, total=1, completed=1)
+            elif status in DONE:  # full bar, keeping the layer's size when it was given
+                size = totals.get(layer, 1)
+                progress.update(tasks[layer], description=desc, total=size, completed=size)
             else:
                 progress.update(tasks[layer], description=desc)
         elif status.startswith(("Digest:", "Status:")):
@@ -69,13 +82,16 @@ def pull_with_progress(client: Any, ref: str, quiet: bool) -> None:
     if quiet:
         follow_pull(events, None)
         return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
     print(f"{tag}: Pulling from {repo}" if "sha256:" not in tag else f"Pulling {ref}",
           file=sys.stderr)
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                  transient=False, console=_console()) as progress:
-        final = follow_pull(events, progress)
+    if not sys.stderr.isatty():  # docker's plain lines: no bars in a log or a pipe
+        final = follow_pull(events, None, lambda line: print(line, file=sys.stderr))
+    else:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                      transient=False, console=_console()) as progress:
+            final = follow_pull(events, progress)
     for line in final:
         print(line, file=sys.stderr)
 

@@ -214,3 +214,25 @@ def test_engine_start_doctor_in_passthrough_and_stop(native_roots: tuple[Path, P
     assert doctor.returncode == 1
     assert "[FAIL] native socket" in doctor.stdout
     assert "fix: start the native engine: sudo pydesk engine start" in doctor.stdout
+
+
+def test_pull_progress_per_layer_plain_and_on_a_terminal(d: Pydeskd) -> None:
+    import re
+
+    from tests.support.terminal import read_until, under_pty
+
+    pydesk(d, "rmi", "-f", BUSYBOX, check=False)
+    done = pydesk(d, "pull", BUSYBOX)
+    lines = done.stderr.splitlines()
+    assert lines[0] == "latest: Pulling from busybox"
+    assert any(re.fullmatch(r"[0-9a-f]{12}: Pull complete", line) for line in lines), lines
+    assert lines[-2].startswith("Digest: sha256:")
+    assert lines[-1] == "Status: Downloaded newer image for busybox:latest"
+    # run of a missing image on a terminal: one bar per layer, as docker's.
+    pydesk(d, "rmi", "-f", BUSYBOX)
+    with under_pty([str(PYDESK), "-H", d.host, "run", "--rm", BUSYBOX, "echo", "ran"],
+                   env()) as (_, fd):
+        shown = read_until(fd, b"ran\r\n", 60)
+    assert b"Unable to find image 'busybox:latest' locally" in shown
+    assert re.search(rb"[0-9a-f]{12}: Pull complete \x1b\[[0-9;]*m\xe2\x94\x81", shown), shown
+    assert b"Status: Downloaded newer image for busybox:latest" in shown

@@ -118,3 +118,18 @@ def test_pull_stream_drives_one_bar_per_layer() -> None:
 def test_pull_error() -> None:
     with pytest.raises(PullError, match="manifest unknown"):
         follow_pull([{"error": "manifest unknown", "errorDetail": {}}], None)
+
+
+def test_a_finished_layer_keeps_its_size_and_plain_lines_follow_status_changes() -> None:
+    events: list[dict[str, Any]] = [
+        {"status": "Pulling from library/busybox", "id": "latest"},
+        {"status": "Pulling fs layer", "id": "abc"},
+        {"status": "Downloading", "id": "abc", "progressDetail": {"current": 5, "total": 10}},
+        {"status": "Downloading", "id": "abc", "progressDetail": {"current": 9, "total": 10}},
+        {"status": "Pull complete", "id": "abc"}, {"status": "Status: Downloaded"}]
+    progress = FakeProgress()
+    follow_pull(events, progress)
+    assert (progress.tasks[0]["total"], progress.tasks[0]["completed"]) == (10, 10)
+    lines: list[str] = []
+    assert follow_pull(events, None, lines.append) == ["Status: Downloaded"]
+    assert lines == ["abc: Pulling fs layer", "abc: Downloading", "abc: Pull complete"]
