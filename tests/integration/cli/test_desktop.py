@@ -236,3 +236,39 @@ def test_pull_progress_per_layer_plain_and_on_a_terminal(d: Pydeskd) -> None:
     assert b"Unable to find image 'busybox:latest' locally" in shown
     assert re.search(rb"[0-9a-f]{12}: Pull complete \x1b\[[0-9;]*m\xe2\x94\x81", shown), shown
     assert b"Status: Downloaded newer image for busybox:latest" in shown
+
+
+def test_vm_mode_doctor_and_port_show_the_forwarders_failures(d: Pydeskd, home: Path) -> None:
+    """The VM's host socket stood in for by a real pydeskd (no VM here): doctor's VM checks run
+    their real probes; a forward the forwarder reported failed shows in doctor and port."""
+    pydesk_home = home / "ph"
+    environ = {**home_env(home), "PYDESK_HOME": str(pydesk_home)}
+    vm_sock = pydesk_home / "run" / "docker.sock"
+    vm_sock.parent.mkdir(parents=True)
+    vm_sock.symlink_to(d.socket)
+    pydesk(d, "pull", "-q", BUSYBOX)
+    pydesk(d, "run", "-d", "--name", "pdcli-fwd", "-p", "127.0.0.1:1:80", BUSYBOX,
+           "sleep", "300")
+    instance = pydesk_home / "default"
+    instance.mkdir()
+    (instance / "forwards.json").write_text(json.dumps([
+        {"proto": "tcp", "host_ip": "127.0.0.1", "host_port": 1, "container": "pdcli-fwd",
+         "error": "host port 1 is already in use"}]))
+    vm = [str(PYDESK), "--mode", "vm"]
+    port = run([*vm, "port", "pdcli-fwd"], environ)
+    assert port.stdout == "80/tcp -> 127.0.0.1:1\n"
+    assert port.stderr == ("warning: host port 1/tcp is not forwarded: host port 1 is already "
+                           "in use\n")
+    doctor = run([*vm, "doctor", "--json"], environ)
+    report = json.loads(doctor.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert doctor.returncode == 1 and report["ok"] is False
+    assert checks["engine"]["verdict"] == "ok" and "(vm)" in checks["engine"]["detail"]
+    assert checks["qemu"]["verdict"] == "ok" and "QEMU emulator version" in checks["qemu"][
+        "detail"]
+    assert checks["VM instance"]["verdict"] == "fail"  # no config.json: never started
+    assert checks["host socket"]["verdict"] == "ok"
+    assert checks["docker context"]["verdict"] == "warn"
+    assert checks["port 127.0.0.1:1/tcp"]["detail"] == (
+        "container pdcli-fwd: host port 1 is already in use")
+    assert "native socket" not in checks
