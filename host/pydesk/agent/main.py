@@ -1,11 +1,14 @@
 """The host agent's loop: launch QEMU, wait for the guest API, watch, power off on request.
 
-What it is for: one agent process per running VM. It owns QEMU (its child), keeps an SSH
-connection to the guest and pings pydeskd through it, and reports every change as a status line
-(``pydesk.agent.status``). A stop request (the ``stop.request`` file, or SIGTERM) powers the
-guest off through ACPI and falls back to QMP ``quit`` after the instance's stop timeout.
+What it is for: one agent process per running VM. It starts QEMU (cold boot, or a resume of the
+saved VM state: ``pydesk.agent.launch``) or adopts the instance's QEMU left running by an agent
+that was killed, keeps an SSH connection to the guest and pings pydeskd through it, and reports
+every change as a status line (``pydesk.agent.status``). A stop request (the ``stop.request``
+file, or SIGTERM) powers the guest off through ACPI and falls back to QMP ``quit`` after the
+instance's stop timeout.
 What it must never do: leave QEMU running when it exits on its own account, or say "running"
-before /_ping answered through the channel.
+before /_ping answered through the channel, or connect to the guest's sshd before the guest
+passed its snapshot point (a connection in flight would be saved with the VM's network state).
 """
 
 from __future__ import annotations
@@ -15,28 +18,30 @@ import contextlib
 import json
 import logging
 import os
-import shlex
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from pydesk.agent import launch as launching
 from pydesk.agent.console import ConsoleWatch
+from pydesk.agent.qemuproc import QemuProcess
 from pydesk.agent.status import State, StatusEvent, append_status
 from pydesk.vm.channel import GuestChannel
-from pydesk.vm.config import VmConfig, detect_host
+from pydesk.vm.config import VmConfig
 from pydesk.vm.errors import ChannelError, VmError
 from pydesk.vm.instance import InstanceFiles, ensure_keys, load_config, write_private
-from pydesk.vm.qemu import LaunchFiles, qemu_argv
 from pydesk.vm.qmp import Qmp, QmpError
+from pydesk.vm.resume import CtlPort
 from pydeskd import vmcontract
 
 BOOT_TIMEOUT = 180.0
 """Seconds before a guest that does not answer is reported degraded (TCG on a busy host)."""
+RESUME_TIMEOUT = 60.0
+"""A resumed guest that does not answer in this long is given up: cold boot instead."""
 BOOT_CONNECT_TIMEOUT = 4.0
 PING_INTERVAL = 5.0
 PING_FAILURES_BEFORE_DEGRADED = 2
@@ -63,9 +68,17 @@ class Agent:
         self.files = files
         self.stop_event = threading.Event()
         self.state: State | None = None
-        self.qemu: subprocess.Popen[bytes] | None = None
+        self.qemu: QemuProcess | None = None
         self.channel: GuestChannel | None = None
         self.ssh_port = 0
+        self.mode = launching.Mode.COLD
+        self.ctl: CtlPort | None = None
+        self.released = True
+        """False while a cold-booting guest has not passed its snapshot point (no go sent)."""
+        self.save_key: str | None = None
+        """The resume key to save the VM state under at the snapshot point (None: no save)."""
+        self.resume_failed = False
+        self.start_note = ""
 
     # --- reporting -------------------------------------------------------------------------
 
@@ -81,28 +94,7 @@ class Agent:
     # --- launch ----------------------------------------------------------------------------
 
     def launch(self, config: VmConfig, launch: dict[str, Any]) -> None:
-        host = detect_host()
-        image = Path(str(launch["image_dir"]))
-        files = self.files
-        if files.console_log.exists():
-            os.replace(files.console_log, files.previous_console_log)
-        for stale in (files.qemu_pid, files.qmp_socket):
-            stale.unlink(missing_ok=True)
-        self.ssh_port = free_loopback_port()
-        argv = qemu_argv(config, host, LaunchFiles(
-            kernel=image / vmcontract.KERNEL_FILE, initrd=image / vmcontract.INITRD_FILE,
-            rootfs=image / vmcontract.ROOTFS_FILE, data_disk=files.data_disk,
-            console_log=files.console_log, qmp_socket=files.qmp_socket,
-            pidfile=files.qemu_pid, guest_config=files.guest_config), self.ssh_port)
-        with files.qemu_log.open("ab") as log:
-            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(argv)}\n".encode())
-            log.flush()
-            self.qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        self.record_runtime(ssh_port=self.ssh_port, qemu_pid=self.qemu.pid,
-                            agent_pid=os.getpid(), accel=config.accel.value,
-                            accel_reason=launch.get("accel_reason", ""), launched=time.time())
-        self.report(State.STARTING, f"QEMU started (pid {self.qemu.pid}, {config.accel}, "
-                                    f"{config.cpus} CPUs, {config.memory_mib} MiB)")
+        launching.launch(self, config, launch)
 
     def record_runtime(self, **values: object) -> None:
         """Adds ``values`` to runtime.json (ssh port, pids, accelerator, seconds to ready)."""
@@ -116,6 +108,9 @@ class Agent:
     def qemu_exit(self) -> int | None:
         assert self.qemu is not None
         return self.qemu.poll()
+
+    def qemu_alive(self) -> bool:
+        return self.qemu is not None and self.qemu.poll() is None
 
     def connect(self, timeout: float = 10) -> GuestChannel:
         keys = ensure_keys(self.files)
@@ -131,6 +126,16 @@ class Agent:
         console = ConsoleWatch(self.files.console_log)
         while True:
             if self.qemu_exit() is not None or self.stop_requested():
+                return False
+            if not self.released or self.mode is launching.Mode.ADOPTED:
+                launching.serve_ctl(self)  # the snapshot point: save (first start), then go
+                if not self.released:
+                    continue
+            if self.mode is launching.Mode.RESUMED and \
+                    time.monotonic() - launched > RESUME_TIMEOUT:
+                self.resume_failed = True
+                self.report(State.STARTING, f"the resumed guest did not answer in "
+                                            f"{RESUME_TIMEOUT:.0f}s", last_error)
                 return False
             failure = None if degraded else console.guest_failure()
             if failure is not None:
@@ -151,8 +156,8 @@ class Agent:
                 if answer == (200, b"OK"):
                     took = time.monotonic() - launched
                     self.record_runtime(ready_seconds=round(took, 3))
-                    self.report(State.RUNNING, f"guest API ready in {took:.1f}s (ssh on "
-                                               f"127.0.0.1:{self.ssh_port})")
+                    self.report(State.RUNNING, f"{self.start_note}guest API ready in "
+                                               f"{took:.1f}s (ssh on 127.0.0.1:{self.ssh_port})")
                     return True
                 last_error = ("the guest daemon does not answer /_ping yet: "
                               + answer[1][:200].decode(errors="replace"))
@@ -212,14 +217,14 @@ class Agent:
         try:
             self.qemu.wait(timeout)
             return
-        except subprocess.TimeoutExpired:
+        except TimeoutError:
             pass
         self.report(State.STOPPING, f"the guest did not power off in {timeout:g}s: QMP quit")
         with contextlib.suppress(QmpError):
             qmp.quit()  # QEMU flushes and closes its disks before it exits
         try:
             self.qemu.wait(15)
-        except subprocess.TimeoutExpired:
+        except TimeoutError:
             self.qemu.kill()
             self.qemu.wait()
 
@@ -279,7 +284,11 @@ class Agent:
             self.cleanup()
             return 1
         try:
-            if self.wait_ready(launched):
+            ready = self.wait_ready(launched)
+            if not ready and self.resume_failed and not self.stop_requested():
+                launching.cold_boot_after_failed_resume(self, config, launch)
+                ready = self.wait_ready(launched)
+            if ready:
                 self.watch()
             stop_was_requested = self.stop_requested()
             grace = self.requested_grace(config.stop_timeout)
@@ -301,8 +310,10 @@ class Agent:
     def cleanup(self) -> None:
         if self.channel is not None:
             self.channel.close()
+        if self.ctl is not None:
+            self.ctl.close()
         for path in (self.files.runtime, self.files.qmp_socket, self.files.stop_request,
-                     self.files.agent_pid, self.files.qemu_pid):
+                     self.files.agent_pid, self.files.qemu_pid, self.files.ctl_socket):
             path.unlink(missing_ok=True)
 
 

@@ -97,6 +97,22 @@ class InstanceFiles:
         return self.dir / "qmp.sock"
 
     @property
+    def ctl_socket(self) -> Path:
+        """The guest's control port (virtio-serial, vmcontract.CTL_PORT_NAME) on the host."""
+        return self.dir / "ctl.sock"
+
+    # The saved VM state that later starts resume from (pydesk.vm.resume).
+    @property
+    def resume_state(self) -> Path:
+        """QEMU's migration stream of the VM at the guest's snapshot point (0600)."""
+        return self.dir / "resume.state"
+
+    @property
+    def resume_meta(self) -> Path:
+        """JSON beside it: the key the state is valid for, its size, when it was saved."""
+        return self.dir / "resume.json"
+
+    @property
     def qemu_pid(self) -> Path:
         return self.dir / "qemu.pid"
 

@@ -5,8 +5,8 @@ user's terminal (image, accelerator probe, keys, data disk, guest configuration)
 instance to a detached agent and follows its status lines until the guest API answers.
 :func:`stop`, :func:`status`, :func:`remove` and :func:`connect` find the agent and QEMU by pid
 file and command line.
-What it must never do: start a second agent for a running instance, or remove a running one
-without ``force``.
+What it must never do: start a second agent for a running instance (a QEMU whose agent died is
+adopted by the new agent, not booted again), or remove a running one without ``force``.
 """
 
 from __future__ import annotations
@@ -171,13 +171,17 @@ def start(options: StartOptions, progress: Progress = _quiet, on_event: OnEvent 
                            hint=f"pydesk vm stop --name {options.name}, then start again")
         progress("already starting")
         return _follow_start(files, offset, progress, on_event, timeout)
-    if find_qemu(files) is not None:
-        raise Conflict(f"QEMU of VM {options.name!r} runs without its agent",
-                       hint=f"pydesk vm stop --name {options.name}")
     try:
         with start_lock(files):
             if find_agent(files) is None:
-                files, _, _ = prepare(options, progress)
+                qemu = find_qemu(files)
+                if qemu is not None:
+                    # Its agent was killed: the VM (and its containers) kept running. A new
+                    # agent adopts it as it is: nothing is prepared, nothing restarted.
+                    progress(f"QEMU of VM {options.name!r} runs without its agent (pid "
+                             f"{qemu.pid}): adopting it")
+                else:
+                    files, _, _ = prepare(options, progress)
                 offset = status_size(files.status)
                 pid = spawn_agent(files)
                 # Hold the lock until the agent's pid file names it: a second start finds it.

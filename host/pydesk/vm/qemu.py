@@ -17,6 +17,12 @@ Choices, and why:
 - User-mode networking (no root on the host) with one forward, the guest's sshd, bound to
   127.0.0.1 only; guest egress stays on (pulls), ``restrict`` is not used.
 - Serial console to a file through a chardev, QMP on a unix socket (never TCP).
+- A virtio-serial control port (vmcontract.CTL_PORT_NAME) on a unix socket: the guest's
+  snapshot-point handshake (``pydesk.vm.resume``). ``incoming=True`` adds ``-incoming defer``:
+  the VM's state is then loaded from a saved file through QMP ``migrate-incoming``; every other
+  argument must be the same as when the state was saved (the ssh forward port may differ: slirp
+  re-creates command-line forwards). No ``vmgenid`` device: qboot (our x86 firmware) hangs with
+  it, and Debian's cloud kernel has no driver for it; the go line reseeds the guest instead.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 from pydesk.vm.config import Accel, Arch, HostInfo, VmConfig
 from pydesk.vm.errors import InvalidArgument
 from pydeskd.vmcontract import (
+    CTL_PORT_NAME,
     DATA_DISK_SERIAL,
     FW_CFG_CONFIG,
     GUEST_SSH_PORT,
@@ -51,6 +58,7 @@ class LaunchFiles:
     qmp_socket: Path
     pidfile: Path
     guest_config: Path
+    ctl_socket: Path
 
 
 def machine_args(config: VmConfig, host: HostInfo) -> list[str]:
@@ -99,8 +107,23 @@ def network_args(ssh_port: int) -> list[str]:
             "-device", f"virtio-net-pci,netdev={USER_NETDEV_ID},romfile="]
 
 
-def qemu_argv(config: VmConfig, host: HostInfo, files: LaunchFiles, ssh_port: int) -> list[str]:
-    """QEMU's full argv for ``config`` on ``host``; raises InvalidArgument for impossible combos."""
+CTL_CHARDEV_ID = "ctl"
+
+
+def ctl_args(ctl_socket: Path) -> list[str]:
+    """The control port: a virtserialport on a unix-socket chardev that the agent connects to."""
+    return ["-chardev", f"socket,id={CTL_CHARDEV_ID},path={_opt(ctl_socket)},server=on,wait=off",
+            "-device", "virtio-serial-pci,id=vser0",
+            "-device", f"virtserialport,chardev={CTL_CHARDEV_ID},name={CTL_PORT_NAME}"]
+
+
+INCOMING_ARGS = ("-incoming", "defer")
+
+
+def qemu_argv(config: VmConfig, host: HostInfo, files: LaunchFiles, ssh_port: int, *,
+              incoming: bool = False) -> list[str]:
+    """QEMU's full argv for ``config`` on ``host``; raises InvalidArgument for impossible combos.
+    ``incoming``: QEMU waits for ``migrate-incoming`` (a resume) instead of booting."""
     argv = [host.qemu_binary, "-name", f"pydesk-{config.name}"]
     for directory in host.firmware_dirs:
         argv += ["-L", directory]
@@ -121,7 +144,10 @@ def qemu_argv(config: VmConfig, host: HostInfo, files: LaunchFiles, ssh_port: in
     argv += ["-chardev", f"socket,id=qmp,path={_opt(files.qmp_socket)},server=on,wait=off",
              "-mon", "chardev=qmp,mode=control"]
     argv += ["-fw_cfg", f"name={FW_CFG_CONFIG},file={_opt(files.guest_config)}"]
+    argv += ctl_args(files.ctl_socket)
     argv += ["-pidfile", str(files.pidfile)]
+    if incoming:
+        argv += INCOMING_ARGS
     return argv
 
 

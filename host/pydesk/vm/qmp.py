@@ -1,6 +1,8 @@
 """QMP control of a running QEMU through qemu.qmp, behind a small synchronous facade.
 
-What it is for: the agent and the CLI ask QEMU for its status and tell it to power down or quit.
+What it is for: the agent and the CLI ask QEMU for its status and tell it to power down or quit;
+the agent also stops, saves (``migrate`` to a file), loads (``migrate-incoming``) and continues
+the VM for ``pydesk.vm.resume``.
 Each call connects, runs one command and disconnects (QEMU's QMP chardev serves one client at a
 time, so holding it would lock out the CLI).
 What it must never do: connect anywhere but the instance's unix socket, or block without a
@@ -69,3 +71,28 @@ class Qmp:
     def balloon_actual_mib(self) -> int:
         """The guest's memory as the balloon sees it, in MiB."""
         return int(self.execute("query-balloon")["actual"]) // (1024 * 1024)
+
+    def stop(self) -> None:
+        """Pauses the vCPUs (the devices keep their state)."""
+        self.execute("stop")
+
+    def cont(self) -> None:
+        """Runs the vCPUs again (also after a completed migration: QEMU takes the disks back)."""
+        self.execute("cont")
+
+    def migrate(self, uri: str) -> None:
+        """Starts sending the VM's state to ``uri`` (``exec:...``); poll :meth:`query_migrate`."""
+        self.execute("migrate", {"uri": uri})
+
+    def migrate_incoming(self, uri: str) -> None:
+        """Starts loading the VM's state from ``uri`` (QEMU started with ``-incoming defer``)."""
+        self.execute("migrate-incoming", {"uri": uri})
+
+    def query_migrate(self) -> dict[str, Any]:
+        """``{"status": "active" | "completed" | "failed" ..., "error-desc": ...}``."""
+        answer = self.execute("query-migrate")
+        return dict(answer) if isinstance(answer, dict) else {}
+
+    def human(self, command_line: str) -> str:
+        """An HMP command's text output (``info usernet``): for diagnostics only."""
+        return str(self.execute("human-monitor-command", {"command-line": command_line}))

@@ -18,7 +18,8 @@ WIN = HostInfo(os=HostOS.WINDOWS, arch=Arch.X86_64, qemu_binary="C:/qemu/qemu-sy
 FILES = LaunchFiles(kernel=Path("/img/vmlinuz"), initrd=Path("/img/initrd.img"),
                     rootfs=Path("/img/rootfs.erofs"), data_disk=Path("/i/data.qcow2"),
                     console_log=Path("/i/console.log"), qmp_socket=Path("/i/qmp.sock"),
-                    pidfile=Path("/i/qemu.pid"), guest_config=Path("/i/guest-config.json"))
+                    pidfile=Path("/i/qemu.pid"), guest_config=Path("/i/guest-config.json"),
+                    ctl_socket=Path("/i/ctl.sock"))
 
 
 def argv(accel: Accel = Accel.TCG, host: HostInfo = X86, arch: Arch | None = None,
@@ -176,3 +177,20 @@ def test_find_qboot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert find_qboot(str(qemu)) == str(tmp_path / "share" / "qemu" / "qboot.rom")
     monkeypatch.setenv("PYDESK_QEMU_BIOS", "")
     assert find_qboot(str(qemu)) is None
+
+
+def test_control_port_is_a_named_virtserialport_on_a_unix_socket() -> None:
+    args = argv()
+    assert "socket,id=ctl,path=/i/ctl.sock,server=on,wait=off" in option(args, "-chardev")
+    devices = option(args, "-device")
+    assert "virtio-serial-pci,id=vser0" in devices
+    assert f"virtserialport,chardev=ctl,name={vmcontract.CTL_PORT_NAME}" in devices
+    assert not any("vmgenid" in d for d in devices)  # qboot hangs with it (module docstring)
+    assert "-incoming" not in args
+
+
+def test_incoming_waits_for_a_migration_and_changes_nothing_else() -> None:
+    config = VmConfig(accel=Accel.TCG, arch=X86.arch)
+    cold = qemu_argv(config, X86, FILES, 2222)
+    resumed = qemu_argv(config, X86, FILES, 2222, incoming=True)
+    assert resumed == [*cold, "-incoming", "defer"]
