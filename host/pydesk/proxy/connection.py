@@ -113,7 +113,6 @@ class Connection:
         self._idle = threading.Condition()
         self._client_write = threading.Lock()
         self._responses: threading.Thread | None = None
-        self._aborted = False
 
     # --- the request side (the connection's thread) ---------------------------------------
     def run(self) -> None:
@@ -123,7 +122,9 @@ class Connection:
         except (_Closed, OSError):
             pass
         except FramingError as exc:
-            log.debug("client framing error: %s", exc)
+            # As the daemon's HTTP server would answer it; the connection cannot go on.
+            with contextlib.suppress(_Closed, OSError):
+                self._refuse(error_response(400, f"malformed HTTP request: {exc}", close=True))
         finally:
             if self.upstream is not None:
                 if self._client_gone():
@@ -143,7 +144,7 @@ class Connection:
             if head_bytes is None:
                 return
             request = parse_request_head(head_bytes[:-4])
-            if self.upstream is None and not self._open_upstream(request, buffer):
+            if self.upstream is None and not self._open_upstream():
                 return
             if is_create(request):
                 if not self._forward_create(request, buffer):
@@ -173,7 +174,7 @@ class Connection:
                 return None
             buffer += data
 
-    def _open_upstream(self, request: RequestHead, buffer: bytearray) -> bool:
+    def _open_upstream(self) -> bool:
         try:
             self.upstream = self.opener()
         except Exception as exc:  # the opener is injected: any failure means "no guest"
@@ -381,7 +382,6 @@ class Connection:
 
     def abort(self) -> None:
         """Ends the connection now (the proxy is closing): wakes both threads."""
-        self._aborted = True
         with contextlib.suppress(OSError):
             self.client.shutdown(socket.SHUT_RDWR)
         if self.upstream is not None:

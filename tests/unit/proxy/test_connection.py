@@ -229,6 +229,16 @@ def test_client_closing_closes_the_upstream(rig: Rig) -> None:
     assert not rig.thread.is_alive()
 
 
+def test_malformed_request_gets_a_400_and_the_end(rig: Rig) -> None:
+    rig.client.sendall(b"GET /_ping HTTP/1.1\r\nHost: api\r\n\r\n")
+    recv_exactly(rig.daemon, 33)
+    rig.client.sendall(b"NONSENSE\r\n\r\n")
+    rig.daemon.sendall(PONG)  # the earlier request is answered first
+    answer = recv_to_eof(rig.client)
+    assert answer.startswith(PONG + b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"malformed request line" in answer
+
+
 def test_no_upstream_gives_a_docker_shaped_502() -> None:
     client, proxy_side = socket.socketpair()
     client.settimeout(TIMEOUT)
