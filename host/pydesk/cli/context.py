@@ -165,8 +165,11 @@ def engine_errors(code: int = 1) -> Callable[[Callable[P, R]], Callable[P, R]]:
 # does not know (--help included) goes to Typer, which stays the one definition of the CLI.
 
 GLOBAL_VALUES = {"-H": "host", "--host": "host", "--mode": "mode"}
-FAST_FLAGS = {"ps": {"a": "all", "q": "quiet", "all": "all", "quiet": "quiet"},
-              "images": {"a": "all", "q": "quiet", "all": "all", "quiet": "quiet"}}
+FAST_FLAGS: dict[str, dict[str, str]] = {
+    "ps": {"a": "all", "q": "quiet", "all": "all", "quiet": "quiet"},
+    "images": {"a": "all", "q": "quiet", "all": "all", "quiet": "quiet"},
+    # Commands without flags: ``pydesk context`` (which engine and why), ``engine which|env``.
+    "context": {}, "engine which": {}, "engine env": {}}
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,8 @@ def _split_value(arg: str, rest: list[str]) -> str | None:
 
 
 def parse_fast(argv: Sequence[str]) -> FastCommand | None:
-    """``[-H X] [--mode M] ps|images [-a] [-q] [--filter K=V]`` -> FastCommand, else None."""
+    """``[-H X] [--mode M] ps|images [-a] [-q] [--filter K=V]``, ``context``, ``engine which``
+    and ``engine env`` -> FastCommand, else None."""
     rest, command = list(argv), None
     found: dict[str, str | None] = {"host": None, "mode": None}
     flags: set[str] = set()
@@ -200,6 +204,8 @@ def parse_fast(argv: Sequence[str]) -> FastCommand | None:
             found[GLOBAL_VALUES[name]] = value
         elif command is None and arg in FAST_FLAGS:
             command = arg
+        elif command is None and arg == "engine" and rest and f"engine {rest[0]}" in FAST_FLAGS:
+            command = f"engine {rest.pop(0)}"
         elif command == "ps" and name in ("--filter", "-f"):
             value = _split_value(arg, rest)
             if value is None:
@@ -225,9 +231,22 @@ def fast_path(argv: Sequence[str]) -> int | None:
     options.update(host=parsed.host, mode=parsed.mode)
     all_, quiet = "all" in parsed.flags, "quiet" in parsed.flags
 
+    if parsed.command == "context":
+        from pydesk.cli.contexts import show_engine
+
+        try:
+            show_engine()
+        except typer.Exit as e:
+            return int(e.exit_code)
+        return 0
+
     @engine_errors()
     def run() -> None:
-        if parsed.command == "ps":
+        if parsed.command.startswith("engine "):
+            from pydesk.cli.engine import env, which
+
+            (which if parsed.command == "engine which" else env)()
+        elif parsed.command == "ps":
             from pydesk.cli.containers import list_containers
 
             list_containers(all_, quiet, parsed.filters)

@@ -22,8 +22,12 @@ context_app = typer.Typer(help="Which engine pydesk uses, and the docker CLI's c
 @context_app.callback()
 def show(ctx: typer.Context) -> None:
     """Show which engine the CLI uses and why (no subcommand), and the docker context."""
-    if ctx.invoked_subcommand is not None:
-        return
+    if ctx.invoked_subcommand is None:
+        show_engine()
+
+
+def show_engine() -> None:
+    """``pydesk context``'s work, shared with the fast path (context.fast_path)."""
     from pydesk import dockercontext
     from pydesk.endpoint import explain, vm_socket
 

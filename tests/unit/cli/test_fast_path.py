@@ -20,7 +20,15 @@ def test_images() -> None:
     assert parse_fast(["--host=/s", "images"]) == FastCommand("images", host="/s")
 
 
+def test_context_and_engine_which_env() -> None:
+    assert parse_fast(["--mode", "vm", "context"]) == FastCommand("context", mode="vm")
+    assert parse_fast(["engine", "which"]) == FastCommand("engine which")
+    assert parse_fast(["-H", "/s", "engine", "env"]) == FastCommand("engine env", host="/s")
+
+
 @pytest.mark.parametrize("argv", [
+    ["context", "docker"], ["context", "--help"], ["engine"], ["engine", "start"],
+    ["engine", "which", "-x"], ["context", "-a"],
     [], ["ps", "--help"], ["--debug", "ps"], ["ps", "-x"], ["ps", "--format", "{{.ID}}"],
     ["images", "--filter", "dangling=true"], ["run", "busybox"], ["-H"], ["ps", "--filter"],
     ["ps", "-a", "extra"], ["ps", "-"], ["--mode", "vm"],

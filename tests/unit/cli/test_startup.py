@@ -1,12 +1,12 @@
 """The CLI's start-up budget (150 ms of its own time, docs/cli.md): what ``pydesk --help`` and
-the ``ps`` fast path import, and how long ``pydesk --help`` takes (the best of a few runs: the
-machines are shared, and the best run is the CLI's own cost)."""
+the fast path import, and the CPU time ``pydesk --help`` and a fast-path command take (the best
+of a few runs: the machines are shared, and the best run is the CLI's own cost)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,8 @@ def loaded_after(*argv: str, heavy: tuple[str, ...] = HEAVY) -> str:
     return done.stderr.rpartition("MODULES ")[2].strip()
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["-H", "unix:///nonexistent.sock", "ps"]])
+@pytest.mark.parametrize("argv", [["--help"], ["-H", "unix:///nonexistent.sock", "ps"],
+                                  ["-H", "unix:///nonexistent.sock", "engine", "which"]])
 def test_nothing_heavy_is_imported(argv: list[str]) -> None:
     assert loaded_after(*argv) == "[]"
 
@@ -50,10 +51,18 @@ def test_subcommand_help_imports_only_typers_own(argv: list[str]) -> None:
     assert loaded_after(*argv, heavy=tuple(m for m in HEAVY if m != "pydantic")) == "[]"
 
 
-def test_help_within_the_budget() -> None:
-    best = float("inf")
-    for _ in range(7):
-        started = time.perf_counter()
-        subprocess.run([str(PYDESK), "--help"], capture_output=True, check=True, timeout=60)
-        best = min(best, time.perf_counter() - started)
-    assert best < BUDGET, f"pydesk --help took {best * 1000:.0f} ms at best"
+def cpu_seconds(argv: list[str]) -> float:
+    """The CPU time (user + system) a command used: unlike wall time, other processes on the
+    shared cores barely change it."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, argv
+    return usage.ru_utime + usage.ru_stime
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["engine", "which"]])
+def test_start_up_within_the_budget(argv: list[str]) -> None:
+    best = min(cpu_seconds([str(PYDESK), "-H", "unix:///nonexistent.sock", *argv])
+               for _ in range(7))
+    assert best < BUDGET, f"pydesk {' '.join(argv)} used {best * 1000:.0f} ms of CPU at best"
