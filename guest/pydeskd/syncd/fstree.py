@@ -159,15 +159,23 @@ class Applier:
         self.inplace = inplace
         self.keep_rejected = keep_rejected
         self._open: dict[str, tuple[int, str]] = {}  # path -> (fd, temp path) of files in transfer
+        self._dirs_ok: set[str] = set()  # parents checked during the current message
+
+    def new_message(self) -> None:
+        """Forgets the parents checked so far: called per incoming message, so one batch of
+        thousands of files checks each directory once, and the next batch checks again."""
+        self._dirs_ok.clear()
 
     def full(self, rel: str) -> str:
         return os.path.join(self.root, check_rel(rel))
 
     def _parent_ok(self, rel: str) -> str:
         """Creates missing parents; refuses a parent that is a symlink or not a directory."""
-        parts = rel.split("/")[:-1]
+        parent = rel.rpartition("/")[0]
+        if not parent or parent in self._dirs_ok:
+            return os.path.join(self.root, rel)
         cur = self.root
-        for part in parts:
+        for part in parent.split("/"):
             cur = os.path.join(cur, part)
             try:
                 st = os.lstat(cur)
@@ -176,12 +184,16 @@ class Applier:
                 continue
             if not stat.S_ISDIR(st.st_mode):
                 raise UnsafePath(f"parent {cur!r} of {rel!r} is not a directory")
+        self._dirs_ok.add(parent)
         return os.path.join(self.root, rel)
 
     def file_chunk(self, entry: Entry, expect: Entry | None, offset: int, data: bytes,
-                   final: bool) -> Rejected | None:
-        """One piece of a file's content; the file appears (atomically) with the final piece."""
+                   final: bool, *, direct: bool = False) -> Rejected | None:
+        """One piece of a file's content; the file appears (atomically) with the final piece.
+        ``direct``: a whole new file (first sync, nobody reads yet) is written in place."""
         rel = check_rel(entry.path)
+        if direct and offset == 0 and final and expect is None and not self.keep_rejected:
+            return self._new_file(rel, entry, data)
         if offset == 0:
             self.abort(rel)
             full = self._parent_ok(rel)
@@ -213,6 +225,24 @@ class Applier:
             return Rejected(rel, current, temp)
         os.unlink(temp)
         return Rejected(rel, current)
+
+    def _new_file(self, rel: str, entry: Entry, data: bytes) -> Rejected | None:
+        """A whole file where nothing is expected: O_EXCL is the compare-and-swap, and no
+        temporary file or rename is needed (a third of the syscalls of a first sync). A reader
+        may see it partly written for the time of one write."""
+        full = self._parent_ok(rel)
+        try:
+            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            return Rejected(rel, lstat_entry(self.root, rel))
+        try:
+            if data:
+                _write_all(fd, data)
+            os.fchmod(fd, entry.mode)
+            os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+        finally:
+            os.close(fd)
+        return None
 
     def install(self, temp: str, rel: str, current: Entry | None) -> None:
         """Moves a finished temporary file to ``rel`` (over whatever is there but a non-empty
@@ -250,11 +280,13 @@ class Applier:
         full = self._parent_ok(rel)
         if current is not None:
             os.unlink(full)
+            self._dirs_ok.clear()
         os.mkdir(full)
         os.chmod(full, entry.mode)
         return None
 
     def symlink(self, entry: Entry, expect: Entry | None) -> Rejected | None:
+        self._dirs_ok.clear()
         rel = check_rel(entry.path)
         current = lstat_entry(self.root, rel)
         if same(current, entry):
@@ -276,6 +308,7 @@ class Applier:
     def remove(self, rel: str, expect: Entry | None) -> Rejected | None:
         """Deletes ``rel`` if it is still ``expect``; a directory only when empty (a child the
         sender did not know about must survive)."""
+        self._dirs_ok.clear()
         rel = check_rel(rel)
         current = lstat_entry(self.root, rel)
         if current is None:
@@ -296,6 +329,7 @@ class Applier:
 
     def rename(self, rel: str, to: str, expect: Entry | None) -> Rejected | None:
         """Renames ``rel`` to ``to`` if ``rel`` is still ``expect`` and ``to`` is free."""
+        self._dirs_ok.clear()
         rel, to = check_rel(rel), check_rel(to)
         current = lstat_entry(self.root, rel)
         if current is None or not same(current, expect):

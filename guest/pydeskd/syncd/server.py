@@ -100,6 +100,7 @@ class Server:
         elif kind == "scan":
             self.scan()
         elif kind == "put":
+            self.applier.new_message()
             for op, chunk in wire.split_put(header, data):
                 self.apply(op, chunk)
         elif kind == "get":
@@ -135,7 +136,8 @@ class Server:
             if o == "f":
                 entry = Entry.from_wire(op["e"])
                 rejected = self.applier.file_chunk(entry, expect, int(op.get("off", 0)), chunk,
-                                                   bool(op.get("fin", True)))
+                                                   bool(op.get("fin", True)),
+                                                   direct=bool(op.get("new")))
                 if rejected is None and op.get("fin", True):
                     self.applied[entry.path] = entry
             elif o in ("d", "l"):

@@ -89,9 +89,10 @@ class Engine:
         self.send(wire.encode({"t": "get", "paths": paths, "tag": tag}))
 
     # -- host -> guest ------------------------------------------------------------------------
-    def push(self, entry: Entry, expect: Entry | None) -> None:
+    def push(self, entry: Entry, expect: Entry | None, *, new: bool = False) -> None:
         """Sends the host's ``entry`` (content read now); the guest applies it if it still has
-        ``expect``. A file that changes while read is skipped: its next event pushes it."""
+        ``expect``. A file that changes while read is skipped: its next event pushes it.
+        ``new``: the first sync's files the guest lacks, written without a temporary file."""
         x = expect.wire() if expect else None
         if entry.kind != FILE:
             self._put({"o": entry.kind, "e": entry.wire(), "x": x})
@@ -124,8 +125,10 @@ class Engine:
             pieces = [b""]
         offset = 0
         for i, chunk in enumerate(pieces):
-            self._put({"o": FILE, "e": wired, "x": x, "off": offset,
-                       "fin": i == len(pieces) - 1}, chunk)
+            op = {"o": FILE, "e": wired, "x": x, "off": offset, "fin": i == len(pieces) - 1}
+            if new and len(pieces) == 1:
+                op["new"] = True
+            self._put(op, chunk)
             offset += len(chunk)
         self._agree(entry.path, current)
         self.stats.pushed += 1
@@ -220,6 +223,7 @@ class Engine:
 
     def received(self, header: dict[str, Any], data: bytes) -> None:
         """A ``put`` from the guest: the content we asked for with ``get``."""
+        self.applier.new_message()
         for op, chunk in wire.split_put(header, data):
             self._received_op(op, chunk)
         self.flush()
@@ -324,7 +328,7 @@ class Engine:
         self.agreed = dict(plan.agreed)
         self.dirty = True
         for e in plan.push:
-            self.push(e, guest.get(e.path))
+            self.push(e, guest.get(e.path), new=e.path not in guest)
         for e in plan.delete_guest:
             self._put({"o": "rm", "p": e.path, "x": e.wire()})
             self.stats.deleted_guest += 1
