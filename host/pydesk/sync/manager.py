@@ -23,7 +23,7 @@ from pathlib import Path
 from pydesk.sync.errors import HostPathNotFound, SyncError, UnsupportedPath
 from pydesk.sync.ignore import IgnoreRules
 from pydesk.sync.session import Session, SessionStatus, State
-from pydesk.sync.state import StateFile
+from pydesk.sync.state import StateFile, read_root
 from pydesk.sync.transport import TransportFactory
 from pydeskd.vmcontract import DATA_MOUNT
 
@@ -48,7 +48,8 @@ def root_key(root: str, only: str | None = None) -> str:
 class SyncManager:
     def __init__(self, transport_factory: TransportFactory, state_dir: Path,
                  report: Report | None = None, *, guest_base: str = GUEST_SYNC_BASE,
-                 guest_python: str = GUEST_PYTHON, first_sync_timeout: float = 900.0) -> None:
+                 guest_python: str = GUEST_PYTHON, first_sync_timeout: float = 900.0,
+                 retry_interval: float = 5.0) -> None:
         self.factory = transport_factory
         self.state_dir = Path(state_dir)
         self.report = report or (lambda message, error: None)
@@ -58,6 +59,19 @@ class SyncManager:
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, str | None], Session] = {}
         self._closed = False
+        self._stop = threading.Event()
+        # A session that failed (SSH connection lost, guest restarted) is started again in the
+        # background: containers already using its guest copy must keep following the host.
+        self._supervisor = threading.Thread(target=self._supervise, args=(retry_interval,),
+                                            daemon=True, name="sync-supervisor")
+        self._supervisor.start()
+
+    def _supervise(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.restart_failed()
+            except Exception as e:  # the supervisor must outlive one bad restart
+                log.warning("sync: restarting failed sessions: %s", e)
 
     def guest_path(self, host_path: str) -> str:
         """The guest path of ``host_path``'s synced copy, once it is there.
@@ -123,8 +137,44 @@ class SyncManager:
         guest_root = f"{self.guest_base}/{key}"
         return Session(Path(root), guest_root, self.factory,
                        guest_argv=[self.guest_python, "-m", "pydeskd.syncd", guest_root],
-                       state=StateFile(self.state_dir / f"{key}.json", root),
+                       state=StateFile(self.state_dir / f"{key}.json", root, only),
                        rules=IgnoreRules.load(Path(root), only), inplace=only is not None)
+
+    def resume(self) -> int:
+        """Starts (without waiting) the sessions of every root a previous agent synced that
+        still exists: the containers using their guest copies keep following the host. Returns
+        how many were started."""
+        started = 0
+        for path in sorted(self.state_dir.glob("*.json")):
+            found = read_root(path)
+            if found is None:
+                continue
+            root, only = found
+            full = root if only is None else os.path.join(root, only)
+            if not os.path.exists(full):
+                continue
+            with self._lock:
+                if self._closed or (root, only) in self._sessions:
+                    continue
+                session = self._new_session(root, only)
+                self._sessions[(root, only)] = session
+                session.start()
+                started += 1
+        return started
+
+    def restart_failed(self) -> int:
+        """Starts again every failed session (the agent calls it periodically, e.g. after its
+        SSH connection came back); each resumes from its agreed state. Returns how many."""
+        with self._lock:
+            if self._closed:
+                return 0
+            failed = [(key, s) for key, s in self._sessions.items() if s.state is State.FAILED]
+            for key, old in failed:
+                self.report(f"restarting the sync of {old.host_root}", old.error)
+                old.close()
+                self._sessions[key] = self._new_session(*key)
+                self._sessions[key].start()
+        return len(failed)
 
     def status(self) -> list[SessionStatus]:
         with self._lock:
@@ -132,6 +182,7 @@ class SyncManager:
 
     def close(self) -> None:
         """Stops every session (their agreed state is saved; the guest copies stay)."""
+        self._stop.set()
         with self._lock:
             self._closed = True
             sessions = list(self._sessions.values())

@@ -21,15 +21,31 @@ from pydesk.sync.fstree import Entry
 STATE_VERSION = 1
 
 
+def read_root(path: Path) -> tuple[str, str | None] | None:
+    """(root, only) that a state file is about, or None if it is not one of ours: lets a new
+    agent resume the sessions of the previous one."""
+    try:
+        with path.open() as f:
+            raw = json.loads(f.read())
+        if raw.get("version") != STATE_VERSION or not isinstance(raw.get("root"), str):
+            return None
+        only = raw.get("only")
+        return raw["root"], only if isinstance(only, str) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 class StateFile:
-    def __init__(self, path: Path, root: str) -> None:
+    def __init__(self, path: Path, root: str, only: str | None = None) -> None:
         self.path = path
         self.root = root
+        self.only = only
 
     def load(self) -> dict[str, Entry]:
         try:
             raw = json.loads(self.path.read_text())
-            if raw.get("version") != STATE_VERSION or raw.get("root") != self.root:
+            if (raw.get("version") != STATE_VERSION or raw.get("root") != self.root
+                    or raw.get("only") != self.only):
                 return {}
             entries = (Entry.from_wire(item) for item in raw["entries"])
             return {e.path: e for e in entries}
@@ -38,7 +54,7 @@ class StateFile:
 
     def save(self, agreed: dict[str, Entry]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        body = json.dumps({"version": STATE_VERSION, "root": self.root,
+        body = json.dumps({"version": STATE_VERSION, "root": self.root, "only": self.only,
                            "entries": [e.wire() for e in agreed.values()]},
                           separators=(",", ":"))
         fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")

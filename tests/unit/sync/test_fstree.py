@@ -118,3 +118,15 @@ def test_inplace_keeps_the_inode(m: ModuleType, tmp_path: Path) -> None:
     assert a.file_chunk(m.Entry("f", m.FILE, 3, 5, 0o600), cur, 0, b"new", True) is None
     st = (tmp_path / "f").stat()
     assert (st.st_ino, st.st_mtime_ns, (tmp_path / "f").read_text()) == (inode, 5, "new")
+
+
+@pytest.mark.parametrize("m", COPIES)
+def test_direct_new_file_is_exclusive(m: ModuleType, tmp_path: Path) -> None:
+    a = m.Applier(str(tmp_path))
+    e = m.Entry("d/new", m.FILE, 2, 77, 0o640)
+    assert a.file_chunk(e, None, 0, b"hi", True, direct=True) is None
+    st = (tmp_path / "d/new").stat()
+    assert (st.st_mode & 0o7777, st.st_mtime_ns) == (0o640, 77)
+    rejected = a.file_chunk(e, None, 0, b"again", True, direct=True)  # exists now: refused
+    assert rejected is not None and rejected.current.size == 2
+    assert (tmp_path / "d/new").read_bytes() == b"hi"
