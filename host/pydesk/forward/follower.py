@@ -36,6 +36,8 @@ news that is not a failure."""
 EVENT_FILTERS = {"type": ["container"]}
 RELEVANT_ACTIONS = frozenset({"start", "restart", "die", "stop", "kill", "destroy"})
 """pause/unpause keep the ports; create/attach/exec do not change them."""
+BACKEND_RETRY = 1.0
+"""Seconds between attempts while QEMU does not answer QMP."""
 
 
 class PortForwarder:
@@ -53,6 +55,7 @@ class PortForwarder:
         self.containers: dict[str, ContainerForwards] = {}
         self.state = load_state(state_file)
         self.dirty = True
+        self.backend_down = False
         self.last_attempt = 0.0
         self.connected = threading.Event()
         """Set while the event stream is up and the first reconcile ran (tests wait on it)."""
@@ -64,14 +67,15 @@ class PortForwarder:
         while not stop.is_set():
             try:
                 self.follow(stop)
-                delay = self.backoff[0]  # the stream worked, then ended: reconnect at once
+                # The stream worked, then ended (a daemon restart): reconnect soon, but never
+                # in a hot loop should a daemon end every stream at once.
+                delay = self.backoff[0]
             except Exception as e:  # the channel, the daemon, a malformed answer: retry
                 log.info("port forwarder: %s; retrying in %.1fs", e, delay)
-                if stop.wait(delay):
-                    break
                 delay = min(delay * 2, self.backoff[1])
             finally:
                 self.connected.clear()
+            stop.wait(delay / 2 if delay == self.backoff[0] else delay)
 
     def follow(self, stop: threading.Event) -> None:
         """One connection to the event stream: a full resync, then events until it ends."""
@@ -90,8 +94,9 @@ class PortForwarder:
             if event is not None and self.relevant(event):
                 self.refresh(event_container_id(event))
                 self.dirty = True
-            if self.dirty or (self.state.failed and
-                              time.monotonic() - self.last_attempt >= self.retry_interval):
+            since = time.monotonic() - self.last_attempt
+            if (self.dirty and (not self.backend_down or since >= BACKEND_RETRY)) or \
+                    (self.state.failed and since >= self.retry_interval):
                 self.reconcile()
 
     @staticmethod
@@ -136,9 +141,9 @@ class PortForwarder:
             outcome = apply(plan(wanted, existing, self.state.made), self.backend)
         except BackendUnavailable as e:
             log.info("port forwarder: %s", e.message)
-            self.dirty = True
+            self.dirty = self.backend_down = True
             return
-        self.dirty = False
+        self.dirty = self.backend_down = False
         new = ForwardState(made=outcome.made, failed=outcome.failed, warnings=warnings,
                            wanted=wanted)
         self.announce(self.state, new)

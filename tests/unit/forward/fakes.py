@@ -62,6 +62,7 @@ class FakeDaemon:
         self.containers: dict[str, dict[str, Any]] = {}
         self.streams: list[socket.socket] = []
         self.up = True
+        self.end_streams_at_once = False
         self.lock = threading.Lock()
         self.requests: list[str] = []
 
@@ -86,6 +87,10 @@ class FakeDaemon:
         if path.startswith("/events"):
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                          b"Transfer-Encoding: chunked\r\n\r\n")
+            if self.end_streams_at_once:
+                sock.sendall(b"0\r\n\r\n")
+                sock.close()
+                return
             with self.lock:
                 self.streams.append(sock)
             return

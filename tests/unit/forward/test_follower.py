@@ -182,3 +182,14 @@ def test_stops_promptly_while_the_daemon_is_down(tmp_path: Path, daemon: FakeDae
     started = time.monotonic()
     h.close()
     assert time.monotonic() - started < 1.0
+
+
+def test_streams_that_end_at_once_are_not_a_hot_loop(tmp_path: Path, daemon: FakeDaemon) -> None:
+    daemon.end_streams_at_once = True
+    h = Harness(tmp_path, RecordingBackend(), daemon)
+    h.thread.start()
+    time.sleep(1.0)
+    h.close()
+    streams = [p for p in daemon.requests if p.startswith("/events")]
+    # Reconnects paced by half the first backoff (0.025 s): at most ~40 a second, not thousands.
+    assert 2 <= len(streams) <= 60, len(streams)
