@@ -18,6 +18,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -169,8 +170,9 @@ class ApiProxy:
                     self.socket_path.unlink()
         for connection in live:
             connection.abort()
+        deadline = time.monotonic() + timeout
         for thread in live.values():
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)
