@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import socket
@@ -27,6 +28,10 @@ from pydesk.proxy.rewrite import BindResolver, rewrite_create_body
 from pydesk.proxy.streams import Opener
 
 log = logging.getLogger(__name__)
+
+
+_SUN_PATH_MAX = 108  # sockaddr_un.sun_path on Linux (104 on macOS, checked by bind itself)
+_temporary_names = itertools.count()
 
 
 class ProxySocketError(Exception):
@@ -58,7 +63,10 @@ def bind_private_socket(path: Path) -> socket.socket:
             raise ProxySocketError(f"another process already serves {path}")
     # Bound under a temporary name, made 0600, then renamed over the path: the socket is never
     # visible with a wider mode, and a stale one is replaced atomically.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    temporary = path.with_name(f".px{os.getpid()}-{next(_temporary_names)}")
+    if len(os.fsencode(temporary)) >= _SUN_PATH_MAX or len(os.fsencode(path)) >= _SUN_PATH_MAX:
+        raise ProxySocketError(f"socket path too long for a unix socket ({_SUN_PATH_MAX - 1} "
+                               f"bytes at most): {path}")
     with contextlib.suppress(FileNotFoundError):
         temporary.unlink()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -122,6 +122,12 @@ def test_a_file_that_is_not_a_socket_is_never_replaced(short_dir: Path) -> None:
     assert path.read_text() == "mine"
 
 
+def test_too_long_a_path_is_a_clear_error(short_dir: Path) -> None:
+    path = short_dir / ("d" * 60) / ("s" * 60)
+    with pytest.raises(ProxySocketError, match="too long"):
+        ApiProxy(path, unix_opener("/nonexistent")).start()
+
+
 def test_close_does_not_remove_a_socket_it_no_longer_owns(short_dir: Path) -> None:
     path = short_dir / "docker.sock"
     proxy = ApiProxy(path, unix_opener("/nonexistent")).start()
