@@ -10,7 +10,6 @@ What it must never do: follow symlinks (IN_DONT_FOLLOW), or decide anything abou
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import struct
@@ -36,13 +35,24 @@ WATCH_MASK = (IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREA
 EVENT = struct.Struct("iIII")
 
 
+def _libc() -> ctypes.CDLL:
+    # Not ctypes.util.find_library first: it runs ldconfig/gcc in a subprocess (a second and
+    # more under TCG, at every session start).
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        from ctypes import util
+
+        return ctypes.CDLL(util.find_library("c"), use_errno=True)
+
+
 class Inotify:
     """A recursive watch of ``root``. ``read()`` returns the changed relative paths ("" never:
     the root itself is not a synced entry); ``overflowed`` says the kernel dropped events (the
     caller must rescan)."""
 
     def __init__(self, root: str, prune: Callable[[str], bool]) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = _libc()
         self._add = libc.inotify_add_watch
         self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         self._add.restype = ctypes.c_int

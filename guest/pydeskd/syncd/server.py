@@ -16,7 +16,7 @@ host keeps the stream open (a transfer in progress is dropped only with the sess
 from __future__ import annotations
 
 import os
-import selectors
+import select
 import time
 from typing import Any
 
@@ -35,7 +35,7 @@ class Server:
         self.root = root
         self.infd, self.outfd = infd, outfd
         self.prune_names: set[str] = set()
-        self.applier = fstree.Applier(root)
+        self.applier = fstree.Applier(root, umask_zero=True)
         self.inotify: Inotify | None = None
         self.applied: dict[str, Entry | None] = {}  # our own writes, not to report back
         self.pending: dict[str, None] = {}  # changed paths, in order
@@ -54,23 +54,29 @@ class Server:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> int:
+        # Modes come from the host exactly (the applier relies on it: no fchmod per file).
+        os.umask(0)
         os.makedirs(self.root, exist_ok=True)
         reader = wire.FrameReader()
-        sel = selectors.DefaultSelector()
-        sel.register(self.infd, selectors.EVENT_READ, "in")
+        # select.poll rather than selectors: one import less at every session start.
+        poller = select.poll()
+        poller.register(self.infd, select.POLLIN)
+        watching = False
         try:
             while self.running:
                 timeout = self._flush_timeout()
-                for key, _ in sel.select(timeout):
-                    if key.data == "in":
+                ready = poller.poll(None if timeout is None else timeout * 1000)
+                for fd, _ in ready:
+                    if fd == self.infd:
                         chunk = os.read(self.infd, READ_CHUNK)
                         if not chunk:
                             self.running = False
                             break
                         for header, data in reader.feed(chunk):
                             self.handle(header, data)
-                        if self.inotify is not None and self.inotify.fd not in sel.get_map():
-                            sel.register(self.inotify.fd, selectors.EVENT_READ, "inotify")
+                        if self.inotify is not None and not watching:
+                            poller.register(self.inotify.fd, select.POLLIN)
+                            watching = True
                     else:
                         self._on_inotify()
                 if self.pending and self._flush_timeout() == 0:

@@ -13,7 +13,6 @@ overwrite a version that nobody agreed on without keeping it as a conflict copy.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections import Counter
@@ -313,7 +312,7 @@ class Engine:
                     return False
                 self.applier.install(temp, path, current)
                 return True
-            entry = dataclasses.replace(g, path=path)
+            entry = g._replace(path=path)
             if g.kind == DIR:
                 return self.applier.mkdir(entry, current) is None
             return self.applier.symlink(entry, current) is None

@@ -101,6 +101,9 @@ class Session:
         self.bytes_sent = self.bytes_received = 0
         self.messages_sent = self.messages_received = 0
         self.first_sync_s = 0.0
+        self.phases: dict[str, float] = {}
+        """Seconds of each step of the first sync (guest_start, guest_scan, host_scan_plan,
+        send, apply_wait): where a slow first sync spends its time."""
         self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
         self._closing = threading.Event()
         self._transport: Transport | None = None
@@ -248,7 +251,9 @@ class Session:
         deferred: list[tuple[str, Any, Any]] = []
         self._send(wire.encode({"t": "hello", "v": wire.PROTOCOL_VERSION,
                                 "prune": [*self.rules.pruned], "inplace": self.inplace}))
+        began = time.monotonic()
         hello, _ = self._expect("hello", deferred, timeout=60)
+        self.phases["guest_start"] = time.monotonic() - began
         if hello.get("v") != wire.PROTOCOL_VERSION:
             raise SessionFailed(f"the guest speaks sync protocol {hello.get('v')}, "
                                 f"not {wire.PROTOCOL_VERSION}", hint="rebuild the guest image")
@@ -262,14 +267,20 @@ class Session:
                     guest[e.path] = e
             if not piece.get("more"):
                 break
+        self.phases["guest_scan"] = time.monotonic() - began - self.phases["guest_start"]
+        mark = time.monotonic()
         host = fstree.scan(self.host_root, self.rules.ignored)
         base = self.statefile.load()
         plan = initial_plan(host, guest, base)
+        self.phases["host_scan_plan"] = time.monotonic() - mark
+        mark = time.monotonic()
         self.engine.start(plan, host, guest)
+        self.phases["send"] = time.monotonic() - mark
         while True:
             self._barrier(deferred)
             if not self.engine.busy:
                 break
+        self.phases["apply_wait"] = time.monotonic() - mark - self.phases["send"]
         self.statefile.save(self.engine.agreed)
         self.engine.dirty = False
         for item in deferred:

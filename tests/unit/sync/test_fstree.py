@@ -130,3 +130,17 @@ def test_direct_new_file_is_exclusive(m: ModuleType, tmp_path: Path) -> None:
     rejected = a.file_chunk(e, None, 0, b"again", True, direct=True)  # exists now: refused
     assert rejected is not None and rejected.current.size == 2
     assert (tmp_path / "d/new").read_bytes() == b"hi"
+
+
+@pytest.mark.parametrize("m", COPIES)
+def test_umask_zero_mode_comes_from_open(m: ModuleType, tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        a = m.Applier(str(tmp_path), umask_zero=True)
+        assert a.file_chunk(m.Entry("x", m.FILE, 1, 5, 0o4755), None, 0, b"x", True,
+                            direct=True) is None
+        assert a.file_chunk(m.Entry("y", m.FILE, 1, 5, 0o600), None, 0, b"y", True) is None
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x").stat().st_mode & 0o7777 == 0o4755
+    assert (tmp_path / "y").stat().st_mode & 0o7777 == 0o600
