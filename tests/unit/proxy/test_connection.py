@@ -239,6 +239,16 @@ def test_malformed_request_gets_a_400_and_the_end(rig: Rig) -> None:
     assert b"malformed request line" in answer
 
 
+def test_client_half_close_still_gets_its_response(rig: Rig) -> None:
+    rig.client.sendall(PING)
+    rig.client.shutdown(socket.SHUT_WR)  # done sending, still reading
+    assert recv_exactly(rig.daemon, len(PING)) == PING
+    assert rig.daemon.recv(10) == b""  # the half-close reached the daemon
+    rig.daemon.sendall(PONG)
+    rig.daemon.close()
+    assert recv_to_eof(rig.client) == PONG
+
+
 def test_no_upstream_gives_a_docker_shaped_502() -> None:
     client, proxy_side = socket.socketpair()
     client.settimeout(TIMEOUT)
