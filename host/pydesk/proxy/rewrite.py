@@ -109,13 +109,24 @@ def _rewrite_mount(mount: Any, sources: _Sources) -> Any:
 
 
 def _guest_port_bindings(bindings: Mapping[str, Any]) -> dict[str, Any]:
-    """Every binding's HostIp cleared: the guest publishes on its own address."""
+    """Every binding's HostIp cleared: the guest publishes on its own address. Bindings that
+    differed only by address (``-p 0.0.0.0:80:80 -p [::]:80:80``) become one, or the guest
+    would try to publish the same port twice."""
     out: dict[str, Any] = {}
     for port, entries in bindings.items():
-        if isinstance(entries, list):
-            out[port] = [{**e, "HostIp": ""} if isinstance(e, Mapping) else e for e in entries]
-        else:
+        if not isinstance(entries, list):
             out[port] = entries
+            continue
+        cleared: list[Any] = []
+        for entry in entries:
+            if not isinstance(entry, Mapping):
+                cleared.append(entry)  # the daemon's to refuse
+                continue
+            guest = {**entry, "HostIp": ""}
+            # Ephemeral ports (HostPort "") are distinct bindings even when equal.
+            if guest not in cleared or not guest.get("HostPort"):
+                cleared.append(guest)
+        out[port] = cleared
     return out
 
 

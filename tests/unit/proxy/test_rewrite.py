@@ -122,13 +122,20 @@ def test_port_bindings_go_to_the_guest_address_and_the_label() -> None:
     out = rewrite_create(body, None)
     assert out["HostConfig"]["PortBindings"] == {
         "80/tcp": [{"HostIp": "", "HostPort": "8080"}],
-        "53/udp": [{"HostIp": "", "HostPort": "5353"}, {"HostIp": "", "HostPort": "5353"}],
+        "53/udp": [{"HostIp": "", "HostPort": "5353"}],  # one publish in the guest
         "9000/tcp": [{"HostIp": "", "HostPort": ""}]}
     assert out["Labels"]["app"] == "web"
     assert json.loads(out["Labels"][HOST_PORT_BINDINGS_LABEL]) == bindings
     # the input is not changed in place
     assert body["HostConfig"]["PortBindings"]["80/tcp"][0]["HostIp"] == "127.0.0.1"
     assert HOST_PORT_BINDINGS_LABEL not in body["Labels"]
+
+
+def test_ephemeral_port_bindings_stay_distinct() -> None:
+    bindings = {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""},
+                           {"HostIp": "127.0.0.2", "HostPort": ""}]}
+    out = rewrite_create(create(PortBindings=bindings), None)
+    assert out["HostConfig"]["PortBindings"]["80/tcp"] == [{"HostIp": "", "HostPort": ""}] * 2
 
 
 def test_no_port_bindings_no_label() -> None:
