@@ -48,13 +48,18 @@ class BindResolver(Protocol):
 
 
 def resolver_error(exc: Exception) -> RewriteError:
-    """What a resolver's exception becomes for the client: a ``status`` attribute if it has one;
-    400 for a path the user named wrongly (missing, not a directory, invalid); 500 otherwise."""
+    """What a resolver's exception becomes for the client: its message (and its ``hint``, if it
+    has one, as ``pydesk.sync``'s errors do); its ``status`` attribute if it has one, else 400
+    for a path the user named wrongly (missing, not a directory, invalid) and 500 otherwise."""
     status = getattr(exc, "status", None)
     if not isinstance(status, int):
         user_fault = (FileNotFoundError, NotADirectoryError, PermissionError, ValueError)
         status = 400 if isinstance(exc, user_fault) else 500
-    return RewriteError(str(exc) or type(exc).__name__, status)
+    message = str(exc) or type(exc).__name__
+    hint = getattr(exc, "hint", "")
+    if isinstance(hint, str) and hint:
+        message = f"{message} ({hint})"
+    return RewriteError(message, status)
 
 
 class _Sources:

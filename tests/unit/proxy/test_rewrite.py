@@ -103,10 +103,11 @@ def test_resolver_errors_keep_message_and_status() -> None:
 
     class SyncFailed(Exception):
         status = 503
+        hint = "pydesk doctor"
 
     with pytest.raises(RewriteError) as err:
         rewrite_create(create(Binds=["/h:/c"]), Resolver(SyncFailed("sync broke")))
-    assert (err.value.status, err.value.message) == (503, "sync broke")
+    assert (err.value.status, err.value.message) == (503, "sync broke (pydesk doctor)")
     with pytest.raises(RewriteError) as err:
         rewrite_create(create(Binds=["/h:/c"]), Resolver(RuntimeError("boom")))
     assert err.value.status == 500
