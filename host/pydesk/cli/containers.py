@@ -1,8 +1,8 @@
 """``pydesk run|ps|logs|exec|stop|start|restart|rm|inspect``: the docker CLI's container
 commands, over docker-py's ``APIClient`` on the selected engine (``port`` and ``open``: ports.py).
 
-Flag parsing to API bodies is pure (:func:`create_body`); the hijacked streams of run and
-exec go through :mod:`pydesk.cli.streams`.
+Flag parsing to API bodies is pure (:mod:`pydesk.cli.runflags`); the hijacked streams of run
+and exec go through :mod:`pydesk.cli.streams`.
 What it must never do: import docker-py or rich at module level (start-up time).
 """
 
@@ -10,126 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
 
 from pydesk.cli import render, streams
 from pydesk.cli.context import api, engine_errors, fail, get_json
+from pydesk.cli.runflags import RunOptions, create_body, parse_env
 from pydesk.cli.streams import Terminal, attach_and_run, pump, raw_socket
 
 RUN_FAILURE = 125
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    image: str
-    command: tuple[str, ...] = ()
-    name: str | None = None
-    env: tuple[str, ...] = ()
-    publish: tuple[str, ...] = ()
-    volumes: tuple[str, ...] = ()
-    workdir: str | None = None
-    user: str | None = None
-    entrypoint: str | None = None
-    network: str | None = None
-    restart: str | None = None
-    detach: bool = False
-    remove: bool = False
-    interactive: bool = False
-    tty: bool = False
-    environ: Mapping[str, str] = field(default_factory=dict)
-    cwd: str = "/"
-
-
-def parse_env(items: Sequence[str], environ: Mapping[str, str]) -> list[str]:
-    """``-e K=V`` as given; ``-e K`` takes K from the caller's environment (dropped if unset)."""
-    return [i if "=" in i else f"{i}={environ[i]}" for i in items if "=" in i or i in environ]
-
-
-def parse_publish(spec: str) -> tuple[str, dict[str, str]]:
-    """``[ip:][host:]container[/proto]`` -> ("80/tcp", {"HostIp": ip, "HostPort": host})."""
-    rest, _, proto = spec.partition("/")
-    if rest.startswith("["):  # an IPv6 host address: [::1]:8080:80
-        ip, _, rest = rest[1:].partition("]")
-        rest = rest.lstrip(":")
-        parts = ["", *rest.split(":")] if rest.count(":") == 1 else rest.split(":")
-        parts[0] = ip
-    else:
-        parts = rest.split(":")
-    if len(parts) > 3 or not parts[-1].isdigit():
-        raise ValueError(f"invalid publish spec: {spec}")
-    parts = [""] * (3 - len(parts)) + parts
-    return f"{parts[2]}/{proto or 'tcp'}", {"HostIp": parts[0], "HostPort": parts[1]}
-
-
-def parse_volume(spec: str, cwd: str) -> tuple[str | None, str]:
-    """``-v`` -> (a Binds entry, or None for an anonymous volume; the container path)."""
-    parts = spec.split(":")
-    if len(parts) == 1:
-        return None, parts[0]
-    source = parts[0]
-    if source.startswith((".", "~")):  # docker resolves relative host paths against the cwd
-        source = os.path.normpath(os.path.join(cwd, os.path.expanduser(source)))
-    return ":".join([source, *parts[1:]]), parts[1]
-
-
-def parse_restart(text: str) -> dict[str, Any]:
-    name, _, count = text.partition(":")
-    if name not in ("no", "always", "unless-stopped", "on-failure"):
-        raise ValueError(f"invalid restart policy: {text}")
-    return {"Name": name, "MaximumRetryCount": int(count or 0)}
-
-
-def create_body(o: RunOptions) -> dict[str, Any]:
-    """The ``POST /containers/create`` body for ``pydesk run`` flags (ValueError if invalid)."""
-    host: dict[str, Any] = {}
-    body: dict[str, Any] = {
-        "Image": o.image, "Tty": o.tty, "OpenStdin": o.interactive, "StdinOnce": o.interactive,
-        "AttachStdin": o.interactive, "AttachStdout": not o.detach,
-        "AttachStderr": not o.detach, "HostConfig": host,
-    }
-    if o.command:
-        body["Cmd"] = list(o.command)
-    if o.env:
-        body["Env"] = parse_env(o.env, o.environ)
-    if o.workdir:
-        body["WorkingDir"] = o.workdir
-    if o.user:
-        body["User"] = o.user
-    if o.entrypoint is not None:
-        body["Entrypoint"] = shlex.split(o.entrypoint) or [""]
-    if o.publish:
-        bindings: dict[str, list[dict[str, str]]] = {}
-        for spec in o.publish:
-            key, binding = parse_publish(spec)
-            bindings.setdefault(key, []).append(binding)
-        body["ExposedPorts"] = {k: {} for k in bindings}
-        host["PortBindings"] = bindings
-    binds: list[str] = []
-    anonymous: dict[str, dict[str, str]] = {}
-    for spec in o.volumes:
-        bind, target = parse_volume(spec, o.cwd)
-        if bind is None:
-            anonymous[target] = {}
-        else:
-            binds.append(bind)
-    if binds:
-        host["Binds"] = binds
-    if anonymous:
-        body["Volumes"] = anonymous
-    if o.network:
-        host["NetworkMode"] = o.network
-    if o.restart:
-        host["RestartPolicy"] = parse_restart(o.restart)
-    if o.remove:
-        host["AutoRemove"] = True
-    return body
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -138,34 +31,75 @@ app = typer.Typer()
 Many = Annotated[list[str], typer.Argument(help="Containers (names or IDs).")]
 
 
+Strings = list[str] | None
+
+
 @app.command(context_settings={"allow_interspersed_args": False})
 def run(  # noqa: PLR0917 (typer: one parameter per flag)
     image: Annotated[str, typer.Argument()],
-    command: Annotated[list[str] | None, typer.Argument()] = None,
+    command: Annotated[Strings, typer.Argument()] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
     rm: Annotated[bool, typer.Option("--rm")] = False,
     name: Annotated[str | None, typer.Option("--name")] = None,
-    env: Annotated[list[str] | None, typer.Option("--env", "-e")] = None,
-    publish: Annotated[list[str] | None, typer.Option("--publish", "-p")] = None,
-    volume: Annotated[list[str] | None, typer.Option("--volume", "-v")] = None,
+    env: Annotated[Strings, typer.Option("--env", "-e")] = None,
+    env_file: Annotated[Strings, typer.Option("--env-file")] = None,
+    publish: Annotated[Strings, typer.Option("--publish", "-p")] = None,
+    publish_all: Annotated[bool, typer.Option("--publish-all", "-P")] = False,
+    expose: Annotated[Strings, typer.Option("--expose")] = None,
+    volume: Annotated[Strings, typer.Option("--volume", "-v")] = None,
+    mount: Annotated[Strings, typer.Option("--mount")] = None,
+    tmpfs: Annotated[Strings, typer.Option("--tmpfs")] = None,
+    read_only: Annotated[bool, typer.Option("--read-only")] = False,
     workdir: Annotated[str | None, typer.Option("--workdir", "-w")] = None,
     user: Annotated[str | None, typer.Option("--user", "-u")] = None,
     entrypoint: Annotated[str | None, typer.Option("--entrypoint")] = None,
-    network: Annotated[str | None, typer.Option("--network")] = None,
+    label: Annotated[Strings, typer.Option("--label", "-l")] = None,
+    hostname: Annotated[str | None, typer.Option("--hostname", "-h")] = None,
+    network: Annotated[str | None, typer.Option("--network", "--net")] = None,
+    network_alias: Annotated[Strings, typer.Option("--network-alias")] = None,
+    add_host: Annotated[Strings, typer.Option("--add-host")] = None,
+    dns: Annotated[Strings, typer.Option("--dns")] = None,
     restart: Annotated[str | None, typer.Option("--restart")] = None,
+    memory: Annotated[str | None, typer.Option("--memory", "-m")] = None,
+    cpus: Annotated[str | None, typer.Option("--cpus")] = None,
+    privileged: Annotated[bool, typer.Option("--privileged")] = False,
+    cap_add: Annotated[Strings, typer.Option("--cap-add")] = None,
+    cap_drop: Annotated[Strings, typer.Option("--cap-drop")] = None,
+    init: Annotated[bool, typer.Option("--init")] = False,
+    stop_signal: Annotated[str | None, typer.Option("--stop-signal")] = None,
+    pull: Annotated[str, typer.Option("--pull", help="always|missing|never")] = "missing",
     interactive: Annotated[bool, typer.Option("--interactive", "-i")] = False,
     tty: Annotated[bool, typer.Option("--tty", "-t")] = False,
 ) -> None:
     """Create and run a new container from an image."""
-    o = RunOptions(image, tuple(command or ()), name, tuple(env or ()), tuple(publish or ()),
-                   tuple(volume or ()), workdir, user, entrypoint, network, restart, detach, rm,
-                   interactive, tty, dict(os.environ), os.getcwd())
-    raise typer.Exit(_run(o))
+    lines: list[str] = []
+    for path in env_file or ():
+        try:
+            with open(path) as f:
+                lines += f.readlines()
+        except OSError as e:
+            raise fail(f"docker: open {path}: {e.strerror}", RUN_FAILURE) from None
+    if pull not in ("always", "missing", "never"):
+        raise fail(f'docker: invalid pull option: "{pull}": must be one of "always", '
+                   '"missing" or "never"', RUN_FAILURE)
+    o = RunOptions(
+        image, tuple(command or ()), name, tuple(env or ()), tuple(publish or ()),
+        tuple(volume or ()), workdir, user, entrypoint, network, restart, detach, rm,
+        interactive, tty, dict(os.environ), os.getcwd(), mounts=tuple(mount or ()),
+        publish_all=publish_all, expose=tuple(expose or ()), labels=tuple(label or ()),
+        hostname=hostname, env_file_lines=tuple(lines), add_hosts=tuple(add_host or ()),
+        dns=tuple(dns or ()), network_aliases=tuple(network_alias or ()), init=init,
+        privileged=privileged, cap_add=tuple(cap_add or ()), cap_drop=tuple(cap_drop or ()),
+        memory=memory, cpus=cpus, read_only=read_only, tmpfs=tuple(tmpfs or ()),
+        stop_signal=stop_signal)
+    raise typer.Exit(_run(o, pull))
 
 
 @engine_errors(RUN_FAILURE)
-def _run(o: RunOptions) -> int:
+def _run(o: RunOptions, pull: str = "missing") -> int:
     import docker.errors  # type: ignore[import-untyped]
+
+    from pydesk.cli.images import PullError, pull_with_progress
 
     try:
         body = create_body(o)
@@ -173,16 +107,18 @@ def _run(o: RunOptions) -> int:
         raise fail(f"docker: {e}", RUN_FAILURE) from None
     client = api()
     try:
-        ident = client.create_container_from_config(body, o.name)["Id"]
-    except docker.errors.ImageNotFound:
-        print(f"Unable to find image '{o.image}' locally", file=sys.stderr)
-        from pydesk.cli.images import PullError, pull_with_progress
-
-        try:
+        if pull == "always":
             pull_with_progress(client, o.image, quiet=False)
-        except PullError as e:
-            raise fail(f"Error response from daemon: {e.message}", RUN_FAILURE) from None
-        ident = client.create_container_from_config(body, o.name)["Id"]
+        try:
+            ident = client.create_container_from_config(body, o.name)["Id"]
+        except docker.errors.ImageNotFound:
+            if pull == "never":
+                raise
+            print(f"Unable to find image '{o.image}' locally", file=sys.stderr)
+            pull_with_progress(client, o.image, quiet=False)
+            ident = client.create_container_from_config(body, o.name)["Id"]
+    except PullError as e:
+        raise fail(f"Error response from daemon: {e.message}", RUN_FAILURE) from None
     if o.detach:
         client.start(ident)
         print(ident)
@@ -192,45 +128,80 @@ def _run(o: RunOptions) -> int:
 
 @app.command()
 @engine_errors()
-def ps(
+def ps(  # noqa: PLR0917
     all_: Annotated[bool, typer.Option("--all", "-a")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     filter_: Annotated[list[str] | None, typer.Option("--filter", "-f")] = None,
+    format_: Annotated[str | None, typer.Option("--format")] = None,
+    no_trunc: Annotated[bool, typer.Option("--no-trunc")] = False,
+    last: Annotated[int, typer.Option("--last", "-n", help="The n last created (all states).")]
+    = -1,
+    latest: Annotated[bool, typer.Option("--latest", "-l", help="The last created.")] = False,
 ) -> None:
     """List containers."""
-    list_containers(all_, quiet, filter_ or ())
+    list_containers(all_, quiet, filter_ or (), format_=format_, no_trunc=no_trunc,
+                    last=1 if latest else last)
 
 
-def list_containers(all_: bool, quiet: bool, filter_: Sequence[str]) -> None:
+def list_containers(all_: bool, quiet: bool, filter_: Sequence[str], *,
+                    format_: str | None = None, no_trunc: bool = False, last: int = -1) -> None:
     """``ps``'s work, shared by the Typer command and the fast path (context.fast_path)."""
     filters: dict[str, list[str]] = {}
     for f in filter_:
         key, _, value = f.partition("=")
         filters.setdefault(key, []).append(value)
-    params = {"all": "1" if all_ else "0"}
+    params = {"all": "1" if all_ or last > 0 else "0"}
+    if last > 0:
+        params["limit"] = str(last)
     if filters:
         params["filters"] = json.dumps(filters)
     containers = get_json("/containers/json", params)
+    now = time.time()
     if quiet:
         for c in containers:
-            print(render.short_id(c["Id"]))
+            print(c["Id"] if no_trunc else render.short_id(c["Id"]))
         return
-    print(render.table(render.PS_HEADERS, render.ps_rows(containers, time.time())))
+    if format_ is None and not no_trunc:
+        print(render.table(render.PS_HEADERS, render.ps_rows(containers, now)))
+        return
+    if format_ is None:  # docker's default columns, untruncated
+        format_ = ("table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t"
+                   "{{.Ports}}\t{{.Names}}")
+    fields = [render.ps_fields(c, now, no_trunc) for c in containers]
+    try:
+        lines = render.format_lines(format_, fields, render.PS_FIELDS)
+    except KeyError as e:
+        raise fail(f"template parsing error: {e.args[0]}") from None
+    for line in lines:
+        print(line)
 
 
 @app.command()
 @engine_errors()
-def logs(
+def logs(  # noqa: PLR0917 (typer: one parameter per flag)
     container: Annotated[str, typer.Argument()],
     follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
     tail: Annotated[str, typer.Option("--tail", "-n")] = "all",
     timestamps: Annotated[bool, typer.Option("--timestamps", "-t")] = False,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="A timestamp (2013-01-02T13:23:37Z, unix) or a duration (42m).")]
+    = None,
+    until: Annotated[str | None, typer.Option("--until", help="As --since.")] = None,
 ) -> None:
     """Fetch the logs of a container."""
+    from pydesk.cli.runflags import parse_timestamp
+
+    params: dict[str, Any] = {"stdout": 1, "stderr": 1, "follow": int(follow),
+                              "timestamps": int(timestamps),
+                              "tail": tail if tail.isdigit() else "all"}
+    try:
+        for key, value in (("since", since), ("until", until)):
+            if value is not None:
+                params[key] = parse_timestamp(value, time.time())
+    except ValueError as e:
+        raise fail(f"invalid value for --{key}: {e}") from None
     client = api()
     tty = bool(client.inspect_container(container)["Config"].get("Tty"))
-    params = {"stdout": 1, "stderr": 1, "follow": int(follow), "timestamps": int(timestamps),
-              "tail": tail if tail.isdigit() else "all"}
     response = client._get(client._url("/containers/{0}/logs", container), params=params,
                            stream=True)
     client._raise_for_status(response)
@@ -253,12 +224,17 @@ def exec_(  # noqa: PLR0917
     env: Annotated[list[str] | None, typer.Option("--env", "-e")] = None,
     user: Annotated[str | None, typer.Option("--user", "-u")] = None,
     workdir: Annotated[str | None, typer.Option("--workdir", "-w")] = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
+    privileged: Annotated[bool, typer.Option("--privileged")] = False,
 ) -> None:
     """Execute a command in a running container; exits with the command's code."""
     client = api()
-    exec_id = client.exec_create(container, command, stdin=interactive, tty=tty,
-                                 environment=parse_env(env or (), os.environ) or None,
-                                 user=user or "", workdir=workdir)["Id"]
+    exec_id = client.exec_create(container, command, stdin=interactive and not detach,
+                                 tty=tty, environment=parse_env(env or (), os.environ) or None,
+                                 user=user or "", workdir=workdir, privileged=privileged)["Id"]
+    if detach:
+        client.exec_start(exec_id, detach=True, tty=tty)
+        return
     sock = raw_socket(client.exec_start(exec_id, tty=tty, socket=True))
     stdin = 0 if interactive else None
     if tty:
@@ -286,13 +262,26 @@ def _each(names: Sequence[str], action: Any) -> None:
         raise typer.Exit(1)
 
 
+Signal = Annotated[str | None, typer.Option("--signal", "-s", help="e.g. SIGINT, 9.")]
+Timeout = Annotated[int | None, typer.Option("--time", "-t", help="Seconds before SIGKILL.")]
+
+
+def _stop_like(client: Any, action: str, container: str, timeout: int | None,
+               sig: str | None) -> None:
+    """POST /containers/{id}/stop|restart with docker's t and signal parameters (docker-py's
+    stop() has no signal)."""
+    params = {k: v for k, v in (("t", timeout), ("signal", sig)) if v is not None}
+    response = client._post(client._url(f"/containers/{{0}}/{action}", container),
+                            params=params, timeout=None)
+    client._raise_for_status(response)
+
+
 @app.command()
 @engine_errors()
-def stop(containers: Many,
-         time_: Annotated[int | None, typer.Option("--time", "-t")] = None) -> None:
+def stop(containers: Many, time_: Timeout = None, signal_: Signal = None) -> None:
     """Stop one or more running containers."""
     client = api()
-    _each(containers, lambda c: client.stop(c, timeout=time_))
+    _each(containers, lambda c: _stop_like(client, "stop", c, time_, signal_))
 
 
 @app.command()
@@ -305,11 +294,10 @@ def start(containers: Many) -> None:
 
 @app.command()
 @engine_errors()
-def restart(containers: Many,
-            time_: Annotated[int | None, typer.Option("--time", "-t")] = None) -> None:
+def restart(containers: Many, time_: Timeout = None, signal_: Signal = None) -> None:
     """Restart one or more containers."""
     client = api()
-    _each(containers, lambda c: client.restart(c, timeout=time_))
+    _each(containers, lambda c: _stop_like(client, "restart", c, time_, signal_))
 
 
 @app.command()
@@ -325,13 +313,18 @@ def rm(containers: Many,
 @app.command()
 @engine_errors()
 def inspect(names: Annotated[list[str], typer.Argument()],
-            format_: Annotated[str | None, typer.Option("--format", "-f")] = None) -> None:
+            format_: Annotated[str | None, typer.Option("--format", "-f")] = None,
+            type_: Annotated[str | None, typer.Option(
+                "--type", help="container|image|volume|network")] = None) -> None:
     """Low-level information on Docker objects, as JSON or through a template."""
     import docker.errors
 
     client, found, failed = api(), [], False
-    lookups = (client.inspect_container, client.inspect_image, client.inspect_volume,
-               client.inspect_network)
+    by_type = {"container": client.inspect_container, "image": client.inspect_image,
+               "volume": client.inspect_volume, "network": client.inspect_network}
+    if type_ is not None and type_ not in by_type:
+        raise fail(f'"{type_}" is not a valid value for --type')
+    lookups = [by_type[type_]] if type_ else list(by_type.values())
     for name in names:
         for lookup in lookups:  # docker's order when no --type is given
             try:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any
 
 import typer
 
 from pydesk.cli import render
-from pydesk.cli.context import api, engine_errors, get_json
+from pydesk.cli.context import api, engine_errors, fail, get_json
 
 app = typer.Typer()
 
@@ -119,32 +119,57 @@ def pull(ref: Annotated[str, typer.Argument(metavar="NAME[:TAG|@DIGEST]")],
 @app.command()
 @engine_errors()
 def images(all_: Annotated[bool, typer.Option("--all", "-a")] = False,
-           quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
+           quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+           filter_: Annotated[list[str] | None, typer.Option("--filter", "-f")] = None,
+           format_: Annotated[str | None, typer.Option("--format")] = None,
+           no_trunc: Annotated[bool, typer.Option("--no-trunc")] = False) -> None:
     """List images."""
-    list_images(all_, quiet)
+    list_images(all_, quiet, filter_ or (), format_, no_trunc)
 
 
-def list_images(all_: bool, quiet: bool) -> None:
+def list_images(all_: bool, quiet: bool, filter_: Sequence[str] = (),
+                format_: str | None = None, no_trunc: bool = False) -> None:
     """``images``'s work, shared by the Typer command and the fast path (context.fast_path)."""
-    found = get_json("/images/json", {"all": "1" if all_ else "0"})
+    import json
+
+    params = {"all": "1" if all_ else "0"}
+    filters: dict[str, list[str]] = {}
+    for f in filter_:
+        key, _, value = f.partition("=")
+        filters.setdefault(key, []).append(value)
+    if filters:
+        params["filters"] = json.dumps(filters)
+    found = get_json("/images/json", params)
     if quiet:
         for image in found:
-            print(render.short_id(image["Id"]))
+            print(image["Id"] if no_trunc else render.short_id(image["Id"]))
         return
-    print(render.table(render.IMAGES_HEADERS, render.image_rows(found, time.time())))
+    if format_ is None and not no_trunc:
+        print(render.table(render.IMAGES_HEADERS, render.image_rows(found, time.time())))
+        return
+    rows = render.image_fields(found, time.time(), no_trunc)
+    template = format_ or \
+        "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+    try:
+        lines = render.format_lines(template, rows, render.IMAGE_FIELDS)
+    except KeyError as e:
+        raise fail(f"template parsing error: {e.args[0]}") from None
+    for line in lines:
+        print(line)
 
 
 @app.command()
 @engine_errors()
 def rmi(names: Annotated[list[str], typer.Argument()],
-        force: Annotated[bool, typer.Option("--force", "-f")] = False) -> None:
+        force: Annotated[bool, typer.Option("--force", "-f")] = False,
+        no_prune: Annotated[bool, typer.Option("--no-prune")] = False) -> None:
     """Remove one or more images."""
     import docker.errors  # type: ignore[import-untyped]
 
     client, failed = api(), False
     for name in names:
         try:
-            for item in client.remove_image(name, force=force):
+            for item in client.remove_image(name, force=force, noprune=no_prune):
                 for key, value in item.items():
                     print(f"{key}: {value}")
         except docker.errors.APIError as e:

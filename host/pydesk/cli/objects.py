@@ -14,12 +14,13 @@ from typing import Annotated, Any
 import typer
 
 from pydesk.cli import render
-from pydesk.cli.context import api, engine_errors
+from pydesk.cli.context import api, engine_errors, fail
 
 volume_app = typer.Typer(help="Manage volumes.", no_args_is_help=True)
 network_app = typer.Typer(help="Manage networks.", no_args_is_help=True)
 Names = Annotated[list[str], typer.Argument()]
-Format = Annotated[str | None, typer.Option("--format", "-f")]
+Format = Annotated[str | None, typer.Option("--format", "-f")]  # inspect's; ls: -f is --filter
+ListFormat = Annotated[str | None, typer.Option("--format")]
 
 
 def _each(names: Sequence[str], action: Callable[[str], Any], echo: bool = True) -> None:
@@ -53,15 +54,30 @@ def parse_opts(items: Sequence[str]) -> dict[str, str]:
 
 @volume_app.command("ls")
 @engine_errors()
-def volume_ls(quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
+def volume_ls(quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+              filter_: Annotated[list[str] | None, typer.Option("--filter", "-f")] = None,
+              format_: ListFormat = None) -> None:
     """List volumes."""
-    volumes = api().volumes().get("Volumes") or []
+    filters = parse_filters(filter_ or ())
+    volumes = api().volumes(filters=filters or None).get("Volumes") or []
+    volumes = sorted(volumes, key=lambda v: v["Name"])
     if quiet:
         for v in volumes:
             print(v["Name"])
         return
-    print(render.table(("DRIVER", "VOLUME NAME"),
-                       [[v.get("Driver", "local"), v["Name"]] for v in volumes]))
+    rows = [{"Driver": v.get("Driver", "local"), "Name": v["Name"],
+             "Mountpoint": v.get("Mountpoint", ""), "Scope": v.get("Scope", "local"),
+             "Labels": render.labels_text(v.get("Labels"))} for v in volumes]
+    _listing(format_ or "table {{.Driver}}\t{{.Name}}", rows, render.VOLUME_FIELDS)
+
+
+def _listing(template: str, rows: list[dict[str, str]], headers: dict[str, str]) -> None:
+    try:
+        lines = render.format_lines(template, rows, headers)
+    except KeyError as e:
+        raise fail(f"template parsing error: {e.args[0]}") from None
+    for line in lines:
+        print(line)
 
 
 @volume_app.command("create")
@@ -95,16 +111,23 @@ def volume_inspect(names: Names, format_: Format = None) -> None:
 
 @network_app.command("ls")
 @engine_errors()
-def network_ls(quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
+def network_ls(quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+               filter_: Annotated[list[str] | None, typer.Option("--filter", "-f")] = None,
+               format_: ListFormat = None,
+               no_trunc: Annotated[bool, typer.Option("--no-trunc")] = False) -> None:
     """List networks."""
-    networks = api().networks()
+    filters = parse_filters(filter_ or ())
+    networks = sorted(api().networks(filters=filters or None), key=lambda n: n["Name"])
+    ident = (lambda n: n["Id"]) if no_trunc else (lambda n: render.short_id(n["Id"]))
     if quiet:
         for n in networks:
-            print(render.short_id(n["Id"]))
+            print(ident(n))
         return
-    rows = [[render.short_id(n["Id"]), n["Name"], n.get("Driver", ""), n.get("Scope", "local")]
-            for n in sorted(networks, key=lambda n: n["Name"])]
-    print(render.table(("NETWORK ID", "NAME", "DRIVER", "SCOPE"), rows))
+    rows = [{"ID": ident(n), "Name": n["Name"], "Driver": n.get("Driver", ""),
+             "Scope": n.get("Scope", "local"), "Internal": str(bool(n.get("Internal"))).lower(),
+             "Labels": render.labels_text(n.get("Labels"))} for n in networks]
+    _listing(format_ or "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}", rows,
+             render.NETWORK_FIELDS)
 
 
 @network_app.command("create")

@@ -165,3 +165,82 @@ def format_template(template: str, obj: Mapping[str, Any]) -> str:
         return json.dumps(value) if m.group(1) else _go_text(value)
 
     return _ACTION.sub(action, template)
+
+
+# --- --format for listings (ps, images, volume ls, network ls) ---------------------------------
+
+PS_FIELDS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
+             "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Ports": "PORTS",
+             "State": "STATE", "Status": "STATUS", "Names": "NAMES", "Labels": "LABELS",
+             "Mounts": "MOUNTS", "Networks": "NETWORKS"}
+IMAGE_FIELDS = {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID",
+                "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE",
+                "Digest": "DIGEST"}
+VOLUME_FIELDS = {"Driver": "DRIVER", "Name": "VOLUME NAME", "Mountpoint": "MOUNTPOINT",
+                 "Scope": "SCOPE", "Labels": "LABELS"}
+NETWORK_FIELDS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE",
+                  "Internal": "INTERNAL", "Labels": "LABELS"}
+
+
+def go_time(seconds: float) -> str:
+    """Go's time.Time String() in UTC, as docker prints CreatedAt."""
+    import datetime
+
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
+
+
+def labels_text(labels: Mapping[str, str] | None) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items()))
+
+
+def ps_fields(c: Mapping[str, Any], now: float, no_trunc: bool = False) -> dict[str, str]:
+    """A ``/containers/json`` entry as the fields ``docker ps --format`` knows."""
+    created = c.get("Created", now)
+    networks = (c.get("NetworkSettings") or {}).get("Networks") or {}
+    return {"ID": c["Id"] if no_trunc else short_id(c["Id"]), "Image": c.get("Image", ""),
+            "Command": f'"{c.get("Command", "")}"' if no_trunc else command(
+                c.get("Command", "")),
+            "CreatedAt": go_time(created), "RunningFor": ago(created, now),
+            "Ports": ports(c.get("Ports") or []), "State": c.get("State", ""),
+            "Status": c.get("Status", ""),
+            "Names": ",".join(n.lstrip("/") for n in c.get("Names") or []),
+            "Labels": labels_text(c.get("Labels")),
+            "Mounts": ",".join(m.get("Name") or m.get("Source", "")
+                               for m in c.get("Mounts") or []),
+            "Networks": ",".join(sorted(networks))}
+
+
+def image_fields(images: Sequence[Mapping[str, Any]], now: float,
+                 no_trunc: bool = False) -> list[dict[str, str]]:
+    """``/images/json`` as ``docker images --format`` rows: one per tag."""
+    rows = []
+    for image in images:
+        digests = image.get("RepoDigests") or []
+        for tag in image.get("RepoTags") or ["<none>:<none>"]:
+            repo, _, name = tag.rpartition(":")
+            if "/" in name:  # a registry port, not a tag
+                repo, name = tag, "<none>"
+            digest = next((d.partition("@")[2] for d in digests
+                           if d.partition("@")[0] == repo), "<none>")
+            rows.append({"Repository": repo, "Tag": name,
+                         "ID": image["Id"] if no_trunc else short_id(image["Id"]),
+                         "CreatedSince": ago(image.get("Created", now), now),
+                         "CreatedAt": go_time(image.get("Created", now)),
+                         "Size": human_size(image.get("Size", 0)), "Digest": digest})
+    return rows
+
+
+def format_lines(template: str, rows: Sequence[Mapping[str, Any]],
+                 headers: Mapping[str, str]) -> list[str]:
+    """docker's ``--format``: a Go template per row; ``table TEMPLATE`` adds the header line and
+    aligns the ``\\t``-separated cells as a table. KeyError for an unknown field."""
+    template = template.replace("\\t", "\t").replace("\\n", "\n")
+    if not template.startswith("table"):
+        return [format_template(template, row) for row in rows]
+    template = template.removeprefix("table").strip() or \
+        "\t".join(f"{{{{.{field}}}}}" for field in headers)
+    header = _ACTION.sub(lambda m: headers.get(m.group(2), m.group(2).upper()), template)
+    cells = [format_template(template, row).split("\t") for row in rows]
+    width = len(header.split("\t"))
+    return table(header.split("\t"), [c + [""] * (width - len(c)) for c in cells]).splitlines()

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from pydesk.cli.containers import RunOptions, create_body, parse_publish
 from pydesk.cli.images import PullError, follow_pull, split_reference
 from pydesk.cli.ports import open_url
+from pydesk.cli.runflags import RunOptions, create_body, parse_publish
 from pydesk.cli.streams import Demuxer
 
 
