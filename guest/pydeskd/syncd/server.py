@@ -156,6 +156,9 @@ class Server:
                 rejected = self.applier.remove(str(op["p"]), expect)
                 if rejected is None:
                     self.applied[str(op["p"])] = None
+            elif o == "ab":
+                self.applier.abort(str(op["p"]))
+                rejected = None
             elif o == "mv":
                 rejected = self.applier.rename(str(op["p"]), str(op["to"]), expect)
                 if rejected is None:

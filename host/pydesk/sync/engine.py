@@ -103,33 +103,39 @@ class Engine:
         except OSError:
             return  # gone or replaced: its event comes
         try:
-            before = os.fstat(fd)
-            current = fstree.entry_from_stat(entry.path, before)
-            if current is None or current.kind != FILE:
-                return
-            pieces: list[bytes] = []
-            size = 0
-            while chunk := os.read(fd, READ_CHUNK):
-                pieces.append(chunk)
-                size += len(chunk)
-                if size > current.size:
-                    return
-            after = os.fstat(fd)
+            self._stream(fd, entry.path, x, new)
         finally:
             os.close(fd)
-        if size != current.size or after.st_mtime_ns != before.st_mtime_ns:
-            return  # written while we read: the watcher reports it again
+
+    def _stream(self, fd: int, path: str, x: list[object] | None, new: bool) -> None:
+        """Sends a file in pieces, holding back the last one until the file is known not to
+        have changed while read (then it is sent as final; else the guest drops the pieces and
+        the watcher's next event sends the file again). Memory: two pieces, whatever the size."""
+        before = os.fstat(fd)
+        current = fstree.entry_from_stat(path, before)
+        if current is None or current.kind != FILE:
+            return
         wired = current.wire()
-        if not pieces:
-            pieces = [b""]
+        held = os.read(fd, READ_CHUNK)
         offset = 0
-        for i, chunk in enumerate(pieces):
-            op = {"o": FILE, "e": wired, "x": x, "off": offset, "fin": i == len(pieces) - 1}
-            if new and len(pieces) == 1:
-                op["new"] = True
-            self._put(op, chunk)
-            offset += len(chunk)
-        self._agree(entry.path, current)
+        while True:
+            chunk = os.read(fd, READ_CHUNK) if len(held) == READ_CHUNK else b""
+            if not chunk:
+                break
+            self._put({"o": FILE, "e": wired, "x": x, "off": offset, "fin": False}, held)
+            offset += len(held)
+            held = chunk
+        after = os.fstat(fd)
+        if (offset + len(held) != current.size or after.st_mtime_ns != before.st_mtime_ns
+                or after.st_size != before.st_size):
+            if offset:
+                self._put({"o": "ab", "p": path})
+            return
+        op: dict[str, Any] = {"o": FILE, "e": wired, "x": x, "off": offset, "fin": True}
+        if new and offset == 0:
+            op["new"] = True
+        self._put(op, held)
+        self._agree(path, current)
         self.stats.pushed += 1
 
     def delete_guest(self, path: str, agreed: Entry) -> None:

@@ -155,3 +155,14 @@ def test_guest_delete_of_a_file_changed_here_sends_it_back(tmp_path: Path) -> No
     assert (tmp_path / "f").read_text() == "edited"
     [op] = cap.ops()
     assert op["o"] == FILE and op["x"] is None
+
+
+def test_big_files_stream_in_pieces_final_last(tmp_path: Path) -> None:
+    (tmp_path / "big").write_bytes(os.urandom((2 << 20) + 5))
+    eng, cap = engine(tmp_path)
+    eng.host_changed("big")
+    eng.flush()
+    ops = cap.ops()
+    assert [(op["off"], op["fin"]) for op in ops] == [(0, False), (1 << 20, False),
+                                                      (2 << 20, True)]
+    assert "new" not in ops[-1]
