@@ -272,3 +272,13 @@ def test_vm_mode_doctor_and_port_show_the_forwarders_failures(d: Pydeskd, home: 
     assert checks["port 127.0.0.1:1/tcp"]["detail"] == (
         "container pdcli-fwd: host port 1 is already in use")
     assert "native socket" not in checks
+
+
+def test_engine_start_and_stop_say_root_is_needed(home: Path) -> None:
+    nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+    environ = {**home_env(home), "HOME": "/nonexistent"}
+    done = run([*nobody, str(PYDESK), "engine", "start", "--yes"], environ)
+    assert (done.returncode, done.stderr) == (
+        1, "error: the native engine runs as root (namespaces, mounts, cgroups)\n"
+           "hint: sudo pydesk engine start\n")
+    assert not ping_unix(NATIVE_SOCKET)
