@@ -15,7 +15,8 @@ import typer
 
 from pydesk.cli.context import options
 
-context_app = typer.Typer(help="Which engine pydesk uses, and the docker CLI's context.",
+context_app = typer.Typer(help="Which engine pydesk uses and why (without a command); `context "
+                          "docker`: the docker CLI's context `pydesk`.",
                           invoke_without_command=True)
 
 
