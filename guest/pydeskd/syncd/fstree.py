@@ -183,7 +183,7 @@ class Applier:
             try:
                 st = os.lstat(cur)
             except FileNotFoundError:
-                os.mkdir(cur)
+                os.mkdir(cur, 0o755)  # not 0o777: the guest side runs with umask 0
                 continue
             if not stat.S_ISDIR(st.st_mode):
                 raise UnsafePath(f"parent {cur!r} of {rel!r} is not a directory")
@@ -288,7 +288,7 @@ class Applier:
         if current is not None:
             os.unlink(full)
             self._dirs_ok.clear()
-        os.mkdir(full)
+        os.mkdir(full, 0o700)  # its own mode next
         os.chmod(full, entry.mode)
         return None
 

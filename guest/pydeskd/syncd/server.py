@@ -54,9 +54,9 @@ class Server:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> int:
+        os.makedirs(self.root, mode=0o755, exist_ok=True)  # parents under the usual umask
         # Modes come from the host exactly (the applier relies on it: no fchmod per file).
         os.umask(0)
-        os.makedirs(self.root, exist_ok=True)
         reader = wire.FrameReader()
         # select.poll rather than selectors: one import less at every session start.
         poller = select.poll()

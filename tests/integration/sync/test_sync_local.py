@@ -198,3 +198,12 @@ def test_missing_host_path_is_a_clear_error(sync: SyncSetup) -> None:
     with pytest.raises(HostPathNotFound, match="does not exist") as info:
         sync.manager().guest_path(str(sync.host / "nope"))
     assert info.value.status == 400
+
+
+def test_guest_side_makes_no_world_writable_directories(sync: SyncSetup) -> None:
+    (sync.host / "a/b").mkdir(parents=True, mode=0o750)
+    (sync.host / "a/b/f").write_text("x")
+    g = Path(sync.manager().guest_path(str(sync.host)))
+    for d in (sync.guest_base, g, g / "a", g / "a/b"):
+        assert d.stat().st_mode & 0o002 == 0, d
+    assert (g / "a/b").stat().st_mode & 0o7777 == 0o750
