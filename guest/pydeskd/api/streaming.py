@@ -112,7 +112,10 @@ async def pump(attachment: Any, reader: Any, writer: Any, detach_keys: str,
     may be never: the bounded default executor would run dry). After the client's EOF the
     stream goes on (the CLI half-closes once its stdin ends) until the socket hangs up."""
     loop = asyncio.get_running_loop()
-    scanner = DetachScanner(parse_detach_keys(detach_keys) if attachment.stdin else b"")
+    # As moby: the detach keys are looked for only with a tty; without one, stdin is data
+    # (``docker run -i IMAGE cat < binary`` must pass 0x10 0x11 through).
+    scanner = DetachScanner(parse_detach_keys(detach_keys)
+                            if attachment.stdin and attachment.tty else b"")
     done = asyncio.Event()
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=_OUTPUT_QUEUE)
     stopped = threading.Event()

@@ -119,6 +119,9 @@ class GuestChannel:
         except OSError as e:
             raise ChannelError(f"cannot connect to the guest's sshd at {host}:{port}: "
                                f"{e.strerror or e}") from e
+        # Small request/response exchanges (every API call, every exec) must not wait for
+        # Nagle's delayed ACK: measured 151 -> 90 ms per `docker exec` through the proxy.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport = paramiko.Transport(sock)
         transport.banner_timeout = timeout
         transport.handshake_timeout = timeout

@@ -102,6 +102,17 @@ def test_run_rm_exit_code_and_output(cli: CliDaemon) -> None:
     assert cli.docker("ps", "-aq").stdout == ""
 
 
+def test_binary_stdin_without_a_tty_is_not_scanned_for_detach_keys(cli: CliDaemon) -> None:
+    # ctrl-p ctrl-q (0x10 0x11) in the data: a detach only with a tty, as moby.
+    data = os.urandom(100_000) + b"\x10\x11" + os.urandom(1000)
+    env = {**os.environ, "DOCKER_HOST": f"unix://{cli.socket}",
+           "DOCKER_CONFIG": str(cli.base / "cfg")}
+    done = subprocess.run([DOCKER, "run", "--rm", "-i", "busybox", "cat"], input=data,
+                          capture_output=True, env=env, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == data
+
+
 def test_detached_lifecycle(cli: CliDaemon) -> None:
     cid = cli.docker("run", "-d", "--name", "web", "-l", "team=a", "busybox",
                      "sh", "-c", "echo started; sleep 1000").stdout.strip()
