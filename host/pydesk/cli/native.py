@@ -89,13 +89,25 @@ def cmdline_of(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
+def child_exited(pid: int) -> bool:
+    """Whether our own child ``pid`` has exited (reaped here). /proc/PID/cmdline cannot tell:
+    measured here, it reads empty for a moment right after the exec of a live child."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return not cmdline_of(pid)
+    return done == pid
+
+
 @dataclass(frozen=True)
 class Spawner:
-    """The seam: start a detached process (its pid), read a process's argv, signal it."""
+    """The seam: start a detached process (its pid), tell whether that child exited, read a
+    process's argv, signal it."""
 
     spawn: Callable[[list[str], Path], int]
     cmdline: Callable[[int], list[str]] = cmdline_of
     kill: Callable[[int, int], None] = os.kill
+    exited: Callable[[int], bool] = child_exited
 
 
 def spawn_detached(argv: list[str], log: Path) -> int:
@@ -118,13 +130,17 @@ def start(paths: NativePaths, ping: Callable[[Path], bool], spawner: Spawner, *,
           program: list[str], timeout: float = 30.0, poll: float = 0.1) -> int:
     """Starts pydeskd and waits until its socket answers; its pid. NativeError when it exits or
     does not answer in time (the log's tail in the message)."""
+    try:
+        log_offset = paths.log.stat().st_size  # the log is appended to: show this run's lines
+    except FileNotFoundError:
+        log_offset = 0
     pid = spawner.spawn(daemon_argv(program, paths), paths.log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ping(paths.socket):
             return pid
-        if not spawner.cmdline(pid):
-            raise NativeError(f"pydeskd exited at once:\n{log_tail(paths.log)}",
+        if spawner.exited(pid):
+            raise NativeError(f"pydeskd exited at once:\n{log_tail(paths.log, log_offset)}",
                               f"its log: {paths.log}")
         time.sleep(poll)
     raise NativeError(f"pydeskd (pid {pid}) does not answer on {paths.socket} after "
@@ -148,8 +164,12 @@ def stop(paths: NativePaths, spawner: Spawner, *, timeout: float = 30.0,
     return pid
 
 
-def log_tail(log: Path, lines: int = 15) -> str:
+def log_tail(log: Path, offset: int = 0, lines: int = 15) -> str:
+    """The last ``lines`` lines written to ``log`` after ``offset``."""
     try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        with log.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
     except OSError:
         return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(nothing in the log)"

@@ -188,6 +188,11 @@ def test_engine_start_doctor_in_passthrough_and_stop(native_roots: tuple[Path, P
     done = run(start, environ)
     assert done.returncode == 1 and "pydesk engine start --yes" in done.stderr
     assert not ping_unix(NATIVE_SOCKET)
+    # A daemon that cannot start: its own error, from this run's log.
+    (base / "bad.json").write_text('{"pdcli-bogus": 1}')
+    done = run([*start[:-1], str(base / "bad.json"), "--yes"], environ)
+    assert done.returncode == 1 and done.stderr.startswith("error: pydeskd exited at once:\n")
+    assert "pdcli-bogus" in done.stderr
     done = run([*start, "--yes"], environ)
     assert done.returncode == 0, done.stderr
     assert f"answers on unix://{NATIVE_SOCKET}" in done.stdout

@@ -40,7 +40,7 @@ class FakeProcesses:
         self.dead: set[int] = set()
 
     def spawner(self) -> Spawner:
-        return Spawner(self.spawn, self.cmdline, self.kill)
+        return Spawner(self.spawn, self.cmdline, self.kill, lambda pid: not self.cmdline(pid))
 
     def spawn(self, argv: list[str], log: Path) -> int:
         self.spawned.append(argv)
@@ -67,12 +67,29 @@ def test_start_waits_for_ping(tmp_path: Path) -> None:
     assert pid == 4242 and fake.spawned[0][0] == "pydeskd"
 
 
-def test_start_reports_a_daemon_that_exits_with_its_log(tmp_path: Path) -> None:
+def test_start_reports_a_daemon_that_exits_with_this_runs_log(tmp_path: Path) -> None:
     paths = NativePaths(exec_root=tmp_path)
-    paths.log.write_text("failed to start daemon: pid file found\n")
+    paths.log.write_text("an earlier run's line\n")
+
+    def spawn(argv: list[str], log: Path) -> int:
+        with log.open("a") as f:
+            f.write("failed to start daemon: pid file found\n")
+        return 4242
+
     fake = FakeProcesses(alive_for=0, answers_after=10**6)
-    with pytest.raises(NativeError, match="pid file found"):
-        native.start(paths, fake.ping, fake.spawner(), program=["pydeskd"], poll=0)
+    spawner = Spawner(spawn, fake.cmdline, fake.kill, lambda pid: True)
+    with pytest.raises(NativeError, match="pid file found") as e:
+        native.start(paths, fake.ping, spawner, program=["pydeskd"], poll=0)
+    assert "earlier" not in e.value.message
+
+
+def test_child_exited_waits_for_our_child_not_its_cmdline() -> None:
+    import subprocess
+
+    proc = subprocess.Popen(["sleep", "0.3"])
+    assert not native.child_exited(proc.pid)
+    proc.wait()  # reaped by Popen: not our child any more, and gone
+    assert native.child_exited(proc.pid)
 
 
 def test_start_times_out(tmp_path: Path) -> None:
