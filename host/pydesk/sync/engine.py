@@ -23,7 +23,15 @@ from typing import Any
 from pydesk.sync import fstree, wire
 from pydesk.sync.fstree import DIR, FILE, LINK, Entry, lstat_entry, same
 from pydesk.sync.ignore import IgnoreRules
-from pydesk.sync.plan import GUEST, HOST, Plan, conflict_name, conflict_winner, under
+from pydesk.sync.plan import (
+    GUEST,
+    HOST,
+    Plan,
+    conflict_name,
+    conflict_winner,
+    match_renames,
+    under,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,7 @@ class Stats:
     deleted_guest: int = 0
     deleted_host: int = 0
     conflicts: int = 0
+    renamed: int = 0
     guest_errors: int = 0
     last_error: str = ""
 
@@ -56,6 +65,7 @@ class Engine:
         self.stats = Stats()
         self.dirty = False
         self._batch = wire.PutBatch()
+        self._moves: dict[str, Entry] = {}  # old path -> new entry of renames sent
 
     # -- helpers ------------------------------------------------------------------------------
     def ignored(self, rel: str, entry: Entry | None) -> bool:
@@ -147,6 +157,33 @@ class Engine:
         self._agree(path, None)
         self.stats.deleted_guest += 1
 
+    def host_batch(self, paths: list[str]) -> None:
+        """One debounced batch of watcher events: renames first (a ``mv`` each, no content
+        sent again), then every other path as :meth:`host_changed`."""
+        gone: dict[str, Entry] = {}
+        appeared: dict[str, Entry] = {}
+        for path in paths:
+            if path in self.conflicted:
+                continue
+            h, a = lstat_entry(self.root, path), self.agreed.get(path)
+            if h is None and a is not None:
+                gone[path] = a
+            elif h is not None and a is None and not self.ignored(path, h):
+                appeared[path] = h
+        moved: set[str] = set()
+        for old, new in match_renames(gone, appeared):
+            self._put({"o": "mv", "p": old, "to": new, "x": gone[old].wire()})
+            self._moves[old] = appeared[new]
+            self._agree(old, None)
+            self._agree(new, appeared[new])
+            moved.update((old, new))
+            self.stats.renamed += 1
+        for path in paths:
+            if path not in moved:
+                self.host_changed(path)
+        if len(self._moves) > 10_000:  # entries whose rename was applied long ago
+            self._moves.clear()
+
     def host_changed(self, path: str) -> None:
         """A watcher event for ``path`` (relative); compares it with the agreed state."""
         h = lstat_entry(self.root, path)
@@ -174,6 +211,7 @@ class Engine:
         """The guest's ``changes`` message: pulls files, applies dirs/links/deletes locally."""
         pulls: list[str] = []
         conflicts: list[str] = []
+        changes = self._guest_renames(changes)
         for path, g in changes:
             if self.ignored(path, g) or path in self.conflicted:
                 continue
@@ -200,6 +238,25 @@ class Engine:
         self.request(pulls, "pull")
         self.request(conflicts, "conflict")
         self.flush()
+
+    def _guest_renames(self, changes: list[tuple[str, Entry | None]]
+                       ) -> list[tuple[str, Entry | None]]:
+        """Applies the renames among a guest batch here (when both paths are still as agreed
+        on the host); returns the changes left to handle."""
+        gone = {p: a for p, g in changes if g is None and (a := self.agreed.get(p)) is not None
+                and p not in self.conflicted}
+        appeared = {p: g for p, g in changes if g is not None and p not in self.agreed
+                    and p not in self.conflicted and not self.ignored(p, g)}
+        done: set[str] = set()
+        for old, new in match_renames(gone, appeared):
+            if lstat_entry(self.root, new) is not None:
+                continue
+            if self.applier.rename(old, new, gone[old]) is None:
+                self._agree(old, None)
+                self._agree(new, appeared[new])
+                done.update((old, new))
+                self.stats.renamed += 1
+        return [(p, g) for p, g in changes if p not in done]
 
     def _apply_guest(self, g: Entry, expect: Entry | None) -> None:
         rejected = (self.applier.mkdir(g, expect) if g.kind == DIR
@@ -273,6 +330,10 @@ class Engine:
 
     def rejected(self, path: str, current: Entry | None) -> None:
         """The guest refused a change: it had something else there. Resolve with its version."""
+        moved_to = self._moves.pop(path, None)
+        if moved_to is not None:
+            # A refused rename: the new path gets the content; the old one is a conflict.
+            self.push(moved_to, None)
         self.conflicted.add(path)
         if not self.pending_gets[path]:
             self.request([path], "conflict")

@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pydesk.sync.fstree import DIR, Entry, same
+from pydesk.sync.fstree import DIR, FILE, Entry, same
 
 Manifest = Mapping[str, Entry]
 HOST, GUEST = "host", "guest"
@@ -117,3 +117,31 @@ def under(path: str, manifest: Manifest) -> list[str]:
     """Paths of ``manifest`` strictly below directory ``path``, deepest first."""
     prefix = path + "/"
     return sorted((p for p in manifest if p.startswith(prefix)), reverse=True)
+
+
+def match_renames(gone: Manifest, appeared: Manifest) -> list[tuple[str, str]]:
+    """(old path, new path) pairs among files that vanished and files that appeared in one batch
+    of changes: same size, mtime and mode (a rename keeps them) make it a rename, sent as one
+    ``mv`` instead of a delete and the whole content again. Each file pairs at most once; among
+    several candidates, the one with the same name (a move to another directory) is preferred."""
+    by_key: dict[tuple[object, ...], list[str]] = {}
+    for path, entry in sorted(gone.items()):
+        if entry.kind == FILE:
+            by_key.setdefault(entry.sig(), []).append(path)
+    pairs: list[tuple[str, str]] = []
+    left: list[tuple[str, Entry]] = []
+    for path, entry in sorted(appeared.items()):  # first pass: moves keeping their name
+        candidates = by_key.get(entry.sig()) if entry.kind == FILE else None
+        name = path.rsplit("/", 1)[-1]
+        pick = next((c for c in candidates or () if c.rsplit("/", 1)[-1] == name), None)
+        if pick is None:
+            left.append((path, entry))
+            continue
+        assert candidates is not None
+        candidates.remove(pick)
+        pairs.append((pick, path))
+    for path, entry in left:  # then renames
+        candidates = by_key.get(entry.sig()) if entry.kind == FILE else None
+        if candidates:
+            pairs.append((candidates.pop(0), path))
+    return sorted(pairs)

@@ -346,8 +346,7 @@ class Session:
                         last = time.monotonic()
                         pending[item[1]] = None
                     elif item[0] == "flush":
-                        for rel in [*pending, *([item[1]] if item[1] else [])]:
-                            self.engine.host_changed(rel)
+                        self.engine.host_batch([*pending, *([item[1]] if item[1] else [])])
                         self.engine.flush()
                         pending = {}
                         self._next_barrier += 1
@@ -358,8 +357,7 @@ class Session:
                     item = self._next(0) if self._queue.qsize() else None
                 now = time.monotonic()
                 if pending and now >= min(last + DEBOUNCE_S, first + MAX_DELAY_S):
-                    for rel in pending:
-                        self.engine.host_changed(rel)
+                    self.engine.host_batch(list(pending))
                     self.engine.flush()
                     pending = {}
                 if self.engine.dirty and now - last_save >= SAVE_EVERY_S:

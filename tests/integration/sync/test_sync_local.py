@@ -207,3 +207,18 @@ def test_guest_side_makes_no_world_writable_directories(sync: SyncSetup) -> None
     for d in (sync.guest_base, g, g / "a", g / "a/b"):
         assert d.stat().st_mode & 0o002 == 0, d
     assert (g / "a/b").stat().st_mode & 0o7777 == 0o750
+
+
+def test_renames_do_not_send_content_again(sync: SyncSetup) -> None:
+    (sync.host / "big.bin").write_bytes(os.urandom(4 << 20))
+    m = sync.manager()
+    g = Path(m.guest_path(str(sync.host)))
+    before = m.status()[0]
+    os.rename(sync.host / "big.bin", sync.host / "moved.bin")
+    eventually(lambda: tree(g) == tree(sync.host), 1.0, "host rename reached the guest")
+    (g / "sub").mkdir()
+    os.rename(g / "moved.bin", g / "sub/back.bin")
+    eventually(lambda: tree(g) == tree(sync.host), 1.0, "guest rename reached the host")
+    after = m.status()[0]
+    assert after.bytes_sent - before.bytes_sent < 10_000
+    assert after.bytes_received - before.bytes_received < 10_000

@@ -166,3 +166,27 @@ def test_big_files_stream_in_pieces_final_last(tmp_path: Path) -> None:
     assert [(op["off"], op["fin"]) for op in ops] == [(0, False), (1 << 20, False),
                                                       (2 << 20, True)]
     assert "new" not in ops[-1]
+
+
+def test_a_host_rename_is_one_mv_without_content(tmp_path: Path) -> None:
+    a = write(tmp_path / "old", "content" * 1000, 10**18)
+    eng, cap = engine(tmp_path, old=a)
+    os.rename(tmp_path / "old", tmp_path / "new")
+    eng.host_batch(["old", "new"])
+    eng.flush()
+    [op] = cap.ops()
+    assert op == {"o": "mv", "p": "old", "to": "new", "x": a.wire()}
+    assert eng.agreed["new"] == a._replace(path="new") and "old" not in eng.agreed
+    # the guest refused (it changed "old" meanwhile): "new" gets the content, "old" resolves
+    eng.rejected("old", Entry("old", FILE, 1, 1, 0o644))
+    msgs = cap.messages()
+    assert [h["t"] for h, _ in msgs] == ["put", "get"]
+
+
+def test_a_guest_rename_is_applied_here_without_fetching(tmp_path: Path) -> None:
+    a = write(tmp_path / "old", "content", 10**18)
+    eng, cap = engine(tmp_path, old=a)
+    eng.guest_changed([("old", None), ("sub/new", a._replace(path="sub/new"))])
+    assert cap.messages() == []
+    assert (tmp_path / "sub/new").read_text() == "content" and not (tmp_path / "old").exists()
+    assert eng.stats.renamed == 1

@@ -93,3 +93,11 @@ def test_conflict_name_is_beside_the_file_with_side_and_utc_time() -> None:
 def test_under_lists_children_deepest_first() -> None:
     m = {"a": d("a"), "a/b": d("a/b"), "a/b/c": f("a/b/c"), "ab": f("ab")}
     assert under("a", m) == ["a/b/c", "a/b"]
+
+
+def test_match_renames_pairs_same_files_once_preferring_the_same_name() -> None:
+    from pydesk.sync.plan import match_renames
+
+    gone = {"a/x": f("a/x", 5), "b/y": f("b/y", 5), "c": f("c", 9), "dir": d("dir")}
+    appeared = {"z/x": f("z/x", 5), "w": f("w", 5), "q": f("q", 7), "dir2": d("dir2")}
+    assert match_renames(gone, appeared) == [("a/x", "z/x"), ("b/y", "w")]
