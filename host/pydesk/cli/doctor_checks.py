@@ -55,6 +55,8 @@ class VmState:
     state: str  # pydesk.agent.status.State values, or "absent"
     message: str
     error: str = ""
+    accel: str = ""  # the accelerator of the running (or last) boot, and why it was chosen
+    accel_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -203,12 +205,29 @@ def forward_checks(entries: Sequence[dict[str, Any]] | None) -> list[Check]:
     return checks
 
 
+def running_accel_check(vm: VmState) -> Check:
+    """The accelerator the running VM really uses (what the probe decided at its start)."""
+    detail = f"{vm.accel} in use" + (f": {vm.accel_reason}" if vm.accel_reason else "")
+    if vm.accel == "tcg":
+        return Check("accelerator", Verdict.WARN, f"{detail} (software emulation, slow)",
+                     "enable hardware virtualization, then pydesk vm stop && pydesk vm start")
+    return Check("accelerator", Verdict.OK, detail)
+
+
 def vm_checks(p: Probes, name: str) -> list[Check]:
-    checks = [_guarded("qemu", lambda: qemu_check(p)),
-              _guarded("accelerator", lambda: accel_check(p.accel())),
-              _guarded("guest image", lambda: image_check(p.image())),
-              _guarded("VM instance", lambda: status_check(p.vm_status(), name))]
-    running = checks[-1].verdict is Verdict.OK
+    vm: VmState | None = None
+
+    def status() -> Check:
+        nonlocal vm
+        vm = p.vm_status()
+        return status_check(vm, name)
+
+    instance = _guarded("VM instance", status)
+    running = instance.verdict is Verdict.OK
+    accel = running_accel_check(vm) if running and vm is not None and vm.accel else \
+        _guarded("accelerator", lambda: accel_check(p.accel()))
+    checks = [_guarded("qemu", lambda: qemu_check(p)), accel,
+              _guarded("guest image", lambda: image_check(p.image())), instance]
     if running:
         def ssh() -> Check:
             p.ssh()

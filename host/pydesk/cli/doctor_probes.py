@@ -87,7 +87,8 @@ def vm_state(name: str) -> VmState:
         current = status(name)
     except NotFound:
         return VmState("absent", f"no VM named {name!r}")
-    return VmState(str(current.state), current.message, current.error)
+    return VmState(str(current.state), current.message, current.error, current.accel,
+                   current.accel_reason)
 
 
 def ssh_ping(name: str) -> None:

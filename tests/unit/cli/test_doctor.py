@@ -152,6 +152,22 @@ def test_accelerator_verdicts_never_claim_what_was_not_probed() -> None:
     assert absent.verdict is Verdict.WARN and "/dev/kvm does not exist" in absent.detail
 
 
+def test_a_running_vm_reports_the_accelerator_it_uses() -> None:
+    def no_probe_read() -> AccelState:
+        raise AssertionError("the cache is not read when the VM says what it uses")
+
+    tcg = VmState("running", "ready", accel="tcg", accel_reason="TCG: kvm made no progress")
+    checks = by_name(run_checks(probes({VM_SOCK}, vm_status=lambda: tcg, accel=no_probe_read)))
+    assert checks["accelerator"].verdict is Verdict.WARN
+    assert "tcg in use: TCG: kvm made no progress" in checks["accelerator"].detail
+    kvm = VmState("running", "ready", accel="kvm", accel_reason="kvm booted the kernel")
+    checks = by_name(run_checks(probes({VM_SOCK}, vm_status=lambda: kvm, accel=no_probe_read)))
+    assert checks["accelerator"].verdict is Verdict.OK
+    stopped = VmState("stopped", "powered off", accel="kvm")
+    checks = by_name(run_checks(probes({VM_SOCK}, vm_status=lambda: stopped)))
+    assert checks["accelerator"].detail == "kvm: kvm booted the kernel"  # the probe's cache
+
+
 def test_image_and_context_warnings_do_not_fail_doctor() -> None:
     checks = run_checks(probes({VM_SOCK}, image=lambda: None,
                                docker_context=lambda: ContextState(None, "default")))
