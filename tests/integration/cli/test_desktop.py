@@ -45,11 +45,23 @@ def home_env(home: Path) -> dict[str, str]:
     return {**env(), "HOME": str(home), "DOCKER_CONFIG": str(home / "dockercfg")}
 
 
-def test_docker_context_reaches_the_engine_on_pydesks_socket(d: Pydeskd, home: Path) -> None:
+@pytest.fixture
+def daemon_at_vm_socket(home: Path) -> Iterator[Pydeskd]:
+    """A pydeskd listening on ~/.pydesk/run/docker.sock itself (where the VM's host proxy
+    listens), no container run on it."""
+    base = Path(tempfile.mkdtemp(prefix="pd-ctx-", dir="/tmp"))
+    daemon = Pydeskd(base)
+    daemon.socket = home / ".pydesk" / "run" / "docker.sock"
+    daemon.socket.parent.mkdir(parents=True)
+    with daemon:
+        yield daemon
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_docker_context_reaches_the_engine_on_pydesks_socket(daemon_at_vm_socket: Pydeskd,
+                                                             home: Path) -> None:
     environ = home_env(home)
-    vm_sock = home / ".pydesk" / "run" / "docker.sock"
-    vm_sock.parent.mkdir(parents=True)
-    vm_sock.symlink_to(d.socket)  # the engine answers at the VM socket's path
+    vm_sock = daemon_at_vm_socket.socket
     done = run([str(PYDESK), "context", "docker"], environ)
     assert done.returncode == 0, done.stderr
     assert f"docker context pydesk -> unix://{vm_sock}" in done.stdout
