@@ -38,7 +38,11 @@ def vm_socket(home: Path | None = None, env: Mapping[str, str] | None = None) ->
     return (home or Path.home()) / ".pydesk" / "run" / "docker.sock"
 
 
-def config_path(home: Path | None = None) -> Path:
+def config_path(home: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """The CLI's configuration: ``$PYDESK_HOME/config.json``, else ``~/.pydesk/config.json``."""
+    env = os.environ if env is None else env
+    if env.get(PYDESK_HOME_ENV):
+        return Path(env[PYDESK_HOME_ENV]) / "config.json"
     return (home or Path.home()) / ".pydesk" / "config.json"
 
 

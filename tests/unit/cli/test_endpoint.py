@@ -12,6 +12,7 @@ from pydesk.endpoint import (
     Engine,
     NoEngineError,
     Selection,
+    config_path,
     explain_engine,
     read_config,
     select_engine,
@@ -115,3 +116,8 @@ def test_the_hint_fits_the_mode_and_platform() -> None:
     with pytest.raises(NoEngineError) as e:
         choose(set(), mode="native")
     assert e.value.hint == "start the native engine: `sudo pydesk engine start`"
+
+
+def test_pydesk_home_moves_the_configuration_too() -> None:
+    assert config_path(HOME, {}) == HOME / ".pydesk" / "config.json"
+    assert config_path(HOME, {"PYDESK_HOME": "/tmp/ph"}) == Path("/tmp/ph/config.json")
