@@ -91,10 +91,25 @@ def _note(message: str) -> None:
     os.write(2, f"pydeskd-preload: {message}\n".encode())
 
 
+def _import_routes() -> None:
+    """The API's route modules too (FastAPI builds their routes and pydantic models at import):
+    pydeskd imports them only when it serves, after the go; here they land in the snapshot."""
+    import importlib
+
+    from pydeskd.api.app import ROUTE_MODULES
+
+    for name in ROUTE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:  # the daemon reports it properly when it serves
+            _note(f"{name}: {e}")
+
+
 def main() -> int:
     started = time.monotonic()
     import pydeskd.daemon.main as daemon_main  # the slow part, on purpose
 
+    _import_routes()
     imported = time.monotonic()
     _note(f"pydeskd imported in {imported - started:.2f}s; waiting for the data disk")
     _report_imported()
