@@ -254,7 +254,7 @@ class CtlPort:
         self.sock.settimeout(timeout)
         try:
             chunk = self.sock.recv(4096)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # a timeout of 0 makes the socket non-blocking
             return []
         except OSError as e:
             raise ResumeError(f"control port: {e}") from e

@@ -225,6 +225,7 @@ def test_control_port_lines_and_go() -> None:
     port = resume.CtlPort(host)
     try:
         assert port.lines(0.05) == []
+        assert port.lines(0.0) == []  # a poll: non-blocking, nothing there is not an error
         guest.sendall(b"at-snap")
         assert port.lines(1) == []
         guest.sendall(b"shot-point\nat-snapshot-point\npartial")
