@@ -59,8 +59,11 @@ class SubprocessTransport:
 
     def send(self, data: bytes) -> None:
         assert self.proc.stdin is not None
+        view = memoryview(data)
         with self._lock:
-            self.proc.stdin.write(data)
+            while view:  # unbuffered: one write() may take only part of it
+                written = self.proc.stdin.write(view)
+                view = view[written or 0:]
 
     def recv(self, size: int) -> bytes:
         assert self.proc.stdout is not None
