@@ -112,6 +112,7 @@ class Session:
         self._thread = threading.Thread(target=self._main, daemon=True,
                                         name=f"sync {self.host_root}")
         self._waiters: dict[int, threading.Event] = {}
+        self._saves: dict[int, dict[str, Entry]] = {}  # barrier id -> agreed state to save
         self._next_barrier = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -154,7 +155,10 @@ class Session:
     # -- I/O ----------------------------------------------------------------------------------
     def _send(self, frame: bytes) -> None:
         assert self._transport is not None
-        self._transport.send(frame)
+        try:
+            self._transport.send(frame)
+        except OSError as e:
+            raise SessionFailed(f"the guest side stopped: {e}") from e
         self.bytes_sent += len(frame)
         self.messages_sent += 1
 
@@ -218,11 +222,9 @@ class Session:
             self._observer.join(timeout=5)
         if self._transport is not None:
             if self.state is State.LIVE:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(SessionFailed):
                     self._send(wire.encode({"t": "bye"}))
             self._transport.close()
-        if self.engine.dirty and self.state is State.LIVE:
-            self.statefile.save(self.engine.agreed)
         self.engine.applier.abort_all()
         if self.state is not State.FAILED:
             self.state = State.CLOSED
@@ -324,9 +326,29 @@ class Session:
             if header.get("path"):
                 self.engine.agreed.pop(str(header["path"]), None)
         elif kind == "barrier":
-            waiter = self._waiters.pop(int(header.get("id", -1)), None)
+            barrier = int(header.get("id", -1))
+            waiter = self._waiters.pop(barrier, None)
             if waiter is not None:
                 waiter.set()
+            snapshot = self._saves.pop(barrier, None)
+            if snapshot is not None:
+                self._save_confirmed(snapshot)
+
+    def _request_save(self) -> None:
+        """Saves the agreed state once the guest confirmed it: a snapshot now, written when
+        the barrier sent after it comes back. Saving an optimistic state (a change sent but not
+        yet applied) could make a restart take the guest's older version for the newer one."""
+        self.engine.flush()
+        self._next_barrier += 1
+        self._saves[self._next_barrier] = dict(self.engine.agreed)
+        self.engine.dirty = False
+        self._send(wire.encode({"t": "barrier", "id": self._next_barrier}))
+
+    def _save_confirmed(self, snapshot: dict[str, Entry]) -> None:
+        # A path refused meanwhile has no agreed state until its conflict is resolved.
+        for path in self.engine.conflicted:
+            snapshot.pop(path, None)
+        self.statefile.save(snapshot)
 
     def _live(self) -> None:
         pending: dict[str, None] = {}
@@ -361,11 +383,27 @@ class Session:
                     self.engine.flush()
                     pending = {}
                 if self.engine.dirty and now - last_save >= SAVE_EVERY_S:
-                    self.statefile.save(self.engine.agreed)
-                    self.engine.dirty = False
+                    self._request_save()
                     last_save = now
         except _Closed:
+            self._final_save()
+
+    def _final_save(self, timeout: float = 5.0) -> None:
+        """At close: one last confirmed save (the guest still answers), else none (the last
+        confirmed state is older, which is safe)."""
+        if not (self.engine.dirty or self._saves):
             return
+        self._request_save()
+        deadline = time.monotonic() + timeout
+        while self._saves:
+            item = self._next(max(0.0, deadline - time.monotonic()))
+            if item is None:
+                return
+            if item[0] in ("msg", "eof"):
+                try:
+                    self._dispatch(item)
+                except SessionFailed:
+                    return
 
 
 class _Closed(Exception):
