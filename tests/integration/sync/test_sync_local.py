@@ -222,3 +222,16 @@ def test_renames_do_not_send_content_again(sync: SyncSetup) -> None:
     after = m.status()[0]
     assert after.bytes_sent - before.bytes_sent < 10_000
     assert after.bytes_received - before.bytes_received < 10_000
+
+
+def test_odd_file_names(sync: SyncSetup) -> None:
+    names = ["with space", "ünïcødé-名前", "new\nline", "quote'\"", "-dash", "x" * 200]
+    for name in names:
+        (sync.host / name).write_text(name)
+    raw = os.fsencode(str(sync.host)) + b"/latin1-\xe9"  # not UTF-8
+    with open(raw, "wb") as f:
+        f.write(b"bytes")
+    g = Path(sync.manager().guest_path(str(sync.host)))
+    assert tree(g) == tree(sync.host)
+    (g / "guest ünï\nx").write_text("back")
+    eventually(lambda: tree(g) == tree(sync.host), 1.0, "odd name from the guest")
