@@ -23,15 +23,8 @@ from typing import Any
 from pydesk.sync import fstree, wire
 from pydesk.sync.fstree import DIR, FILE, LINK, Entry, lstat_entry, same
 from pydesk.sync.ignore import IgnoreRules
-from pydesk.sync.plan import (
-    GUEST,
-    HOST,
-    Plan,
-    conflict_name,
-    conflict_winner,
-    match_renames,
-    under,
-)
+from pydesk.sync.plan import Plan, match_renames, under
+from pydesk.sync.resolve import resolve_conflict
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +66,14 @@ class Engine:
             return self.rules.ignored(rel, entry.kind == DIR)
         return self.rules.ignored(rel, False) and self.rules.ignored(rel, True)
 
-    def _agree(self, path: str, entry: Entry | None) -> None:
+    def agree(self, path: str, entry: Entry | None) -> None:
         self.dirty = True
         if entry is None:
             self.agreed.pop(path, None)
         else:
             self.agreed[path] = entry
 
-    def _put(self, op: dict[str, Any], data: bytes = b"") -> None:
+    def put_op(self, op: dict[str, Any], data: bytes = b"") -> None:
         for frame in self._batch.add(op, data):
             self.send(frame)
 
@@ -104,8 +97,8 @@ class Engine:
         ``new``: the first sync's files the guest lacks, written without a temporary file."""
         x = expect.wire() if expect else None
         if entry.kind != FILE:
-            self._put({"o": entry.kind, "e": entry.wire(), "x": x})
-            self._agree(entry.path, entry)
+            self.put_op({"o": entry.kind, "e": entry.wire(), "x": x})
+            self.agree(entry.path, entry)
             self.stats.pushed += 1
             return
         try:
@@ -132,29 +125,29 @@ class Engine:
             chunk = os.read(fd, READ_CHUNK) if len(held) == READ_CHUNK else b""
             if not chunk:
                 break
-            self._put({"o": FILE, "e": wired, "x": x, "off": offset, "fin": False}, held)
+            self.put_op({"o": FILE, "e": wired, "x": x, "off": offset, "fin": False}, held)
             offset += len(held)
             held = chunk
         after = os.fstat(fd)
         if (offset + len(held) != current.size or after.st_mtime_ns != before.st_mtime_ns
                 or after.st_size != before.st_size):
             if offset:
-                self._put({"o": "ab", "p": path})
+                self.put_op({"o": "ab", "p": path})
             return
         op: dict[str, Any] = {"o": FILE, "e": wired, "x": x, "off": offset, "fin": True}
         if new and offset == 0:
             op["new"] = True
-        self._put(op, held)
-        self._agree(path, current)
+        self.put_op(op, held)
+        self.agree(path, current)
         self.stats.pushed += 1
 
     def delete_guest(self, path: str, agreed: Entry) -> None:
         if agreed.kind == DIR:
             for child in under(path, self.agreed):
-                self._put({"o": "rm", "p": child, "x": self.agreed[child].wire()})
-                self._agree(child, None)
-        self._put({"o": "rm", "p": path, "x": agreed.wire()})
-        self._agree(path, None)
+                self.put_op({"o": "rm", "p": child, "x": self.agreed[child].wire()})
+                self.agree(child, None)
+        self.put_op({"o": "rm", "p": path, "x": agreed.wire()})
+        self.agree(path, None)
         self.stats.deleted_guest += 1
 
     def host_batch(self, paths: list[str]) -> None:
@@ -172,10 +165,10 @@ class Engine:
                 appeared[path] = h
         moved: set[str] = set()
         for old, new in match_renames(gone, appeared):
-            self._put({"o": "mv", "p": old, "to": new, "x": gone[old].wire()})
+            self.put_op({"o": "mv", "p": old, "to": new, "x": gone[old].wire()})
             self._moves[old] = appeared[new]
-            self._agree(old, None)
-            self._agree(new, appeared[new])
+            self.agree(old, None)
+            self.agree(new, appeared[new])
             moved.update((old, new))
             self.stats.renamed += 1
         for path in paths:
@@ -221,7 +214,7 @@ class Engine:
             h = lstat_entry(self.root, path)
             if not same(h, a):
                 if same(h, g):
-                    self._agree(path, h)  # both sides made the same change
+                    self.agree(path, h)  # both sides made the same change
                 else:
                     self.conflicted.add(path)
                     if not self.pending_gets[path]:
@@ -252,8 +245,8 @@ class Engine:
             if lstat_entry(self.root, new) is not None:
                 continue
             if self.applier.rename(old, new, gone[old]) is None:
-                self._agree(old, None)
-                self._agree(new, appeared[new])
+                self.agree(old, None)
+                self.agree(new, appeared[new])
                 done.update((old, new))
                 self.stats.renamed += 1
         return [(p, g) for p, g in changes if p not in done]
@@ -262,7 +255,7 @@ class Engine:
         rejected = (self.applier.mkdir(g, expect) if g.kind == DIR
                     else self.applier.symlink(g, expect))
         if rejected is None:
-            self._agree(g.path, g)
+            self.agree(g.path, g)
             self.stats.pulled += 1
         else:
             self.resolve(g.path, g, None)
@@ -278,7 +271,7 @@ class Engine:
     def _delete_local(self, path: str, agreed: Entry) -> None:
         rejected = self.applier.remove(path, agreed)
         if rejected is None:
-            self._agree(path, None)
+            self.agree(path, None)
         elif rejected.current is not None:
             # Changed here since: a modification wins over a deletion; the guest gets it back.
             self.push(rejected.current, None)
@@ -303,7 +296,7 @@ class Engine:
                 return
             self._got(path)
             if rejected is None:
-                self._agree(path, entry)
+                self.agree(path, entry)
                 self.stats.pulled += 1
             else:
                 self.resolve(path, entry, rejected.temp)
@@ -341,52 +334,7 @@ class Engine:
     # -- conflicts ----------------------------------------------------------------------------
     def resolve(self, path: str, g: Entry | None, temp: str | None) -> None:
         """Both sides changed ``path``: the guest's version is ``g`` (content in ``temp``)."""
-        self.conflicted.discard(path)
-        h = lstat_entry(self.root, path)
-        if g is None:
-            if h is None:
-                self._agree(path, None)
-            else:
-                self.push(h, None)  # the guest lacks it: the host's version stays
-            return
-        if h is None or same(h, g):
-            if self._install(g, path, temp, h):
-                self._agree(path, g)
-            return
-        self.stats.conflicts += 1
-        if conflict_winner(h, g) == GUEST:
-            loser = conflict_name(path, HOST)
-            os.rename(self.applier.full(path), self.applier.full(loser))
-            if self._install(g, path, temp, None):
-                self._agree(path, g)
-            kept = lstat_entry(self.root, loser)
-            if kept is not None:
-                self.push(kept, None)
-        else:
-            loser = conflict_name(path, GUEST)
-            if self._install(g, loser, temp, None):
-                self._agree(loser, lstat_entry(self.root, loser))
-            self._put({"o": "mv", "p": path, "to": loser, "x": g.wire()})
-            self.push(h, None)
-        log.warning("sync conflict on %s: kept the other version as %s", path, loser)
-
-    def _install(self, g: Entry, path: str, temp: str | None, current: Entry | None) -> bool:
-        """Puts the guest's version at ``path`` here; False if it could not (then nothing is
-        agreed for it, and the next change of either side syncs it again)."""
-        try:
-            if g.kind == FILE:
-                if temp is None:
-                    return False
-                self.applier.install(temp, path, current)
-                return True
-            entry = g._replace(path=path)
-            if g.kind == DIR:
-                return self.applier.mkdir(entry, current) is None
-            return self.applier.symlink(entry, current) is None
-        except OSError as e:
-            self.stats.last_error = f"cannot write {path}: {e}"
-            log.warning("sync: %s", self.stats.last_error)
-            return False
+        resolve_conflict(self, path, g, temp)
 
     # -- the first sync -----------------------------------------------------------------------
     def start(self, plan: Plan, host: dict[str, Entry], guest: dict[str, Entry]) -> None:
@@ -396,7 +344,7 @@ class Engine:
         for e in plan.push:
             self.push(e, guest.get(e.path), new=e.path not in guest)
         for e in plan.delete_guest:
-            self._put({"o": "rm", "p": e.path, "x": e.wire()})
+            self.put_op({"o": "rm", "p": e.path, "x": e.wire()})
             self.stats.deleted_guest += 1
         for e in plan.delete_host:
             self._delete_local(e.path, e)

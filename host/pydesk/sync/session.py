@@ -14,16 +14,12 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import os
 import queue
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
 
 from pydesk.sync import fstree, wire
 from pydesk.sync.engine import Engine
@@ -33,13 +29,13 @@ from pydesk.sync.ignore import IgnoreRules
 from pydesk.sync.plan import initial_plan
 from pydesk.sync.state import StateFile
 from pydesk.sync.transport import Transport, TransportFactory
+from pydesk.sync.watcher import start_observer
 
 log = logging.getLogger(__name__)
 
 DEBOUNCE_S = 0.015
 MAX_DELAY_S = 0.1
 SAVE_EVERY_S = 2.0
-IGNORED_EVENTS = {"opened", "closed_no_write"}
 
 
 class State(enum.StrEnum):
@@ -65,23 +61,6 @@ class SessionStatus:
     messages_received: int
     first_sync_s: float
     error: str
-
-
-class _Watcher(FileSystemEventHandler):
-    def __init__(self, root: str, out: queue.Queue[tuple[str, Any, Any]]) -> None:
-        self.root = root
-        self.out = out
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in IGNORED_EVENTS:
-            return
-        for raw in (event.src_path, getattr(event, "dest_path", "")):
-            path = os.fsdecode(raw)
-            if not path:
-                continue
-            rel = os.path.relpath(path, self.root)
-            if rel != "." and not rel.startswith(".."):
-                self.out.put(("fs", rel.replace(os.sep, "/"), None))
 
 
 class Session:
@@ -208,13 +187,9 @@ class Session:
                 waiter.set()
 
     def _start_watching(self) -> None:
-        observer = Observer()
         # A file bind watches its directory only, not everything below it.
-        observer.schedule(_Watcher(self.host_root, self._queue), self.host_root,
-                          recursive=self.rules.only is None)
-        observer.daemon = True
-        observer.start()
-        self._observer = observer
+        self._observer = start_observer(self.host_root, self._queue,
+                                        recursive=self.rules.only is None)
 
     def _shutdown(self) -> None:
         if self._observer is not None:
