@@ -353,7 +353,8 @@ def status(name: str) -> VmStatus:
                         since=event.time, ssh_port=int(runtime.get("ssh_port", 0)), **base)
     if qemu is not None:
         return VmStatus(state=State.DEGRADED, message="QEMU runs without its agent",
-                        error="the agent is not running", **base)
+                        error="the agent is not running (pydesk vm start adopts the VM)",
+                        **base)
     if event is None:
         return VmStatus(state=State.STOPPED, message="never started", **base)
     if event.state is not State.STOPPED:
