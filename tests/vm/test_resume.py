@@ -118,9 +118,17 @@ def test_save_resume_fresh_clock_and_randomness_damaged_state_and_adopt(
     assert vm.qemu() is None and not qemu.is_running()
 
 
-def test_state_is_private_and_removed_with_the_instance(vm: VmDriver) -> None:
+def test_a_stale_state_cold_boots_and_the_state_goes_with_the_instance(vm: VmDriver) -> None:
     vm.cli("vm", "start", "--disk-size", DISK)
     assert vm.files.resume_state.exists() and vm.files.resume_meta.exists()
+    key = json.loads(vm.files.resume_meta.read_text())["key"]
+    vm.cli("vm", "stop")
+    # Another memory size: the saved state is not for this VM any more.
+    changed = vm.cli("vm", "start", "--memory", "1536M")
+    assert ("the saved VM state is for another image, QEMU or configuration: cold boot"
+            in changed.stderr), changed.stderr
+    assert runtime(vm)["start_mode"] == "cold"
+    assert json.loads(vm.files.resume_meta.read_text())["key"] != key  # saved anew
     vm.cli("vm", "stop")
     vm.cli("vm", "rm")
     assert not Path(vm.files.dir).exists()

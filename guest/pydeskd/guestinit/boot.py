@@ -304,6 +304,8 @@ class Init:
         # The host may save the VM here and resume later starts from it: nothing after this
         # line may be in a snapshot (sshd's keys, the data disk, randomness).
         snapshot.pass_point(self)
+        if self.shutdown_requested:  # powered off while at the snapshot point
+            return False
         self.start_sshd(self.config)
         self.prepare_data_disk()
         self.start_pydeskd()

@@ -76,6 +76,26 @@ def test_a_shutdown_while_waiting_for_go_leaves_without_starting_anything() -> N
     assert "set_clock" not in [c[0] for c in fake.calls]
 
 
+def test_a_power_off_at_the_snapshot_point_starts_nothing_after_it() -> None:
+    fake = machine(config=config_bytes()).with_ctl_port(None)
+    init = Init(cast(System, fake))
+    original_wait = fake.wait
+
+    def wait(timeout: float, fds: list[int]) -> tuple[list[int], list[int]]:
+        if fake.port_written and not init.shutdown_requested:  # pressed at the snapshot point
+            fake.button_presses = [plan.INPUT_EVENT.pack(0, 0, plan.EV_KEY, plan.KEY_POWER, 1)]
+        return original_wait(timeout, fds)
+
+    fake.wait = wait  # type: ignore[method-assign]
+    assert not init.boot([])
+    assert fake.port_written
+    programs = [argv[0] for argv in fake.spawned()]
+    assert "/usr/sbin/sshd" not in programs and PYDESKD not in programs
+    assert not any(c[0] in ("flush", "mount") and "/dev/vdb" in c for c in fake.calls)
+    init.shutdown()
+    assert fake.calls[-1] == ("power_off",)
+
+
 def test_a_preloader_that_never_reports_is_waited_for_a_bounded_time() -> None:
     fake = machine(config=config_bytes()).with_ctl_port(GO.encode())
     fake.imported_after = None
