@@ -13,7 +13,8 @@ SIGUSR2 stops everything, unmounts the data disk and powers off.
 - ``boot``: the sequence, written against the seam;
 - ``snapshot``: the snapshot point, where the host may save the VM for later starts to resume
   (before sshd and the data disk), and the go line that makes clock and randomness fresh;
-- ``preload``: pydeskd imported in a process of its own while the init works.
+- ``preload``: pydeskd imported in a process of its own while the init works;
+- ``unmount``: the data disk unmounted (or made read-only) at shutdown.
 
 What it must never do: block forever (every wait has a timeout, except the snapshot point's
 wait for the host's go, which is the host's to give), import more than it needs

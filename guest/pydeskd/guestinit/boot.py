@@ -12,16 +12,8 @@ from __future__ import annotations
 import signal
 
 from pydeskd import vmcontract
-from pydeskd.guestinit import plan, preload, snapshot
-from pydeskd.guestinit.system import (
-    MNT_DETACH,
-    MS_NODEV,
-    MS_NOEXEC,
-    MS_NOSUID,
-    MS_RDONLY,
-    MS_REMOUNT,
-    System,
-)
+from pydeskd.guestinit import plan, preload, snapshot, unmount
+from pydeskd.guestinit.system import MS_NODEV, MS_NOEXEC, MS_NOSUID, System
 
 PING_TIMEOUT = 120.0
 """pydeskd's first start under TCG imports FastAPI and pydantic: seconds, not milliseconds."""
@@ -367,42 +359,10 @@ class Init:
         s.kill(-1, signal.SIGKILL)
         self.poll(0.2)
         s.sync()
-        clean = self.unmount_data() if self.data_mounted else True
+        clean = unmount.unmount_data(s) if self.data_mounted else True
         s.sync()
         if clean:
             s.console_line(vmcontract.GUEST_SERIAL_POWEROFF)
         else:
             s.log("the data disk could not be unmounted cleanly")
         s.power_off()
-
-    def unmount_data(self) -> bool:
-        """Everything mounted at or under the data mount, deepest first; True when the data
-        filesystem was unmounted or at least made read-only (consistent on disk)."""
-        s = self.sys
-        try:
-            points = plan.mounts_under(s.read("/proc/self/mountinfo").decode(),
-                                       vmcontract.DATA_MOUNT)
-        except OSError:
-            points = [vmcontract.DATA_MOUNT]
-        for point in points:
-            try:
-                s.umount(point)
-            except OSError as e:
-                if point != vmcontract.DATA_MOUNT:
-                    s.log(f"{e}: detached")
-                    self.detach(point)
-                    continue
-                s.log(f"{e}: remounting read-only")
-                try:
-                    s.mount("", point, "", MS_REMOUNT | MS_RDONLY)
-                except OSError as e2:
-                    s.log(f"{e2}")
-                    return False
-                self.detach(point)
-        return True
-
-    def detach(self, point: str) -> None:
-        try:
-            self.sys.umount(point, MNT_DETACH)
-        except OSError as e:
-            self.sys.log(f"{e}")
