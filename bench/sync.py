@@ -51,7 +51,7 @@ WATCHER = r"""
 import os, select, sys
 from pydeskd.syncd.inotify import Inotify
 root, name = sys.argv[1], sys.argv[2]
-ino = Inotify(root, lambda n: False)
+ino = Inotify(root, lambda rel, is_dir: False)
 ino.watch_tree()
 last = None
 def check():

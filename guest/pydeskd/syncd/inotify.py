@@ -51,7 +51,7 @@ class Inotify:
     the root itself is not a synced entry); ``overflowed`` says the kernel dropped events (the
     caller must rescan)."""
 
-    def __init__(self, root: str, prune: Callable[[str], bool]) -> None:
+    def __init__(self, root: str, skip: Callable[[str, bool], bool]) -> None:
         libc = _libc()
         self._add = libc.inotify_add_watch
         self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
@@ -62,7 +62,8 @@ class Inotify:
             raise OSError(err, f"inotify_init1: {os.strerror(err)}")
         self.fd: int = fd
         self.root = root
-        self.prune = prune
+        self.skip = skip
+        """``skip(rel, is_dir)``: an ignored path (not watched, not reported)."""
         self._dirs: dict[int, str] = {}  # watch descriptor -> relative dir ("" = root)
         self.overflowed = False
 
@@ -81,14 +82,15 @@ class Inotify:
             with it:
                 for de in it:
                     child = f"{cur}/{de.name}" if cur else de.name
-                    if self.prune(de.name):
+                    try:
+                        is_dir = de.is_dir(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if self.skip(child, is_dir):
                         continue
                     found.append(child)
-                    try:
-                        if de.is_dir(follow_symlinks=False):
-                            stack.append(child)
-                    except OSError:
-                        pass
+                    if is_dir:
+                        stack.append(child)
         return found
 
     def _watch(self, rel: str) -> bool:
@@ -125,9 +127,11 @@ class Inotify:
                     self._dirs.pop(wd, None)
                     continue
                 base = self._dirs.get(wd)
-                if base is None or not name or self.prune(name):
+                if base is None or not name:
                     continue
                 rel = f"{base}/{name}" if base else name
+                if self.skip(rel, bool(mask & IN_ISDIR)):
+                    continue
                 changed.append(rel)
                 if mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
                     changed.extend(self.watch_tree(rel))

@@ -2,7 +2,7 @@
 
 What it is for: ``python3 -m pydeskd.syncd ROOT`` speaks the framed protocol (``wire``) on
 stdin/stdout, one host root per process; the host drives (it holds the agreed state and decides
-conflicts). Messages from the host: ``hello`` (version, pruned names, in-place mode), ``scan``
+conflicts). Messages from the host: ``hello`` (version, ignore rules, in-place mode), ``scan``
 (reply: ``manifest`` pieces, and the inotify watch starts), ``put`` (apply changes, each only if
 the path is still what the host expected; else ``reject`` with what is there), ``get`` (reply:
 ``put`` with the content, tagged), ``barrier`` (echoed once everything before it is applied),
@@ -22,6 +22,7 @@ from typing import Any
 
 from pydeskd.syncd import fstree, wire
 from pydeskd.syncd.fstree import Entry
+from pydeskd.syncd.ignore import Matcher
 from pydeskd.syncd.inotify import Inotify
 
 DEBOUNCE_S = 0.008
@@ -34,7 +35,7 @@ class Server:
     def __init__(self, root: str, infd: int = 0, outfd: int = 1) -> None:
         self.root = root
         self.infd, self.outfd = infd, outfd
-        self.prune_names: set[str] = set()
+        self.rules = Matcher()
         self.applier = fstree.Applier(root, umask_zero=True)
         self.inotify: Inotify | None = None
         self.applied: dict[str, Entry | None] = {}  # our own writes, not to report back
@@ -97,7 +98,7 @@ class Server:
     def handle(self, header: dict[str, Any], data: bytes) -> None:
         kind = header["t"]
         if kind == "hello":
-            self.prune_names = set(header.get("prune", []))
+            self.rules = Matcher(header.get("ignore"))
             self.applier.inplace = bool(header.get("inplace", False))
             self.msg({"t": "hello", "v": wire.PROTOCOL_VERSION, "root": self.root})
             if int(header.get("v", 0)) != wire.PROTOCOL_VERSION:
@@ -119,15 +120,15 @@ class Server:
         else:
             self.msg({"t": "error", "message": f"unknown message {kind!r}"})
 
-    def prune(self, name: str) -> bool:
-        return name in self.prune_names or name.startswith(fstree.TEMP_PREFIX)
+    def skip(self, rel: str, is_dir: bool) -> bool:
+        return self.rules.ignored(rel, is_dir)
 
     def scan(self) -> None:
         if self.inotify is None:
             # Watch first, then scan: a change during the scan is reported, not lost.
-            self.inotify = Inotify(self.root, self.prune)
+            self.inotify = Inotify(self.root, self.skip)
             self.inotify.watch_tree()
-        entries = fstree.scan(self.root, lambda rel, _d: self.prune(rel.rsplit("/", 1)[-1]))
+        entries = fstree.scan(self.root, self.skip)
         items = [e.wire() for e in entries.values()]
         for start in range(0, max(len(items), 1), MANIFEST_PIECE):
             piece = items[start:start + MANIFEST_PIECE]
@@ -204,8 +205,7 @@ class Server:
         paths = self.inotify.read()
         if self.inotify.overflowed:
             self.inotify.overflowed = False
-            paths += list(fstree.scan(self.root, lambda rel, _d: self.prune(
-                rel.rsplit("/", 1)[-1])))
+            paths += list(fstree.scan(self.root, self.skip))
         if not paths:
             return
         now = time.monotonic()

@@ -18,7 +18,8 @@ from pathlib import Path
 from pydesk.sync.fstree import TEMP_PREFIX
 
 ALWAYS_PRUNED = (".git", ".hg", ".svn")
-"""Directory names never synced (the guest prunes them from its scan and its watches too)."""
+"""Directory names never synced (the guest prunes them from its scan and its watches too,
+like every other ignored path: the rules go to the guest in ``hello``)."""
 
 IGNORE_FILE = ".pydeskignore"
 
@@ -99,6 +100,11 @@ class IgnoreRules:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             text = ""
         return cls.from_lines(text.splitlines(), only)
+
+    def wire(self) -> dict[str, object]:
+        """The rules for the guest side (``pydeskd.syncd.ignore.Matcher``), compiled."""
+        return {"pruned": list(self.pruned), "only": self.only,
+                "rules": [[r.regex.pattern, r.negate, r.dir_only] for r in self.rules]}
 
     def ignored(self, rel: str, is_dir: bool) -> bool:
         """True when ``rel`` or one of its parent directories is ignored."""

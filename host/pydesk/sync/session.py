@@ -227,7 +227,7 @@ class Session:
         self.state = State.SYNCING
         deferred: list[tuple[str, Any, Any]] = []
         self._send(wire.encode({"t": "hello", "v": wire.PROTOCOL_VERSION,
-                                "prune": [*self.rules.pruned], "inplace": self.inplace}))
+                                "ignore": self.rules.wire(), "inplace": self.inplace}))
         began = time.monotonic()
         hello, _ = self._expect("hello", deferred, timeout=60)
         self.phases["guest_start"] = time.monotonic() - began

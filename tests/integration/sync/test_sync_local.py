@@ -166,6 +166,14 @@ def test_ignore_rules_both_ways(sync: SyncSetup) -> None:
     (h / "visible2").write_text("y")
     eventually((g / "visible2").exists, 1.0, "host file synced")
     assert not (g / "later.log").exists() and (g / "guest.log").exists()
+    # the guest side does not even report writes into ignored paths
+    received = m.status()[0].messages_received
+    for i in range(50):
+        (g / "build" / f"gen{i}").write_text("x")
+    time.sleep(0.2)  # a report of those would come in a message of its own
+    (g / "visible3").write_text("z")
+    eventually((h / "visible3").exists, 1.0, "a later guest file synced")
+    assert m.status()[0].messages_received - received == 2  # changes(visible3), its content
 
 
 def test_file_bind_syncs_one_file_in_place(sync: SyncSetup) -> None:

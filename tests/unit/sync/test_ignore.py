@@ -62,3 +62,20 @@ def test_load_reads_the_root_file(tmp_path: Path) -> None:
     assert r.ignored("node_modules/x/y.js", False)
     assert r.ignored("a/b.pyc", False)
     assert not IgnoreRules.load(tmp_path / "missing").ignored("a/b.pyc", False)
+
+
+def test_the_guest_matcher_agrees_with_the_host_rules() -> None:
+    from pydeskd.syncd.ignore import Matcher
+
+    host = IgnoreRules.from_lines(["*.log", "!keep.log", "build/", "/top", "docs/*.tmp",
+                                   "**/cache/**", "[ab]?.c", "node_modules/"])
+    guest = Matcher(host.wire())
+    paths = ["a.log", "keep.log", "x/keep.log", "build", "build/o", "src/build/o", "top",
+             "sub/top", "docs/a.tmp", "x/docs/a.tmp", "a/cache/b", "ab.c", "cb.c",
+             "node_modules/x/y", ".git", "x/.hg/y", ".pydesk-tmp-1-x", "src/main.py"]
+    for path in paths:
+        for is_dir in (False, True):
+            assert guest.ignored(path, is_dir) == host.ignored(path, is_dir), (path, is_dir)
+    only = IgnoreRules.from_lines([], only="app.conf")
+    assert Matcher(only.wire()).ignored("other", False)
+    assert not Matcher(only.wire()).ignored("app.conf", False)
