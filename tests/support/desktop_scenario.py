@@ -8,6 +8,7 @@ script rewrites the heading, so the test sees what a browser rendered, not the r
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -87,3 +88,31 @@ def run_site_scenario(pydesk: RunPydesk, site: Path, port: int, image: str, *,
     dom = render(f"http://localhost:{port}/")
     assert f"{RENDERED} from version two" in dom, dom[-2000:]
     return Measured(container, edit, back)
+
+
+TESTCONTAINERS_SCRIPT = """
+import sys
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.wait_strategies import HttpWaitStrategy
+import urllib.request
+
+command = ["sh", "-c", "mkdir /www && echo served-by-testcontainers > /www/index.html"
+           " && exec httpd -f -p 80 -h /www"]
+with DockerContainer(sys.argv[1]).with_command(command).with_exposed_ports(80).waiting_for(
+        HttpWaitStrategy(80).for_status_code(200)) as web:
+    url = f"http://{web.get_container_host_ip()}:{web.get_exposed_port(80)}/index.html"
+    print(urllib.request.urlopen(url, timeout=10).read().decode(), end="")
+"""
+
+
+def run_testcontainers(python: str, docker_host: str, image: str) -> str:
+    """A Testcontainers container (busybox httpd, HTTP wait strategy) against ``docker_host``,
+    in a child interpreter so Testcontainers reads DOCKER_HOST fresh; what the page served.
+    Ryuk (the reaper) is off: its image cannot be pulled here, and the container is removed by
+    the ``with`` block."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env.update(DOCKER_HOST=docker_host, TESTCONTAINERS_RYUK_DISABLED="true")
+    done = subprocess.run([python, "-c", TESTCONTAINERS_SCRIPT, image], capture_output=True,
+                          text=True, env=env, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
