@@ -223,10 +223,10 @@ def test_renames_do_not_send_content_again(sync: SyncSetup) -> None:
     g = Path(m.guest_path(str(sync.host)))
     before = m.status()[0]
     os.rename(sync.host / "big.bin", sync.host / "moved.bin")
-    eventually(lambda: tree(g) == tree(sync.host), 1.0, "host rename reached the guest")
+    eventually(lambda: tree(g) == tree(sync.host), 3.0, "host rename reached the guest")
     (g / "sub").mkdir()
     os.rename(g / "moved.bin", g / "sub/back.bin")
-    eventually(lambda: tree(g) == tree(sync.host), 1.0, "guest rename reached the host")
+    eventually(lambda: tree(g) == tree(sync.host), 3.0, "guest rename reached the host")
     after = m.status()[0]
     assert after.bytes_sent - before.bytes_sent < 10_000
     assert after.bytes_received - before.bytes_received < 10_000
