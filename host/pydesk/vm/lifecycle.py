@@ -86,6 +86,8 @@ class VmStatus:
     ssh_port: int = 0
     agent_pid: int = 0
     qemu_pid: int = 0
+    start_mode: str = ""
+    """How the running VM was started: cold, resumed (from the saved state) or adopted."""
 
     def to_json(self) -> dict[str, object]:
         return {k: (str(v) if isinstance(v, State) else v) for k, v in self.__dict__.items()}
@@ -350,7 +352,8 @@ def status(name: str) -> VmStatus:
             "agent_pid": agent.pid if agent else 0, "qemu_pid": qemu.pid if qemu else 0}
     if agent is not None and event is not None:
         return VmStatus(state=event.state, message=event.message, error=event.error,
-                        since=event.time, ssh_port=int(runtime.get("ssh_port", 0)), **base)
+                        since=event.time, ssh_port=int(runtime.get("ssh_port", 0)),
+                        start_mode=str(runtime.get("start_mode", "")), **base)
     if qemu is not None:
         return VmStatus(state=State.DEGRADED, message="QEMU runs without its agent",
                         error="the agent is not running (pydesk vm start adopts the VM)",
