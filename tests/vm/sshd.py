@@ -45,9 +45,9 @@ class Sshd:
         if not Path(SSHD).exists() or shutil.which("ssh-keygen") is None:
             raise RuntimeError(f"{SSHD} missing: apt-get install openssh-server")
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)],
-                                     stdout=subprocess.DEVNULL,
-                                     stderr=self.log.open("wb"))
+        with self.log.open("wb") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)],
+                                         stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
