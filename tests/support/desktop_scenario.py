@@ -111,7 +111,12 @@ def run_testcontainers(python: str, docker_host: str, image: str) -> str:
     Ryuk (the reaper) is off: its image cannot be pulled here, and the container is removed by
     the ``with`` block."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env.update(DOCKER_HOST=docker_host, TESTCONTAINERS_RYUK_DISABLED="true")
+    # This test machine is itself a container (/.dockerenv): Testcontainers would then reach
+    # published ports through the default gateway, where a desktop engine (ports on the host's
+    # 127.0.0.1, as Docker Desktop) does not listen. A developer's Mac is not a container: the
+    # mode it would choose there is docker_host (localhost for a unix socket).
+    env.update(DOCKER_HOST=docker_host, TESTCONTAINERS_RYUK_DISABLED="true",
+               TESTCONTAINERS_CONNECTION_MODE="docker_host")
     done = subprocess.run([python, "-c", TESTCONTAINERS_SCRIPT, image], capture_output=True,
                           text=True, env=env, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]

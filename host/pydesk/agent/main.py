@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydesk.agent import launch as launching
 from pydesk.agent.console import ConsoleWatch
@@ -37,6 +37,9 @@ from pydesk.vm.instance import InstanceFiles, ensure_keys, load_config, write_pr
 from pydesk.vm.qmp import Qmp, QmpError
 from pydesk.vm.resume import CtlPort
 from pydeskd import vmcontract
+
+if TYPE_CHECKING:
+    from pydesk.agent.services import DesktopServices
 
 BOOT_TIMEOUT = 180.0
 """Seconds before a guest that does not answer is reported degraded (TCG on a busy host)."""
@@ -71,6 +74,7 @@ class Agent:
         self.qemu: QemuProcess | None = None
         self.channel: GuestChannel | None = None
         self.ssh_port = 0
+        self.services: DesktopServices | None = None
         self.mode = launching.Mode.COLD
         self.ctl: CtlPort | None = None
         self.released = True
@@ -289,7 +293,9 @@ class Agent:
                 launching.cold_boot_after_failed_resume(self, config, launch)
                 ready = self.wait_ready(launched)
             if ready:
+                self.start_services()
                 self.watch()
+            self.stop_services()
             stop_was_requested = self.stop_requested()
             grace = self.requested_grace(config.stop_timeout)
             # Also when QEMU still runs without a stop request (host key mismatch): an agent
@@ -307,7 +313,28 @@ class Agent:
             self.cleanup()
         return 0
 
+    def start_services(self) -> None:
+        """The host API socket, the port forwarder and bind-mount sync (``services``)."""
+        from pydesk.agent.services import DesktopServices
+
+        self.services = DesktopServices(self.files, self.connect, self.service_report)
+        try:
+            self.services.start()
+        except Exception as e:  # the VM still runs: say what is missing, keep watching
+            self.service_report("the desktop services could not start",
+                                f"{type(e).__name__}: {e}")
+
+    def service_report(self, message: str, error: str) -> None:
+        """A service's message as a status line; the instance's state does not change."""
+        self.report(self.state or State.RUNNING, message, error)
+
+    def stop_services(self) -> None:
+        services, self.services = self.services, None
+        if services is not None:
+            services.stop()
+
     def cleanup(self) -> None:
+        self.stop_services()
         if self.channel is not None:
             self.channel.close()
         if self.ctl is not None:
