@@ -109,6 +109,10 @@ class HostInfo:
     """Firmware for x86_64 guests (``-bios``): QEMU's qboot when it ships one, a minimal firmware
     that only boots a kernel (measured here under TCG: /init reached 0.8 s sooner than with the
     default SeaBIOS). None: QEMU's default."""
+    aarch64_firmware: str | None = None
+    """UEFI firmware (edk2) for aarch64 guests (``-bios``): it gives the ``virt`` machine ACPI,
+    whose power button the guest's cloud kernel drives (without firmware the kernel gets a
+    device tree, whose gpio-keys power key that kernel has no driver for). None: not found."""
 
 
 def host_arch(machine: str | None = None) -> Arch:
@@ -152,7 +156,7 @@ def detect_host() -> HostInfo:
                                                               "PYDESK_QEMU_IMG)")
         qemu_img = str(sibling)
     return HostInfo(os=host_os(), arch=arch, qemu_binary=qemu, qemu_img=qemu_img,
-                    x86_bios=find_qboot(qemu))
+                    x86_bios=find_qboot(qemu), aarch64_firmware=find_aarch64_firmware(qemu))
 
 
 QBOOT = "qboot.rom"
@@ -168,4 +172,26 @@ def find_qboot(qemu: str) -> str | None:
                       Path("/usr/share/qemu")):
         if (directory / QBOOT).is_file():
             return str(directory / QBOOT)
+    return None
+
+
+AARCH64_FIRMWARE = (
+    "edk2-aarch64-code.fd",  # QEMU's own share/qemu (Homebrew, upstream installs, Windows)
+    "../qemu-efi-aarch64/QEMU_EFI.fd",  # Debian/Ubuntu qemu-efi-aarch64, beside share/qemu
+    "../AAVMF/AAVMF_CODE.fd",  # Fedora edk2-aarch64; Debian's 64 MiB variant
+)
+
+
+def find_aarch64_firmware(qemu: str) -> str | None:
+    """UEFI firmware for aarch64 guests: ``$PYDESK_QEMU_AARCH64_FIRMWARE`` (empty: none), else
+    the first of :data:`AARCH64_FIRMWARE` beside QEMU's data files."""
+    if "PYDESK_QEMU_AARCH64_FIRMWARE" in os.environ:
+        return os.environ["PYDESK_QEMU_AARCH64_FIRMWARE"] or None
+    binary = Path(shutil.which(qemu) or qemu).resolve()
+    for directory in (binary.parent.parent / "share" / "qemu", binary.parent,
+                      Path("/usr/share/qemu")):
+        for name in AARCH64_FIRMWARE:
+            candidate = directory / name
+            if candidate.is_file():
+                return str(candidate.resolve())
     return None

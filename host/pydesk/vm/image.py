@@ -128,10 +128,11 @@ def verify_image(directory: Path, *, digests: bool = False) -> ImageInfo:
     return info
 
 
-def image_dir_for_current_sources() -> Path | None:
-    """The cached image for these sources and this machine, or None (not built, or no recipe)."""
+def image_dir_for_current_sources(arch: str | None = None) -> Path | None:
+    """The cached image for these sources and ``arch`` (Debian's name; default: this machine's),
+    or None (not built, or no recipe)."""
     try:
-        keys = current_keys()
+        keys = current_keys(arch=arch)
     except RecipeError:
         return None
     directory = cache_root() / "images" / keys.image_name
@@ -230,12 +231,16 @@ def ensure_base(recipe: Recipe, keys: Keys, run: Runner) -> Path:
     return base
 
 
-def ensure_image(progress: Progress = lambda _: None) -> Path:
+def ensure_image(progress: Progress = lambda _: None, arch: str | None = None) -> Path:
     """The image directory for the current sources, built when missing (needs root).
+    ``arch``: Debian's name of the guest architecture (amd64, arm64); default this machine's.
+    Another architecture than the builder's needs qemu-user-static (``imageforeign``).
 
-    Raises ImageBuildError (not root, a step failed), RecipeError (no recipe)."""
+    Raises ImageBuildError (not root, a step failed), RecipeError (no recipe, unknown arch)."""
     recipe = imagerecipe.load_recipe()
-    keys = current_keys(recipe)
+    if arch is not None:
+        recipe.arch(arch)  # RecipeError for an architecture the recipe does not know
+    keys = current_keys(recipe, arch)
     final = cache_root() / "images" / keys.image_name
     with contextlib.suppress(OSError, ValueError):
         verify_image(final)

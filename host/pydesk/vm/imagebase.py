@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydesk.vm import imagecpio
+from pydesk.vm.imageforeign import ForeignArchError, foreign_arch
 from pydesk.vm.imagerecipe import (
     Recipe,
     RecipeError,
@@ -233,11 +234,14 @@ def compile_python(tree: Path, dirs: Sequence[str], run: Runner) -> None:
             run.progress(f"note: some files under {d} did not compile (not imported)")
 
 
-def build_initramfs(recipe: Recipe, tree: Path, kernel_version: str) -> bytes:
-    """busybox, its applet links, the modules that reach the root (in load order), /init."""
+def build_initramfs(recipe: Recipe, tree: Path, kernel_version: str,
+                    arch: str = "amd64") -> bytes:
+    """busybox, its applet links, the modules that reach the root (in load order), /init.
+    Everything comes from ``tree``, so it is the tree's architecture's (arm64 busybox-static
+    and kernel modules in an arm64 tree)."""
     moddir = tree / "lib/modules" / kernel_version
     order = load_order(parse_modules_dep((moddir / "modules.dep").read_text()),
-                       recipe.initramfs_modules)
+                       recipe.initramfs_modules_for(arch))
     init = (recipe.directory / "initramfs/init").read_text()
     for name, value in (("ROOT_DISK_SERIAL", vmcontract.ROOT_DISK_SERIAL),
                         ("GUEST_INIT", GUEST_INIT)):
@@ -261,22 +265,37 @@ def build_initramfs(recipe: Recipe, tree: Path, kernel_version: str) -> bytes:
     return imagecpio.archive(list(unique.values()), recipe.source_date_epoch)
 
 
-def build_base(recipe: Recipe, arch: str, out: Path, debs: Path, run: Runner) -> dict[str, str]:
-    """Stage 1 into ``out`` (an empty directory); returns the facts for base.json."""
-    if arch != host_arch():
-        raise ImageBuildError(
-            f"building the {arch} image on a {host_arch()} machine is not supported yet (the "
-            f"chroot steps would need qemu-user-static): build it on an {arch} Linux machine "
-            "and push it, then pull it here")
+def _build_tree(recipe: Recipe, arch: str, out: Path, debs: Path, run: Runner) -> str:
+    """The steps that run the tree's own programs (chroot) on ``out/tree``; the kernel
+    version."""
     tree = out / "tree"
     debootstrap(recipe, arch, tree, debs, run)
     kernel_version = install_kernel(recipe, arch, tree, out, run)
     install_python_deps(recipe, arch, tree, run)
     copy_rootfs_files(recipe, tree)
     strip_tree(recipe, tree)
+    return kernel_version
+
+
+def build_base(recipe: Recipe, arch: str, out: Path, debs: Path, run: Runner) -> dict[str, str]:
+    """Stage 1 into ``out`` (an empty directory); returns the facts for base.json. Another
+    architecture's tree (arm64 on x86_64) is built the same way, its programs run through
+    qemu-user (``imageforeign``). Raises ImageBuildError."""
+    tree = out / "tree"
+    if arch == host_arch():
+        kernel_version = _build_tree(recipe, arch, out, debs, run)
+    else:
+        try:
+            with foreign_arch(arch, run.progress):
+                kernel_version = _build_tree(recipe, arch, out, debs, run)
+        except ForeignArchError as e:
+            raise ImageBuildError(f"cannot build the {arch} image on a {host_arch()} machine: "
+                                  f"{e}") from None
+    # Bytecode is the same on every architecture: the builder's Python 3.11 makes it.
     compile_python(tree, PYTHON_DIRS, run)
     run.progress("initramfs")
-    (out / vmcontract.INITRD_FILE).write_bytes(build_initramfs(recipe, tree, kernel_version))
+    (out / vmcontract.INITRD_FILE).write_bytes(build_initramfs(recipe, tree, kernel_version,
+                                                               arch))
     info = {"arch": arch, "kernel_version": kernel_version, "suite": recipe.suite}
     (out / "base.json").write_text(json.dumps(info, indent=1) + "\n")
     os.sync()

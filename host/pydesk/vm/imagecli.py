@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--push", metavar="REF", help="push the built image to REF")
     group.add_argument("--pull", metavar="REF", help="pull REF into the cache (no build)")
+    parser.add_argument("--arch", metavar="ARCH", default=None,
+                        help="guest architecture, Debian's name: amd64 or arm64 (default: this "
+                             "machine's; another one is built through qemu-user-static)")
     parser.add_argument("--insecure", action="store_true",
                         help="plain HTTP to the registry (a local test registry)")
     args = parser.parse_args(argv)
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             from pydesk.vm.imageregistry import pull_image
             directory = pull_image(args.pull, insecure=args.insecure, progress=_progress)
         else:
-            directory = ensure_image(_progress)
+            directory = ensure_image(_progress, args.arch)
             if args.push:
                 from pydesk.vm.imageregistry import push_image
                 digest = push_image(directory, args.push, insecure=args.insecure,

@@ -47,6 +47,8 @@ class ArchParams:
     kernel_image: str
     pip_platform: str
     qemu_system: str
+    initramfs_modules: tuple[str, ...] = ()
+    """Loaded by the initramfs after the recipe's common ones: this architecture's power key."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ class Recipe:
     initramfs_modules: tuple[str, ...]
     guest_modules: tuple[str, ...]
     arches: Mapping[str, ArchParams]
+
+    def initramfs_modules_for(self, arch: str) -> tuple[str, ...]:
+        """The common initramfs modules, then the architecture's own."""
+        return self.initramfs_modules + self.arch(arch).initramfs_modules
 
     def arch(self, name: str) -> ArchParams:
         try:
@@ -93,6 +99,13 @@ def _strings(obj: object, what: str) -> tuple[str, ...]:
     return tuple(obj)
 
 
+def _arch_params(name: str, params: dict[str, object]) -> ArchParams:
+    values = dict(params)
+    modules = values.pop("initramfs_modules", [])
+    return ArchParams(name, initramfs_modules=_strings(modules, f"arch.{name}.initramfs_modules"),
+                      **values)  # type: ignore[arg-type]
+
+
 def load_recipe(directory: Path = RECIPE_DIR) -> Recipe:
     """Raises RecipeError."""
     try:
@@ -103,7 +116,7 @@ def load_recipe(directory: Path = RECIPE_DIR) -> Recipe:
     except tomllib.TOMLDecodeError as e:
         raise RecipeError(f"{directory / RECIPE_FILE}: {e}") from None
     try:
-        arches = {name: ArchParams(name, **params) for name, params in data["arch"].items()}
+        arches = {name: _arch_params(name, params) for name, params in data["arch"].items()}
         return Recipe(directory, str(data["suite"]), str(data["mirror"]),
                       int(data["source_date_epoch"]), str(data["filesystem_uuid"]),
                       str(data.get("erofs_compression", "")),

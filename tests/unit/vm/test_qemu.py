@@ -8,11 +8,12 @@ import pytest
 
 from pydesk.vm.config import Accel, Arch, HostInfo, HostOS, VmConfig
 from pydesk.vm.errors import InvalidArgument
-from pydesk.vm.qemu import LaunchFiles, kernel_cmdline, qemu_argv
+from pydesk.vm.qemu import LaunchFiles, kernel_cmdline, qemu_argv, qemu_binary_for
 from pydeskd import vmcontract
 
 X86 = HostInfo(os=HostOS.LINUX, arch=Arch.X86_64, qemu_binary="/usr/bin/qemu-system-x86_64")
-MAC = HostInfo(os=HostOS.MACOS, arch=Arch.AARCH64, qemu_binary="/opt/qemu-system-aarch64")
+MAC = HostInfo(os=HostOS.MACOS, arch=Arch.AARCH64, qemu_binary="/opt/qemu-system-aarch64",
+               aarch64_firmware="/opt/share/qemu/edk2-aarch64-code.fd")
 WIN = HostInfo(os=HostOS.WINDOWS, arch=Arch.X86_64, qemu_binary="C:/qemu/qemu-system-x86_64.exe",
                firmware_dirs=("C:/qemu/share",))
 FILES = LaunchFiles(kernel=Path("/img/vmlinuz"), initrd=Path("/img/initrd.img"),
@@ -57,7 +58,79 @@ def test_hvf_on_apple_silicon() -> None:
 def test_tcg_arm_guest_uses_max_cpu_and_gic() -> None:
     args = argv(Accel.TCG, MAC)
     assert option(args, "-machine") == ["virt,gic-version=max"]
-    assert option(args, "-cpu") == ["max"]
+    # the cheap pointer-authentication algorithm: QARMA dominates aarch64 TCG time
+    assert option(args, "-cpu") == ["max,pauth-impdef=on"]
+
+
+def test_arm64_guest_emulated_on_an_x86_host() -> None:
+    """The arm64 image booted here under TCG: qemu-system-aarch64 beside the x86 one, virt,
+    the PL011 console, no x86 firmware, the same virtio-pci disks, network, fw_cfg and QMP."""
+    fast = HostInfo(os=HostOS.LINUX, arch=Arch.X86_64, qemu_binary="/usr/bin/qemu-system-x86_64",
+                    x86_bios="/usr/share/qemu/qboot.rom",
+                    aarch64_firmware="/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")
+    args = argv(Accel.TCG, fast, arch=Arch.AARCH64)
+    assert args[0] == "/usr/bin/qemu-system-aarch64"
+    # UEFI, hence ACPI, hence the ACPI power button for system_powerdown
+    assert option(args, "-bios") == ["/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"]
+    assert option(args, "-machine") == ["virt,gic-version=max"]
+    assert option(args, "-accel") == ["tcg,thread=multi"]
+    assert option(args, "-cpu") == ["max,pauth-impdef=on"]
+    assert "/usr/share/qemu/qboot.rom" not in args
+    cmdline = option(args, "-append")[0].split()
+    assert "console=ttyAMA0" in cmdline and "console=ttyS0" not in cmdline
+    devices = option(args, "-device")
+    assert sum(d.startswith("virtio-blk-pci,") for d in devices) == 2
+    assert any(d.startswith("virtio-net-pci,") for d in devices)
+    assert option(args, "-fw_cfg") == [
+        f"name={vmcontract.FW_CFG_CONFIG},file=/i/guest-config.json"]
+    assert option(args, "-serial") == ["chardev:console"]
+    with pytest.raises(InvalidArgument, match="cannot run"):
+        argv(Accel.KVM, fast, arch=Arch.AARCH64)
+
+
+def test_an_arm64_guest_needs_uefi_firmware() -> None:
+    """Without it the guest boots with a device tree and cannot be powered off cleanly."""
+    bare = HostInfo(os=HostOS.MACOS, arch=Arch.AARCH64, qemu_binary="/opt/qemu-system-aarch64")
+    with pytest.raises(InvalidArgument, match="no UEFI firmware"):
+        argv(Accel.HVF, bare)
+    assert option(argv(Accel.HVF, MAC), "-bios") == ["/opt/share/qemu/edk2-aarch64-code.fd"]
+
+
+def test_find_aarch64_firmware(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pydesk.vm.config import find_aarch64_firmware
+
+    monkeypatch.delenv("PYDESK_QEMU_AARCH64_FIRMWARE", raising=False)
+    (tmp_path / "bin").mkdir()
+    qemu = tmp_path / "bin" / "qemu-system-aarch64"
+    qemu.write_text("")
+    debian = tmp_path / "share" / "qemu-efi-aarch64" / "QEMU_EFI.fd"
+    debian.parent.mkdir(parents=True)
+    (tmp_path / "share" / "qemu").mkdir()
+    debian.write_bytes(b"fd")
+    assert find_aarch64_firmware(str(qemu)) == str(debian)
+    own = tmp_path / "share" / "qemu" / "edk2-aarch64-code.fd"
+    own.write_bytes(b"fd")
+    assert find_aarch64_firmware(str(qemu)) == str(own)  # QEMU's own first
+    monkeypatch.setenv("PYDESK_QEMU_AARCH64_FIRMWARE", "/x/fw.fd")
+    assert find_aarch64_firmware(str(qemu)) == "/x/fw.fd"
+    monkeypatch.setenv("PYDESK_QEMU_AARCH64_FIRMWARE", "")
+    assert find_aarch64_firmware(str(qemu)) is None
+
+
+def test_an_x86_guest_on_apple_silicon_uses_the_x86_emulator() -> None:
+    assert argv(Accel.TCG, MAC, arch=Arch.X86_64)[0] == "/opt/qemu-system-x86_64"
+
+
+@pytest.mark.parametrize(("binary", "arch", "expected"), [
+    ("/usr/bin/qemu-system-x86_64", Arch.X86_64, "/usr/bin/qemu-system-x86_64"),
+    ("/usr/bin/qemu-system-x86_64", Arch.AARCH64, "/usr/bin/qemu-system-aarch64"),
+    ("C:/qemu/qemu-system-x86_64.exe", Arch.AARCH64, "C:/qemu/qemu-system-aarch64.exe"),
+    ("C:\\qemu\\qemu-system-x86_64w.exe", Arch.AARCH64, "C:\\qemu\\qemu-system-aarch64w.exe"),
+    ("/opt/x86_64/bin/myqemu", Arch.AARCH64, "qemu-system-aarch64"),
+])
+def test_qemu_binary_for_the_guest_architecture(binary: str, arch: Arch, expected: str) -> None:
+    host = HostInfo(os=HostOS.LINUX, arch=Arch.X86_64, qemu_binary=binary)
+    assert qemu_binary_for(host, arch) == expected
 
 
 def test_hardware_accel_for_foreign_arch_is_refused() -> None:
@@ -160,8 +233,9 @@ def test_qboot_for_x86_guests_only() -> None:
     fast = HostInfo(os=HostOS.LINUX, arch=Arch.X86_64, qemu_binary="q",
                     x86_bios="/usr/share/qemu/qboot.rom")
     assert option(argv(host=fast), "-bios") == ["/usr/share/qemu/qboot.rom"]
-    arm = HostInfo(os=HostOS.MACOS, arch=Arch.AARCH64, qemu_binary="q", x86_bios="/q/qboot.rom")
-    assert "-bios" not in argv(Accel.HVF, arm)
+    arm = HostInfo(os=HostOS.MACOS, arch=Arch.AARCH64, qemu_binary="q", x86_bios="/q/qboot.rom",
+                   aarch64_firmware="/q/edk2-aarch64-code.fd")
+    assert option(argv(Accel.HVF, arm), "-bios") == ["/q/edk2-aarch64-code.fd"]
     assert option(argv(Accel.TCG, arm, arch=Arch.X86_64), "-bios") == ["/q/qboot.rom"]
 
 

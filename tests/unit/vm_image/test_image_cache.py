@@ -184,11 +184,23 @@ def test_prune_keeps_the_most_recently_used(private_cache: Path) -> None:
     assert len(removed) == 3
 
 
-def test_a_foreign_architecture_is_refused_before_any_work(tmp_path: Path) -> None:
+def test_a_foreign_architecture_without_qemu_user_fails_before_debootstrap(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydesk.vm import imagebase, imageforeign
     from pydesk.vm.imagebase import Runner, build_base
     from pydesk.vm.imagerecipe import host_arch, load_recipe
     other = "arm64" if host_arch() == "amd64" else "amd64"
-    with pytest.raises(ImageBuildError, match=f"building the {other} image on a"):
+
+    def no_debootstrap(*args: object) -> None:
+        raise AssertionError("debootstrap ran")
+
+    def no_qemu_user(arch: str, progress: object) -> object:
+        raise imageforeign.ForeignArchError("qemu-aarch64-static is not installed")
+
+    monkeypatch.setattr(imagebase, "debootstrap", no_debootstrap)
+    monkeypatch.setattr(imagebase, "foreign_arch", no_qemu_user)
+    with pytest.raises(ImageBuildError, match=f"cannot build the {other} image on a .*"
+                                              "qemu-aarch64-static"):
         build_base(load_recipe(), other, tmp_path / "out", tmp_path / "debs", Runner(print))
     assert not (tmp_path / "out").exists()
 

@@ -24,6 +24,26 @@ def test_the_checked_in_recipe_loads() -> None:
         recipe.arch("mips")
 
 
+def test_each_architecture_loads_its_power_key_driver() -> None:
+    """The ACPI power button's driver is a module in cloud-amd64, built into cloud-arm64
+    (load_order refuses a module that is not in modules.dep)."""
+    recipe = imagerecipe.load_recipe()
+    amd64 = recipe.initramfs_modules_for("amd64")
+    arm64 = recipe.initramfs_modules_for("arm64")
+    assert amd64 == (*recipe.initramfs_modules, "button")
+    assert arm64 == recipe.initramfs_modules
+    assert recipe.arch("arm64").qemu_system == "qemu-system-aarch64"
+
+
+def test_arch_initramfs_modules_must_be_strings(tmp_path: Path) -> None:
+    recipe = _copy_recipe(tmp_path)
+    toml = recipe.directory / "recipe.toml"
+    toml.write_text(toml.read_text().replace('initramfs_modules = []',
+                                             'initramfs_modules = "button"'))
+    with pytest.raises(RecipeError, match=r"arch\.arm64\.initramfs_modules"):
+        imagerecipe.load_recipe(recipe.directory)
+
+
 def test_guest_requirements_pin_pyproject_and_the_venv() -> None:
     recipe = imagerecipe.load_recipe()
     pins = imagerecipe.requirement_pins(recipe.requirements.read_text())
