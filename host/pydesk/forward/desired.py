@@ -6,9 +6,13 @@ actually bound (``NetworkSettings.Ports``, so ``-P`` and ephemeral ports are inc
 host address the user asked for. That address comes from the label
 :data:`HOST_PORT_BINDINGS_LABEL`, which the API proxy writes with the user's original
 ``HostConfig.PortBindings`` (the proxy rewrites the bindings the guest sees, so the guest's own
-``HostIp`` says nothing about the host).
+``HostIp`` says nothing about the host). The label is trusted per port only where it agrees with
+the container's real ``HostConfig.PortBindings`` (what the proxy sent the guest for it): an
+image's label, or a create that did not go through the proxy, never widens ``-P`` or a port the
+container did not bind that way.
 What it must never do: perform I/O, or widen an address: an empty or absent ``HostIp`` means
-127.0.0.1 on the host (Docker Desktop's safe default), never every interface unless asked.
+127.0.0.1 on the host (Docker Desktop's safe default), never every interface unless asked; a
+label it cannot trust means 127.0.0.1 too.
 """
 
 from __future__ import annotations
@@ -22,12 +26,12 @@ from typing import Any
 
 # Container label: JSON of the ``HostConfig.PortBindings`` the user sent to the host socket,
 # written by the API proxy, which names it.
-from pydesk.proxy.labels import HOST_PORT_BINDINGS_LABEL
+from pydesk.proxy.labels import HOST_PORT_BINDINGS_LABEL, guest_port_bindings
 
 DEFAULT_HOST_IP = "127.0.0.1"
 ALL_IPV4 = "0.0.0.0"
 __all__ = ["HOST_PORT_BINDINGS_LABEL", "ContainerForwards", "Forward", "Proto",
-           "container_forwards", "desired_forwards"]
+           "container_forwards", "desired_forwards", "trusted_bindings"]
 
 
 class Proto(StrEnum):
@@ -99,9 +103,13 @@ def container_forwards(inspect: Mapping[str, Any]) -> ContainerForwards:
     name = container_name(inspect)
     ports = (inspect.get("NetworkSettings") or {}).get("Ports") or {}
     labels = (inspect.get("Config") or {}).get("Labels") or {}
-    user = user_bindings(labels.get(HOST_PORT_BINDINGS_LABEL))
+    user, distrusted = trusted_bindings(labels.get(HOST_PORT_BINDINGS_LABEL),
+                                        (inspect.get("HostConfig") or {}).get("PortBindings"))
     forwards: set[Forward] = set()
-    warnings: list[str] = []
+    warnings = [f"container {name}'s {key} is forwarded on {DEFAULT_HOST_IP} only: its "
+                f"{HOST_PORT_BINDINGS_LABEL} label does not match the container's port "
+                "bindings (an image's label, or a create that bypassed pydesk's API socket)"
+                for key in distrusted if key in ports and _guest_ports(ports[key])]
     for key in sorted(ports):
         guest_ports = _guest_ports(ports[key])
         proto = _proto(key)
@@ -128,25 +136,61 @@ def desired_forwards(containers: Iterable[ContainerForwards]) -> frozenset[Forwa
     return frozenset(out)
 
 
-def user_bindings(label: object) -> dict[str, list[_UserBinding]]:
-    """The label's JSON (``{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}``) -> bindings per
-    port key; an unreadable label counts as absent (127.0.0.1 everywhere)."""
+def trusted_bindings(label: object, port_bindings: object
+                     ) -> tuple[dict[str, list[_UserBinding]], tuple[str, ...]]:
+    """The label's bindings per port key for the ports where it agrees with the container's
+    ``HostConfig.PortBindings`` (the guest's bindings are exactly what the proxy derives from
+    the label: :func:`guest_port_bindings`), and the keys whose label entries widen an address
+    but do not agree (sorted; they get 127.0.0.1)."""
+    raw = _label_json(label)
+    actual = _normalized(port_bindings if isinstance(port_bindings, dict) else {})
+    expected = _normalized(guest_port_bindings(raw))
+    user = user_bindings(label)
+    distrusted = sorted(key for key in user
+                        if key not in actual or expected.get(key) != actual[key])
+    widening = [key for key in distrusted
+                if any(host_address(b.host_ip) != DEFAULT_HOST_IP for b in user[key])]
+    return ({k: v for k, v in user.items() if k not in distrusted}, tuple(widening))
+
+
+def _normalized(bindings: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    """Port key (``80`` -> ``80/tcp``) -> ``(HostIp, HostPort)`` per binding; a binding that is
+    not an object counts as an empty one."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for port_key, entries in bindings.items():
+        key = _key(str(port_key))
+        for b in entries if isinstance(entries, list) else []:
+            pair = ((str(b.get("HostIp") or ""), str(b.get("HostPort") or ""))
+                    if isinstance(b, dict) else ("", ""))
+            out.setdefault(key, []).append(pair)
+    return out
+
+
+def _label_json(label: object) -> dict[str, Any]:
     if not isinstance(label, str) or not label:
         return {}
     try:
         data = json.loads(label)
     except ValueError:
         return {}
-    if not isinstance(data, dict):
-        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _key(port_key: str) -> str:
+    return port_key if "/" in port_key else f"{port_key}/tcp"
+
+
+def user_bindings(label: object) -> dict[str, list[_UserBinding]]:
+    """The label's JSON (``{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}``) -> bindings per
+    port key; an unreadable label counts as absent (127.0.0.1 everywhere). Not checked against
+    the container: :func:`trusted_bindings` does that."""
     out: dict[str, list[_UserBinding]] = {}
-    for port_key, bindings in data.items():
+    for port_key, bindings in _label_json(label).items():
         if not isinstance(bindings, list):
             continue
-        key = port_key if "/" in port_key else f"{port_key}/tcp"
         for b in bindings:
             if isinstance(b, dict):
-                out.setdefault(key, []).append(_user_binding(b))
+                out.setdefault(_key(port_key), []).append(_user_binding(b))
     return out
 
 

@@ -19,7 +19,7 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
-from pydesk.proxy.labels import HOST_PORT_BINDINGS_LABEL
+from pydesk.proxy.labels import HOST_PORT_BINDINGS_LABEL, guest_port_bindings
 from pydeskd.vmcontract import GUEST_API_SOCKET
 
 DOCKER_SOCKETS = frozenset({"/var/run/docker.sock", "/run/docker.sock"})
@@ -113,34 +113,20 @@ def _rewrite_mount(mount: Any, sources: _Sources) -> Any:
     return {**mount, "Source": sources.guest(source, f"invalid mount source {source!r}")}
 
 
-def _guest_port_bindings(bindings: Mapping[str, Any]) -> dict[str, Any]:
-    """Every binding's HostIp cleared: the guest publishes on its own address. Bindings that
-    differed only by address (``-p 0.0.0.0:80:80 -p [::]:80:80``) become one, or the guest
-    would try to publish the same port twice."""
-    out: dict[str, Any] = {}
-    for port, entries in bindings.items():
-        if not isinstance(entries, list):
-            out[port] = entries
-            continue
-        cleared: list[Any] = []
-        for entry in entries:
-            if not isinstance(entry, Mapping):
-                cleared.append(entry)  # the daemon's to refuse
-                continue
-            guest = {**entry, "HostIp": ""}
-            # Ephemeral ports (HostPort "") are distinct bindings even when equal.
-            if guest not in cleared or not guest.get("HostPort"):
-                cleared.append(guest)
-        out[port] = cleared
-    return out
-
-
 def rewrite_create(body: Mapping[str, Any], resolver: BindResolver | None,
                    own_sockets: Collection[str] = ()) -> dict[str, Any]:
     """The create body for the guest daemon. ``own_sockets``: paths that also mean "the Docker
     socket" (the proxy's own). Raises RewriteError (status 400/500) with a message for the user."""
     out: dict[str, Any] = copy.deepcopy(dict(body))
     host_config = out.get("HostConfig")
+    bindings = host_config.get("PortBindings") if isinstance(host_config, dict) else None
+    # Always stamped, {} when there are no bindings: the container's label overrides an image's
+    # label of the same name, so an image can never tell the forwarder to widen an address.
+    labels = out.get("Labels")
+    labels = dict(labels) if isinstance(labels, dict) else {}
+    labels[HOST_PORT_BINDINGS_LABEL] = json.dumps(
+        bindings if isinstance(bindings, dict) else {}, sort_keys=True)
+    out["Labels"] = labels
     if not isinstance(host_config, dict):
         return out
     sources = _Sources(resolver, own_sockets)
@@ -151,13 +137,8 @@ def rewrite_create(body: Mapping[str, Any], resolver: BindResolver | None,
     mounts = host_config.get("Mounts")
     if isinstance(mounts, list):
         host_config["Mounts"] = [_rewrite_mount(m, sources) for m in mounts]
-    bindings = host_config.get("PortBindings")
     if isinstance(bindings, dict) and bindings:
-        labels = out.get("Labels")
-        labels = dict(labels) if isinstance(labels, dict) else {}
-        labels[HOST_PORT_BINDINGS_LABEL] = json.dumps(bindings, sort_keys=True)
-        out["Labels"] = labels
-        host_config["PortBindings"] = _guest_port_bindings(bindings)
+        host_config["PortBindings"] = guest_port_bindings(bindings)
     return out
 
 

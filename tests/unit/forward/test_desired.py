@@ -1,4 +1,5 @@
-"""The forwards a container needs: every HostIp rule, -P, udp, several bindings, stopped ones."""
+"""The forwards a container needs: every HostIp rule, -P, udp, several bindings, stopped ones;
+a label that does not agree with the container's port bindings (an image's) never widens."""
 
 from __future__ import annotations
 
@@ -12,14 +13,24 @@ from pydesk.forward.desired import (
     Proto,
     container_forwards,
     desired_forwards,
+    trusted_bindings,
 )
+from pydesk.proxy.rewrite import rewrite_create
+
+GUEST_AS_PROXY_SENT = object()
 
 
 def inspect(ports: dict[str, Any], label: dict[str, Any] | None = None, *, running: bool = True,
-            name: str = "web") -> dict[str, Any]:
+            name: str = "web", port_bindings: Any = GUEST_AS_PROXY_SENT) -> dict[str, Any]:
+    """An inspect answer; by default the container's HostConfig.PortBindings are what the
+    proxy sent the guest for ``label`` (the user's bindings), as for a create through it."""
     labels = {} if label is None else {HOST_PORT_BINDINGS_LABEL: json.dumps(label)}
+    if port_bindings is GUEST_AS_PROXY_SENT:
+        sent = rewrite_create({"HostConfig": {"PortBindings": label or {}}}, None)
+        port_bindings = sent["HostConfig"]["PortBindings"]
     return {"Id": "abc123" * 4, "Name": f"/{name}", "State": {"Running": running},
-            "Config": {"Labels": labels}, "NetworkSettings": {"Ports": ports}}
+            "Config": {"Labels": labels}, "HostConfig": {"PortBindings": port_bindings},
+            "NetworkSettings": {"Ports": ports}}
 
 
 def bound(*ports: int, ip: str = "0.0.0.0") -> list[dict[str, str]]:
@@ -144,3 +155,69 @@ def test_desired_is_the_union() -> None:
     one = container_forwards(inspect({"80/tcp": bound(8080)}, name="a"))
     two = container_forwards(inspect({"80/tcp": bound(8081)}, name="b"))
     assert {f.host_port for f in desired_forwards([one, two])} == {8080, 8081}
+
+
+# --- finding 4: an image's label must not widen a forward ------------------------------------
+
+EVIL = {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": ""}]}
+
+
+def test_image_label_does_not_widen_publish_all() -> None:
+    # docker run -P evil/image with LABEL dev.pydesk.host-port-bindings=EVIL (no proxy stamp,
+    # the guest merged the image's label): PortBindings {} -> loopback, and the user is told.
+    c = container_forwards(inspect({"80/tcp": bound(32768)}, EVIL, port_bindings={}))
+    assert rules(c) == {("tcp", "127.0.0.1", 32768, 32768)}
+    assert len(c.warnings) == 1
+    assert "80/tcp is forwarded on 127.0.0.1 only" in c.warnings[0]
+    assert "does not match" in c.warnings[0]
+    # no HostConfig at all (an old daemon's answer): the same
+    data = inspect({"80/tcp": bound(32768)}, EVIL)
+    del data["HostConfig"]
+    assert rules(container_forwards(data)) == {("tcp", "127.0.0.1", 32768, 32768)}
+
+
+def test_label_for_a_port_the_container_bound_otherwise_does_not_widen() -> None:
+    # the container binds 80 to 8080 (-p 8080:80 straight to the guest), the label claims an
+    # ephemeral 0.0.0.0 binding, or a different host port, or more bindings: all disagree.
+    guest = {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}
+    for label in (EVIL, {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "9090"}]},
+                  {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"},
+                              {"HostIp": "0.0.0.0", "HostPort": ""}]}):
+        c = container_forwards(inspect({"80/tcp": bound(8080)}, label, port_bindings=guest))
+        assert rules(c) == {("tcp", "127.0.0.1", 8080, 8080)}, label
+    # the guest publishing on an address of its own: not what the proxy sends either
+    guest_ip = {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}
+    label = {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}
+    c = container_forwards(inspect({"80/tcp": bound(8080)}, label, port_bindings=guest_ip))
+    assert rules(c) == {("tcp", "127.0.0.1", 8080, 8080)}
+
+
+def test_publish_all_plus_one_binding_trusts_only_that_port() -> None:
+    # -P -p 0.0.0.0:8080:80 with an image exposing 443: the label names 80 only, as the guest
+    # bindings do; a label naming 443 too (forged) widens 80 and not 443.
+    label = {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}],
+             "443/tcp": [{"HostIp": "0.0.0.0", "HostPort": ""}]}
+    guest = {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}
+    c = container_forwards(inspect({"80/tcp": bound(8080), "443/tcp": bound(32769)}, label,
+                                   port_bindings=guest))
+    assert rules(c) == {("tcp", "0.0.0.0", 8080, 8080), ("tcp", "127.0.0.1", 32769, 32769)}
+    assert len(c.warnings) == 1 and "443/tcp" in c.warnings[0]
+
+
+def test_label_that_agrees_is_trusted_with_key_and_address_variants() -> None:
+    # what the proxy stamps for -p 0.0.0.0:53:53/udp -p [::]:53:53/udp -p 80 (daemon keys "80")
+    label = {"53/udp": [{"HostIp": "0.0.0.0", "HostPort": "53"},
+                        {"HostIp": "::", "HostPort": "53"}],
+             "80": [{"HostIp": "0.0.0.0"}]}
+    guest = {"53/udp": [{"HostIp": "", "HostPort": "53"}],
+             "80/tcp": [{"HostIp": "", "HostPort": ""}]}
+    user, distrusted = trusted_bindings(json.dumps(label), guest)
+    assert set(user) == {"53/udp", "80/tcp"} and distrusted == ()
+    # a loopback-only label that disagrees is dropped silently: nothing to narrow
+    user, distrusted = trusted_bindings(json.dumps({"80/tcp": [{"HostIp": "127.0.0.1"}]}), {})
+    assert user == {} and distrusted == ()
+
+
+def test_proxy_stamped_empty_label_means_loopback() -> None:
+    c = container_forwards(inspect({"80/tcp": bound(32768)}, {}, port_bindings={}))
+    assert rules(c) == {("tcp", "127.0.0.1", 32768, 32768)} and c.warnings == ()

@@ -165,6 +165,7 @@ def test_ipv6_warning_reported_once(harness: Harness, daemon: FakeDaemon) -> Non
     c = container("web", 8080)
     c["Config"]["Labels"]["dev.pydesk.host-port-bindings"] = \
         '{"80/tcp": [{"HostIp": "::1", "HostPort": "8080"}]}'
+    c["HostConfig"] = {"PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}}
     daemon.containers["web"] = c
     harness.start()
     daemon.emit("start", "web")

@@ -28,6 +28,13 @@ def create(**host_config: Any) -> dict[str, Any]:
     return {"Image": "busybox", "Cmd": ["true"], "HostConfig": host_config}
 
 
+def without_label(out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` less the label the proxy stamps on every create (and Labels if it held only it)."""
+    labels = {k: v for k, v in (out.get("Labels") or {}).items() if k != HOST_PORT_BINDINGS_LABEL}
+    rest = {k: v for k, v in out.items() if k != "Labels"}
+    return {**rest, "Labels": labels} if labels else rest
+
+
 @pytest.mark.parametrize(("bind", "expected"), [
     ("/home/u/src:/app", "/var/lib/pydesk/sync/abc/home/u/src:/app"),
     ("/home/u/src:/app:ro", "/var/lib/pydesk/sync/abc/home/u/src:/app:ro"),
@@ -93,7 +100,7 @@ def test_docker_socket_becomes_the_guest_daemons(sock: str) -> None:
 
 def test_no_resolver_leaves_paths() -> None:
     body = create(Binds=["/host:/c"], Mounts=[{"Type": "bind", "Source": "/h", "Target": "/t"}])
-    assert rewrite_create(body, None) == body
+    assert without_label(rewrite_create(body, None)) == body
 
 
 def test_resolver_errors_keep_message_and_status() -> None:
@@ -139,20 +146,32 @@ def test_ephemeral_port_bindings_stay_distinct() -> None:
     assert out["HostConfig"]["PortBindings"]["80/tcp"] == [{"HostIp": "", "HostPort": ""}] * 2
 
 
-def test_no_port_bindings_no_label() -> None:
+def test_no_port_bindings_still_stamps_an_empty_label() -> None:
+    # Finding 4: an image's LABEL of the same name must never reach the container, so the
+    # proxy stamps it on every create ({}: no bindings); the container's label wins the merge.
     for body in (create(), create(PortBindings={}), create(PortBindings=None),
-                 {"Image": "busybox"}):
+                 {"Image": "busybox"}, {"Image": "busybox", "Labels": None},
+                 create(PublishAllPorts=True, PortBindings={})):
         out = rewrite_create(body, None)
-        assert HOST_PORT_BINDINGS_LABEL not in (out.get("Labels") or {})
-        assert out == body
+        assert out["Labels"] == {HOST_PORT_BINDINGS_LABEL: "{}"}
+        assert without_label(out) == {k: v for k, v in body.items() if k != "Labels"}
+
+
+def test_users_own_label_of_that_name_is_replaced() -> None:
+    body = create(PortBindings={"80/tcp": [{"HostIp": "", "HostPort": "8080"}]})
+    body["Labels"] = {HOST_PORT_BINDINGS_LABEL: '{"80/tcp": [{"HostIp": "0.0.0.0"}]}', "a": "b"}
+    out = rewrite_create(body, None)
+    assert json.loads(out["Labels"][HOST_PORT_BINDINGS_LABEL]) == \
+        {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}
+    assert out["Labels"]["a"] == "b"
 
 
 def test_other_fields_untouched() -> None:
     body = create(Binds=["/h:/c"], Memory=1 << 20, NetworkMode="bridge")
     body.update(Env=["A=1"], Volumes={"/data": {}}, Labels=None)
     out = rewrite_create(body, Resolver())
-    assert {k: v for k, v in out.items() if k != "HostConfig"} == \
-        {k: v for k, v in body.items() if k != "HostConfig"}
+    assert {k: v for k, v in out.items() if k not in ("HostConfig", "Labels")} == \
+        {k: v for k, v in body.items() if k not in ("HostConfig", "Labels")}
     assert out["HostConfig"]["Memory"] == 1 << 20
 
 
