@@ -6,6 +6,11 @@ paths (the synced copies, via a :class:`BindResolver`) and publish on its own ad
 user's original port bindings travel in a label for the port forwarder. Pure: a dict in, a new
 dict out; the only effect is whatever the resolver does (it may block until a path is synced).
 
+A missing source is created as dockerd does (the resolver's ``create=True``): for every
+``Binds`` entry (``-v /missing:/x``) and for a ``Mounts`` bind with
+``BindOptions.CreateMountpoint`` (Compose's short syntax); any other ``Mounts`` bind keeps
+dockerd's error.
+
 What it must never do: touch a named volume, a tmpfs or any field it does not own; guess at a
 source it cannot classify (a relative or Windows path is a clear error, as the daemon would give);
 change the input dict in place.
@@ -14,12 +19,14 @@ change the input dict in place.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
 from pydesk.proxy.labels import HOST_PORT_BINDINGS_LABEL, guest_port_bindings
+from pydesk.sync.errors import HostPathNotFound
 from pydeskd.vmcontract import GUEST_API_SOCKET
 
 DOCKER_SOCKETS = frozenset({"/var/run/docker.sock", "/run/docker.sock"})
@@ -40,11 +47,24 @@ class RewriteError(Exception):
 
 
 class BindResolver(Protocol):
-    """Host path -> guest path of its synced copy (host/pydesk/sync's SyncManager)."""
+    """Host path -> guest path of its synced copy (host/pydesk/sync's SyncManager). A resolver
+    whose ``guest_path`` also takes ``create`` (keyword) is asked to create a missing source
+    directory first, as dockerd does for ``-v``."""
 
     def guest_path(self, host_path: str) -> str:
         """Blocks until ``host_path`` is synced; raises with a message for the user."""
         ...
+
+
+def _takes_create(method: Callable[..., str]) -> bool:
+    # TODO(S2): SyncManager.guest_path(path, *, create=False) is coming; once it is in, the
+    # Protocol names ``create`` and this check goes.
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any((p.name == "create" and p.kind is not p.POSITIONAL_ONLY)
+               or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def resolver_error(exc: Exception) -> RewriteError:
@@ -69,7 +89,9 @@ class _Sources:
         self.resolver = resolver
         self.sockets = frozenset(sockets) | DOCKER_SOCKETS
 
-    def guest(self, source: str, what: str) -> str:
+    def guest(self, source: str, what: str, *, create: bool = False) -> str:
+        """The guest path; ``create``: a missing source directory is made (dockerd's ``-v``).
+        Raises RewriteError; HostPathNotFound (a missing source) as the resolver raised it."""
         if _WINDOWS_PATH.match(source):
             raise RewriteError(f"{what}: {source!r} is a Windows path; this engine's host "
                                "socket takes absolute POSIX paths only")
@@ -79,8 +101,13 @@ class _Sources:
             return GUEST_API_SOCKET
         if self.resolver is None:
             return source
+        guest_path: Callable[..., str] = self.resolver.guest_path
         try:
-            return self.resolver.guest_path(source)
+            if create and _takes_create(guest_path):
+                return guest_path(source, create=True)
+            return guest_path(source)
+        except (HostPathNotFound, FileNotFoundError):
+            raise
         except Exception as exc:  # the resolver is injected: whatever it raises goes to the user
             raise resolver_error(exc) from exc
 
@@ -101,7 +128,11 @@ def rewrite_bind(spec: str, sources: _Sources) -> str:
             return spec  # a named volume: the guest daemon's business
         raise RewriteError(f"{what}: source {source!r} is neither an absolute path nor a "
                            "volume name")
-    return ":".join([sources.guest(source, what), *parts[1:]])
+    try:
+        guest = sources.guest(source, what, create=True)
+    except (HostPathNotFound, FileNotFoundError) as exc:  # a resolver that cannot create
+        raise resolver_error(exc) from exc
+    return ":".join([guest, *parts[1:]])
 
 
 def _rewrite_mount(mount: Any, sources: _Sources) -> Any:
@@ -110,7 +141,17 @@ def _rewrite_mount(mount: Any, sources: _Sources) -> Any:
     source = mount.get("Source")
     if not isinstance(source, str) or not source:
         raise RewriteError("invalid mount: a bind mount needs a Source")
-    return {**mount, "Source": sources.guest(source, f"invalid mount source {source!r}")}
+    options = mount.get("BindOptions")
+    create = isinstance(options, Mapping) and options.get("CreateMountpoint") is True
+    try:
+        guest = sources.guest(source, f"invalid mount source {source!r}", create=create)
+    except (HostPathNotFound, FileNotFoundError) as exc:
+        if create:
+            raise resolver_error(exc) from exc
+        # dockerd's words for a --mount type=bind whose source is missing
+        raise RewriteError('invalid mount config for type "bind": bind source path does not '
+                           f"exist: {source}") from exc
+    return {**mount, "Source": guest}
 
 
 def rewrite_create(body: Mapping[str, Any], resolver: BindResolver | None,

@@ -9,6 +9,7 @@ import pytest
 
 from pydesk.proxy.labels import HOST_PORT_BINDINGS_LABEL
 from pydesk.proxy.rewrite import RewriteError, rewrite_create, rewrite_create_body
+from pydesk.sync.errors import HostPathNotFound
 from pydeskd.vmcontract import GUEST_API_SOCKET
 
 
@@ -181,3 +182,89 @@ def test_body_on_the_wire() -> None:
         ["/var/lib/pydesk/sync/abc/h:/c"]
     for odd in (b"", b"not json", b"[1, 2]", b"null"):
         assert rewrite_create_body(odd, Resolver()) == odd
+
+
+# --- finding 9: a missing bind source is created as dockerd does ------------------------------
+
+class CreatingResolver:
+    """A resolver that takes ``create`` (SyncManager's signature): ``missing`` paths exist only
+    once created; records (path, create) per call."""
+
+    def __init__(self, missing: set[str]) -> None:
+        self.missing = set(missing)
+        self.calls: list[tuple[str, bool]] = []
+
+    def guest_path(self, host_path: str, *, create: bool = False) -> str:
+        self.calls.append((host_path, create))
+        if host_path in self.missing:
+            if not create:
+                raise HostPathNotFound(f"bind source path does not exist: {host_path}",
+                                       "create it first")
+            self.missing.discard(host_path)
+        return "/g" + host_path
+
+
+def bind_mount(source: str, **options: Any) -> dict[str, Any]:
+    mount: dict[str, Any] = {"Type": "bind", "Source": source, "Target": "/t"}
+    if options:
+        mount["BindOptions"] = options
+    return mount
+
+
+def test_binds_create_a_missing_source() -> None:
+    resolver = CreatingResolver({"/h/data"})
+    out = rewrite_create(create(Binds=["/h/data:/var/lib/mysql", "/h/x:/x:ro", "vol:/v"]),
+                         resolver)
+    assert out["HostConfig"]["Binds"] == ["/g/h/data:/var/lib/mysql", "/g/h/x:/x:ro", "vol:/v"]
+    assert resolver.calls == [("/h/data", True), ("/h/x", True)]
+    assert resolver.missing == set()
+
+
+def test_mounts_create_only_with_create_mountpoint() -> None:
+    resolver = CreatingResolver({"/h/data"})
+    out = rewrite_create(create(Mounts=[bind_mount("/h/data", CreateMountpoint=True)]), resolver)
+    assert out["HostConfig"]["Mounts"][0]["Source"] == "/g/h/data"
+    assert resolver.calls == [("/h/data", True)]
+    # without it (or with it false), nothing is created and dockerd's error is kept
+    for options in ({}, {"CreateMountpoint": False}, {"Propagation": "rprivate"}):
+        resolver = CreatingResolver({"/h/gone"})
+        with pytest.raises(RewriteError) as err:
+            rewrite_create(create(Mounts=[bind_mount("/h/gone", **options)]), resolver)
+        assert err.value.status == 400
+        assert err.value.message == ('invalid mount config for type "bind": bind source path '
+                                     "does not exist: /h/gone")
+        assert resolver.calls == [("/h/gone", False)] and resolver.missing == {"/h/gone"}
+
+
+def test_mount_of_a_missing_path_through_a_plain_resolver_keeps_dockerds_error() -> None:
+    with pytest.raises(RewriteError) as err:
+        rewrite_create(create(Mounts=[bind_mount("/h/gone")]),
+                       Resolver(FileNotFoundError("no such path")))
+    assert (err.value.status, err.value.message) == (
+        400, 'invalid mount config for type "bind": bind source path does not exist: /h/gone')
+
+
+def test_resolver_without_create_is_called_as_before() -> None:
+    # A resolver that does not take ``create`` (the Protocol's minimum) is never given it, and
+    # its not-found error reaches the client as its own message, 400.
+    resolver = Resolver()
+    rewrite_create(create(Binds=["/h:/c"], Mounts=[bind_mount("/m", CreateMountpoint=True)]),
+                   resolver)
+    assert resolver.asked == ["/h", "/m"]
+    with pytest.raises(RewriteError) as err:
+        rewrite_create(create(Binds=["/h/gone:/c"]),
+                       Resolver(HostPathNotFound("bind source path does not exist: /h/gone",
+                                                 "create it")))
+    assert (err.value.status, err.value.message) == (
+        400, "bind source path does not exist: /h/gone (create it)")
+
+
+def test_create_failure_goes_to_the_client() -> None:
+    class Refusing(CreatingResolver):
+        def guest_path(self, host_path: str, *, create: bool = False) -> str:
+            raise PermissionError(f"cannot create {host_path}: permission denied")
+
+    with pytest.raises(RewriteError) as err:
+        rewrite_create(create(Binds=["/root/x:/x"]), Refusing(set()))
+    assert (err.value.status, err.value.message) == (
+        400, "cannot create /root/x: permission denied")
