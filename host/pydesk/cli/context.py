@@ -2,8 +2,9 @@
 client on the selected engine, and the engine's errors as docker prints them.
 
 docker-py is imported here lazily (inside functions) so ``pydesk --help`` never pays for it;
-importing it costs about 200 ms here (requests, paramiko), so the hot read-only commands
-(``ps``, ``images``) use :func:`get_json`, a few lines of HTTP/1.1 over the unix socket.
+importing it costs about 200 ms here (requests, paramiko; ~100 ms without its SSH transport,
+:func:`skip_docker_ssh`), so the hot read-only commands (``ps``, ``images``) use
+:func:`get_json`, a few lines of HTTP/1.1 over the unix socket.
 What it must never do: render tables or hold a command's logic.
 """
 
@@ -50,6 +51,22 @@ def api() -> Any:
     import docker  # type: ignore[import-untyped]
 
     return docker.APIClient(base_url=engine.base_url, version="auto", timeout=None)
+
+
+def skip_docker_ssh(host: str | None) -> bool:
+    """Keep docker-py from importing its SSH transport in this process, unless ``host`` (the
+    engine asked for by ``-H``/PYDESK_HOST) is an ``ssh://`` URL; whether it did.
+
+    docker-py imports ``docker.transport.sshconn`` (paramiko, and invoke through it: ~80 ms of
+    CPU here) as soon as it is imported, but uses it only for ``ssh://`` engines; pydesk's are
+    ``unix://`` (or ``tcp://``). docker-py treats that transport as optional (the ``docker[ssh]``
+    extra): a None in ``sys.modules`` makes its import fail as when paramiko is not installed.
+    """
+    if "docker" in sys.modules or (host or "").startswith("ssh://"):
+        return False
+    if "docker.transport.sshconn" not in sys.modules:
+        sys.modules["docker.transport.sshconn"] = None  # type: ignore[assignment]
+    return sys.modules["docker.transport.sshconn"] is None
 
 
 def dechunk(body: bytes) -> bytes:

@@ -1,5 +1,10 @@
 """The `pydesk` entry point: the Typer app that gathers every command group.
 
+Start-up (150 ms of the CLI's own CPU time, docs/cli.md): the listing commands take
+``context.fast_path`` without Typer; every other run registers only the command it invokes
+(``commands.register``), and Typer coerces its parameters without pydantic
+(``coercion.install``).
+
 Errors: a ``VmError`` (or any other exception) is one line, ``error: ...`` plus ``hint: ...``;
 the traceback is shown only with ``--debug`` (or PYDESK_DEBUG=1).
 """
@@ -12,37 +17,11 @@ import sys
 import typer
 
 from pydesk import __version__
-from pydesk.cli import containers, context, images, ports
-from pydesk.cli.contexts import context_app
-from pydesk.cli.doctor import doctor
-from pydesk.cli.engine import engine_app
-from pydesk.cli.objects import network_app, volume_app
-from pydesk.cli.vm import vm_app
-
-app = typer.Typer(
-    name="pydesk",
-    help="pydesk: a Docker Desktop-style container engine (QEMU VM, or native on Linux).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # Plain help, as docker's: rich's help formatter alone costs ~50 ms of start-up (docs/cli.md).
-    rich_markup_mode=None,
-)
-app.add_typer(vm_app, name="vm")
-# The docker-style commands live at the top level, as docker's do.
-app.registered_commands.extend(containers.app.registered_commands)
-app.registered_commands.extend(ports.app.registered_commands)
-app.registered_commands.extend(images.app.registered_commands)
-app.add_typer(volume_app, name="volume")
-app.add_typer(network_app, name="network")
-app.add_typer(engine_app, name="engine")
-app.add_typer(context_app, name="context")
-app.command()(doctor)
+from pydesk.cli import coercion, commands, context
 
 _debug = {"on": os.environ.get("PYDESK_DEBUG") == "1"}
 
 
-@app.callback()
 def root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
          host: str | None = typer.Option(None, "--host", "-H",
                                          help="Engine socket (else PYDESK_HOST, then --mode)."),
@@ -55,16 +34,37 @@ def root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
         _debug["on"] = True
 
 
-@app.command()
 def version() -> None:
     """Show pydesk's version."""
     typer.echo(f"pydesk {__version__}")
 
 
+def build_app(command: str | None = None) -> typer.Typer:
+    """The ``pydesk`` Typer app with the top-level ``command`` registered (every command for
+    None: ``pydesk --help`` lists them all)."""
+    app = typer.Typer(
+        name="pydesk",
+        help="pydesk: a Docker Desktop-style container engine (QEMU VM, or native on Linux).",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        # Plain help, as docker's: rich's help formatter alone costs ~50 ms of start-up.
+        rich_markup_mode=None,
+    )
+    app.callback()(root)
+    commands.register(app, command)
+    return app
+
+
 def main() -> None:
-    fast = context.fast_path(sys.argv[1:])
+    argv = sys.argv[1:]
+    fast = context.fast_path(argv)
     if fast is not None:
         sys.exit(fast)
+    invocation = commands.invoked(argv)
+    coercion.install()
+    context.skip_docker_ssh(invocation.host or os.environ.get("PYDESK_HOST"))
+    app = build_app(invocation.command)
     try:
         app()
     except KeyboardInterrupt:
