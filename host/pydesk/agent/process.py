@@ -1,9 +1,11 @@
 """Finding and starting the per-VM agent and its QEMU, by pid file plus command line (psutil).
 
 What it is for: a pid file alone can name a recycled pid; :func:`find_process` accepts the pid
-only if the process's command line still carries a marker (the instance directory for the
-agent, the pid file path for QEMU). :func:`spawn_agent` starts ``python -m pydesk.agent``
-detached (own session or process group), so it outlives the CLI.
+only if the process's command line still carries a marker as one whole argument (the instance
+directory for the agent, the pid file path for QEMU): a substring would let instance ``dev``
+take instance ``dev2``'s process (``~/.pydesk/dev`` is a prefix of ``~/.pydesk/dev2``).
+:func:`spawn_agent` starts ``python -m pydesk.agent`` detached (own session or process group),
+so it outlives the CLI.
 What it must never do: signal a process that was not proven to be ours.
 """
 
@@ -28,7 +30,8 @@ def read_pid(path: Path) -> int | None:
 
 
 def find_process(pidfile: Path, marker: str) -> Any | None:
-    """The live ``psutil.Process`` named by ``pidfile`` whose command line contains ``marker``."""
+    """The live ``psutil.Process`` named by ``pidfile`` that has ``marker`` as one of its
+    command-line arguments (:func:`has_argument`)."""
     import psutil  # type: ignore[import-untyped]
 
     pid = read_pid(pidfile)
@@ -38,11 +41,16 @@ def find_process(pidfile: Path, marker: str) -> Any | None:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        if not any(marker in arg for arg in proc.cmdline()):
+        if not has_argument(proc.cmdline(), marker):
             return None
         return proc
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
+
+
+def has_argument(cmdline: list[str], marker: str) -> bool:
+    """Whether ``marker`` is one whole argument of ``cmdline`` (never a part of one)."""
+    return marker in cmdline
 
 
 def agent_marker(files: InstanceFiles) -> str:
