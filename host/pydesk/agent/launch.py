@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydesk.agent.process import find_qemu
-from pydesk.agent.qemuproc import Spawned, find_adoptable, ssh_port_of
+from pydesk.agent.qemuproc import Spawned, continue_if_paused, find_adoptable, ssh_port_of
 from pydesk.agent.status import State
 from pydesk.vm import resume
 from pydesk.vm.config import HostInfo, VmConfig, detect_host
 from pydesk.vm.errors import VmError
 from pydesk.vm.qemu import LaunchFiles, qemu_argv
-from pydesk.vm.qmp import Qmp
+from pydesk.vm.qmp import Qmp, QmpError
 from pydesk.vm.run import run
 from pydeskd import vmcontract
 
@@ -130,6 +130,18 @@ def _adopt(agent: Agent, config: VmConfig, adopted: Any) -> None:
         raise VmError(f"the running QEMU (pid {adopted.pid}) has no ssh forward",
                       hint=f"pydesk vm stop --name {agent.files.name}")
     agent.start_note = f"adopted a running VM (pid {adopted.pid}); "
+    try:
+        # An agent killed between QMP stop and cont (saving the state) left the VM paused.
+        woke = continue_if_paused(Qmp(agent.files.qmp_socket))
+    except QmpError as e:  # the VM most likely runs: waiting for the guest will tell
+        agent.report(State.STARTING, "QMP on the adopted QEMU failed: its run state is unknown",
+                     e.message)
+    except VmError as e:
+        raise VmError(e.message, hint=f"pydesk vm stop --name {agent.files.name}") from e
+    else:
+        if woke:
+            agent.report(State.STARTING, woke)
+            agent.start_note += "it was paused and is running again; "
     agent.record_runtime(ssh_port=agent.ssh_port, qemu_pid=adopted.pid, agent_pid=os.getpid(),
                          accel=config.accel.value, start_mode=Mode.ADOPTED.value,
                          adopted_at=time.time())

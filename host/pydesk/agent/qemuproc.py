@@ -5,6 +5,8 @@ killed with -9 leaves the VM running, and the next ``pydesk vm start`` starts an
 adopts it: :func:`adoptable` decides from a process's command line whether it is this
 instance's QEMU (the same binary, the instance's QMP socket and pid file), and
 :class:`Adopted` watches it through psutil as :class:`Spawned` watches a child through Popen.
+An agent killed between QMP ``stop`` and ``cont`` (while saving the VM state) leaves the VM
+paused: :func:`continue_if_paused` runs it again on adoption.
 What it must never do: adopt or signal a process that was not proven to be this instance's QEMU.
 """
 
@@ -13,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,6 +34,56 @@ class QemuProcess(Protocol):
         """Raises TimeoutError."""
 
     def kill(self) -> None: ...
+
+
+class PauseControl(Protocol):
+    """The QMP calls :func:`continue_if_paused` needs (``pydesk.vm.qmp.Qmp`` has them)."""
+
+    def query_status(self) -> str: ...
+
+    def query_migrate(self) -> dict[str, Any]: ...
+
+    def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any: ...
+
+    def cont(self) -> None: ...
+
+
+# QEMU run states of a VM stopped by us (``stop``, an outgoing migration of a stopped VM, its
+# end) or still loading a state (an agent killed during resume.load): the VM must run on.
+_PAUSED = frozenset({"paused", "postmigrate", "finish-migrate", "inmigrate"})
+_MIGRATING = frozenset({"setup", "active", "pre-switchover", "device", "cancelling"})
+PAUSE_WAIT = 30.0
+
+
+def continue_if_paused(qmp: PauseControl, *, timeout: float = PAUSE_WAIT,
+                       sleep: Callable[[float], None] = time.sleep,
+                       clock: Callable[[], float] = time.monotonic) -> str:
+    """Runs an adopted VM that its dead agent left paused; returns what it did ("" when the VM
+    ran). An outgoing migration (the state save) still under way is cancelled first: its file
+    was never renamed into place, so nothing loads it. An incoming one (a load) is waited for.
+    Raises pydesk.vm.qmp.QmpError, or VmError when the VM is still not running after
+    ``timeout`` seconds or in a state ``cont`` cannot fix (shutdown, guest-panicked...)."""
+    from pydesk.vm.errors import VmError
+
+    status = qmp.query_status()
+    if status == "running":
+        return ""
+    first = status
+    deadline = clock() + timeout
+    while status in _PAUSED:
+        migration = str(qmp.query_migrate().get("status") or "")
+        if migration in _MIGRATING and status != "inmigrate":
+            if migration != "cancelling":
+                qmp.execute("migrate_cancel")
+        elif status in ("paused", "postmigrate"):
+            qmp.cont()
+        if clock() > deadline:
+            break
+        sleep(0.05)
+        status = qmp.query_status()
+        if status == "running":
+            return f"the VM was left {first} by the previous agent: continued it"
+    raise VmError(f"the adopted VM is {status} (was {first}) and could not be run again")
 
 
 class Spawned:
