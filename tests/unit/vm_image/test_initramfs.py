@@ -10,7 +10,7 @@ import pytest
 
 from pydesk.vm import imagecpio
 from pydesk.vm.imagebase import BUSYBOX_APPLETS, GUEST_INIT, build_initramfs
-from pydesk.vm.imagerecipe import load_recipe
+from pydesk.vm.imagerecipe import RecipeError, load_recipe
 from pydeskd import vmcontract
 
 
@@ -86,6 +86,24 @@ def test_initramfs_holds_busybox_the_boot_modules_in_order_and_a_filled_init(
     assert "@" not in init.replace("$@", "")
     assert (out / "init").stat().st_mode & 0o111
     assert build_initramfs(load_recipe(), tree, version) == data
+
+
+def test_the_arm64_initramfs_has_no_acpi_button_module(tmp_path: Path) -> None:
+    """cloud-arm64 builds the ACPI button in: its modules.dep has no button.ko, and the arm64
+    initramfs must not ask for one (load_order would refuse it)."""
+    tree, version = _fake_tree(tmp_path)
+    dep = tree / "lib/modules" / version / "modules.dep"
+    dep.write_text("".join(line + "\n" for line in dep.read_text().splitlines()
+                           if "button" not in line))
+    data = build_initramfs(load_recipe(), tree, version, "arm64")
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run([_cpio(), "-idm", "--quiet"], input=data, cwd=out, check=True)
+    order = (out / "modules.list").read_text().split()
+    assert "kernel/drivers/input/evdev.ko" in order
+    assert not any("button" in path for path in order)
+    with pytest.raises(RecipeError, match=r"'button' is not in modules\.dep"):
+        build_initramfs(load_recipe(), tree, version, "amd64")
 
 
 def test_initramfs_init_is_valid_shell() -> None:
