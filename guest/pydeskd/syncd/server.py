@@ -5,8 +5,10 @@ stdin/stdout, one host root per process; the host drives (it holds the agreed st
 conflicts). Messages from the host: ``hello`` (version, ignore rules, in-place mode), ``scan``
 (reply: ``manifest`` pieces, and the inotify watch starts), ``put`` (apply changes, each only if
 the path is still what the host expected; else ``reject`` with what is there), ``get`` (reply:
-``put`` with the content, tagged), ``barrier`` (echoed once everything before it is applied),
-``bye``.
+``put`` with the content, tagged), ``barrier`` (echoed once everything before it is applied;
+with ``durable``, only once it is also on disk and the copy's identity records the host's
+generation ``gen``: the host saves its agreed state on that answer), ``bye``. The ``hello``
+answer carries the copy's identity (``id``, ``gen``: see ``identity``).
 From the guest, unasked: ``changes`` — paths a container changed, with what they are now, batched
 every ~10 ms; the guest's own applies are not reported back (echo suppression by entry).
 What it must never do: decide conflicts, write outside ROOT, follow symlinks, or exit while the
@@ -18,10 +20,12 @@ from __future__ import annotations
 import os
 import select
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pydeskd.syncd import fstree, wire
 from pydeskd.syncd.fstree import Entry
+from pydeskd.syncd.identity import CopyIdentity, syncfs
 from pydeskd.syncd.ignore import Matcher
 from pydeskd.syncd.inotify import Inotify
 
@@ -32,8 +36,10 @@ MANIFEST_PIECE = 5000
 
 
 class Server:
-    def __init__(self, root: str, infd: int = 0, outfd: int = 1) -> None:
+    def __init__(self, root: str, infd: int = 0, outfd: int = 1,
+                 flush_disk: Callable[[str], None] = syncfs) -> None:
         self.root = root
+        self.identity = CopyIdentity(root, flush_disk)
         self.infd, self.outfd = infd, outfd
         self.rules = Matcher()
         self.applier = fstree.Applier(root, umask_zero=True)
@@ -100,7 +106,9 @@ class Server:
         if kind == "hello":
             self.rules = Matcher(header.get("ignore"))
             self.applier.inplace = bool(header.get("inplace", False))
-            self.msg({"t": "hello", "v": wire.PROTOCOL_VERSION, "root": self.root})
+            self.identity.load()
+            self.msg({"t": "hello", "v": wire.PROTOCOL_VERSION, "root": self.root,
+                      "id": self.identity.copy_id, "gen": self.identity.gen})
             if int(header.get("v", 0)) != wire.PROTOCOL_VERSION:
                 self.msg({"t": "error", "message": f"protocol {header.get('v')} not supported"})
                 self.running = False
@@ -114,11 +122,22 @@ class Server:
             self.reply_get([str(p) for p in header["paths"]], str(header.get("tag", "")))
         elif kind == "barrier":
             self.flush_changes()
-            self.msg({"t": "barrier", "id": header.get("id")})
+            self.barrier(header)
         elif kind == "bye":
             self.running = False
         else:
             self.msg({"t": "error", "message": f"unknown message {kind!r}"})
+
+    def barrier(self, header: dict[str, Any]) -> None:
+        answer: dict[str, Any] = {"t": "barrier", "id": header.get("id")}
+        if header.get("durable"):
+            try:
+                self.identity.commit(int(header.get("gen", 0)))
+                answer["durable"] = True
+            except OSError as e:  # the host then keeps its older agreed state: safe
+                self.msg({"t": "error", "message": f"cannot make the copy durable: {e}"})
+            answer["gen"] = self.identity.gen
+        self.msg(answer)
 
     def skip(self, rel: str, is_dir: bool) -> bool:
         return self.rules.ignored(rel, is_dir)

@@ -15,7 +15,7 @@ import json
 import struct
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the copy's identity in hello; durable barriers
 HEAD = struct.Struct(">II")
 MAX_HEADER = 64 << 20
 MAX_DATA = 64 << 20

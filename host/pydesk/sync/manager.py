@@ -17,13 +17,15 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from pydesk.sync.errors import HostPathNotFound, SyncError, UnsupportedPath
 from pydesk.sync.ignore import IgnoreRules
-from pydesk.sync.session import Session, SessionStatus, State
-from pydesk.sync.state import StateFile, read_root
+from pydesk.sync.session import Session
+from pydesk.sync.state import StateFile, last_used, read_root
+from pydesk.sync.status import SessionStatus, State
 from pydesk.sync.transport import TransportFactory
 from pydeskd.vmcontract import DATA_MOUNT
 
@@ -34,6 +36,10 @@ GUEST_SYNC_BASE = DATA_MOUNT + "/sync"
 what changed."""
 GUEST_PYTHON = "/opt/pydesk/bin/python3"
 """The guest's interpreter with pydeskd importable (the image's venv)."""
+
+RESUME_WITHIN_S = 30 * 86400
+"""``resume`` restarts only roots used this recently (a container asked for them, or their sync
+carried a change): a root synced once long ago is not followed forever."""
 
 Report = Callable[[str, str], None]
 """``report(message, error)``: the agent writes it as a status line."""
@@ -89,6 +95,7 @@ class SyncManager:
             if self._closed:
                 raise SyncError("sync is shutting down")
             session, rel, fresh = self._session_for(real, mode)
+        session.statefile.mark_used()
         if fresh:
             try:
                 session.wait_ready(self.first_sync_timeout)
@@ -138,16 +145,18 @@ class SyncManager:
         return Session(Path(root), guest_root, self.factory,
                        guest_argv=[self.guest_python, "-m", "pydeskd.syncd", guest_root],
                        state=StateFile(self.state_dir / f"{key}.json", root, only),
-                       rules=IgnoreRules.load(Path(root), only), inplace=only is not None)
+                       rules=IgnoreRules.load(Path(root), only), inplace=only is not None,
+                       report=self.report)
 
     def resume(self) -> int:
         """Starts (without waiting) the sessions of every root a previous agent synced that
-        still exists: the containers using their guest copies keep following the host. Returns
-        how many were started."""
+        still exists and was used in the last ``RESUME_WITHIN_S``: the containers using their
+        guest copies keep following the host. Returns how many were started."""
         started = 0
+        oldest = time.time() - RESUME_WITHIN_S
         for path in sorted(self.state_dir.glob("*.json")):
             found = read_root(path)
-            if found is None:
+            if found is None or last_used(path) < oldest:
                 continue
             root, only = found
             full = root if only is None else os.path.join(root, only)

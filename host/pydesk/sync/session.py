@@ -5,6 +5,9 @@ first sync (hello, the guest's manifest, the three-way plan against the saved ag
 transfers, a barrier), then follows both sides: a watchdog observer on the host (events coalesced
 per path, ~15 ms of quiet) and the guest's inotify reports. One thread owns the :class:`Engine`;
 a reader thread turns the stream into messages, the observer thread only queues paths.
+The agreed state is saved only on a *durable* barrier's answer (the guest made everything before
+it durable and recorded the generation), and trusted at the next start only for the same copy
+(``safety``).
 What it must never do: touch the engine from another thread, or report the first sync done
 before the guest acknowledged every change of it (``barrier``).
 """
@@ -12,12 +15,11 @@ before the guest acknowledged every change of it (``barrier``).
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,9 @@ from pydesk.sync.errors import SessionFailed
 from pydesk.sync.fstree import DIR, Entry
 from pydesk.sync.ignore import IgnoreRules
 from pydesk.sync.plan import initial_plan
+from pydesk.sync.safety import spare_host_deletions, trusted_base
 from pydesk.sync.state import StateFile
+from pydesk.sync.status import SessionStatus, State
 from pydesk.sync.transport import Transport, TransportFactory
 from pydesk.sync.watcher import start_observer
 
@@ -38,35 +42,11 @@ MAX_DELAY_S = 0.1
 SAVE_EVERY_S = 2.0
 
 
-class State(enum.StrEnum):
-    STARTING = "starting"
-    SYNCING = "syncing"
-    LIVE = "live"
-    FAILED = "failed"
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True)
-class SessionStatus:
-    host_root: str
-    guest_root: str
-    state: str
-    entries: int
-    pushed: int
-    pulled: int
-    conflicts: int
-    bytes_sent: int
-    bytes_received: int
-    messages_sent: int
-    messages_received: int
-    first_sync_s: float
-    error: str
-
-
 class Session:
     def __init__(self, host_root: Path, guest_root: str, factory: TransportFactory, *,
                  guest_argv: list[str], state: StateFile, rules: IgnoreRules,
-                 inplace: bool = False) -> None:
+                 inplace: bool = False,
+                 report: Callable[[str, str], None] | None = None) -> None:
         self.host_root = str(host_root)
         self.guest_root = guest_root
         self.factory = factory
@@ -74,6 +54,7 @@ class Session:
         self.statefile = state
         self.rules = rules
         self.inplace = inplace
+        self.report = report or (lambda message, error: None)
         self.state = State.STARTING
         self.error = ""
         self.ready = threading.Event()
@@ -91,8 +72,11 @@ class Session:
         self._thread = threading.Thread(target=self._main, daemon=True,
                                         name=f"sync {self.host_root}")
         self._waiters: dict[int, threading.Event] = {}
-        self._saves: dict[int, dict[str, Entry]] = {}  # barrier id -> agreed state to save
+        # durable barrier id -> (agreed state to save, its generation, whether it marks use)
+        self._saves: dict[int, tuple[dict[str, Entry], int, bool]] = {}
         self._next_barrier = 0
+        self.copy_id = ""  # the guest copy's identity (its hello)
+        self._gen = 0  # the generation of the last durable barrier sent
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -234,6 +218,7 @@ class Session:
         if hello.get("v") != wire.PROTOCOL_VERSION:
             raise SessionFailed(f"the guest speaks sync protocol {hello.get('v')}, "
                                 f"not {wire.PROTOCOL_VERSION}", hint="rebuild the guest image")
+        self.copy_id, guest_gen = str(hello.get("id", "")), int(hello.get("gen", 0))
         self._send(wire.encode({"t": "scan"}))
         guest: dict[str, Entry] = {}
         while True:
@@ -247,30 +232,44 @@ class Session:
         self.phases["guest_scan"] = time.monotonic() - began - self.phases["guest_start"]
         mark = time.monotonic()
         host = fstree.scan(self.host_root, self.rules.ignored)
-        base = self.statefile.load()
+        saved = self.statefile.read()
+        self._gen = max(saved.gen, guest_gen)
+        base = trusted_base(saved, self.copy_id, guest_gen)
+        if saved.entries and not base:
+            self._notice(f"the guest copy of {self.host_root} is not the one last synced (new, "
+                         "emptied or older): merging both sides, nothing deleted")
         plan = initial_plan(host, guest, base)
+        spared = spare_host_deletions(plan, len(host))
+        if spared:
+            self._notice(f"sync of {self.host_root}: the guest copy lacks {len(spared)} of the "
+                         f"{len(host)} host paths; kept them on the host and sent them back "
+                         "instead of deleting them")
         self.phases["host_scan_plan"] = time.monotonic() - mark
         mark = time.monotonic()
         self.engine.start(plan, host, guest)
         self.phases["send"] = time.monotonic() - mark
         while True:
-            self._barrier(deferred)
-            if not self.engine.busy:
+            # Done when nothing is awaited and nothing was sent after the barrier (a conflict
+            # resolved while it was on its way pushes the host's version after it).
+            sent = self._barrier(deferred)
+            if not self.engine.busy and self.messages_sent == sent:
                 break
         self.phases["apply_wait"] = time.monotonic() - mark - self.phases["send"]
-        self.statefile.save(self.engine.agreed)
-        self.engine.dirty = False
+        # Saved when the guest says it is on disk (the live loop gets the answer).
+        self._request_save(mark_used=False)
         for item in deferred:
             self._queue.put(item)
 
-    def _barrier(self, deferred: list[tuple[str, Any, Any]]) -> None:
+    def _barrier(self, deferred: list[tuple[str, Any, Any]]) -> int:
+        """Sends a barrier and waits for it; returns the message count right after it."""
         self._next_barrier += 1
         wanted = self._next_barrier
         self._send(wire.encode({"t": "barrier", "id": wanted}))
+        sent = self.messages_sent
         while True:
             header, _ = self._expect("barrier", deferred)
             if header.get("id") == wanted:
-                return
+                return sent
 
     def _dispatch(self, item: tuple[str, Any, Any]) -> None:
         what, header, data = item
@@ -305,25 +304,38 @@ class Session:
             waiter = self._waiters.pop(barrier, None)
             if waiter is not None:
                 waiter.set()
-            snapshot = self._saves.pop(barrier, None)
-            if snapshot is not None:
-                self._save_confirmed(snapshot)
+            pending = self._saves.pop(barrier, None)
+            if pending is None:
+                return
+            if header.get("durable") and int(header.get("gen", -1)) >= pending[1]:
+                self._save_confirmed(*pending)
+            else:
+                self.engine.dirty = True  # not on the guest's disk: the next save tries again
 
-    def _request_save(self) -> None:
+    def _notice(self, message: str) -> None:
+        log.warning("%s", message)
+        self.report(message, "")
+
+    def _request_save(self, mark_used: bool = True) -> None:
         """Saves the agreed state once the guest confirmed it: a snapshot now, written when
-        the barrier sent after it comes back. Saving an optimistic state (a change sent but not
-        yet applied) could make a restart take the guest's older version for the newer one."""
+        the durable barrier sent after it comes back. Saving an optimistic state (a change sent
+        but not yet applied, or applied but not yet on the guest's disk) could make a restart
+        take the guest's older version for the newer one."""
         self.engine.flush()
         self._next_barrier += 1
-        self._saves[self._next_barrier] = dict(self.engine.agreed)
+        self._gen += 1
+        self._saves[self._next_barrier] = (dict(self.engine.agreed), self._gen, mark_used)
         self.engine.dirty = False
-        self._send(wire.encode({"t": "barrier", "id": self._next_barrier}))
+        self._send(wire.encode({"t": "barrier", "id": self._next_barrier, "durable": True,
+                                "gen": self._gen}))
 
-    def _save_confirmed(self, snapshot: dict[str, Entry]) -> None:
+    def _save_confirmed(self, snapshot: dict[str, Entry], gen: int, mark_used: bool) -> None:
         # A path refused meanwhile has no agreed state until its conflict is resolved.
         for path in self.engine.conflicted:
             snapshot.pop(path, None)
-        self.statefile.save(snapshot)
+        self.statefile.save(snapshot, self.copy_id, gen)
+        if mark_used:  # the sync carried a change: the root is in use
+            self.statefile.mark_used()
 
     def _live(self) -> None:
         pending: dict[str, None] = {}
