@@ -6,22 +6,34 @@ directory and renames it into place (mode and mtime set first), and applies each
 the path still is what the sender believed (``expect``): a compare-and-swap that turns a race with
 a local writer into a reported conflict instead of a silent overwrite. The host keeps an identical
 copy of this module (``pydesk.sync.fstree``); host code may not import the guest package.
-What it must never do: follow a symlink (a link in the tree is synced as a link, and no write goes
-through a linked parent directory), write outside the root, or touch owner/group.
+What it must never do: follow a symlink anywhere in a path (every path is resolved from the root
+one component at a time with O_NOFOLLOW|O_DIRECTORY and used through directory handles: a path
+below a link is absent, and writing there is refused), write outside the root, replace a name it
+meant to create, or touch owner/group. The peer is not trusted: every path it names goes through
+:func:`check_rel`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import NamedTuple
 
 TEMP_PREFIX = ".pydesk-tmp-"
 """Temporary files of an apply in progress: never scanned, never reported, never synced."""
 
 FILE, DIR, LINK = "f", "d", "l"
+
+# A directory handle for the *at() calls. O_PATH (Linux) needs no read permission and reads
+# nothing; elsewhere O_RDONLY. O_NOFOLLOW|O_DIRECTORY: a symlink or a file fails (ENOTDIR).
+_O_PATH: int = getattr(os, "O_PATH", 0)
+_DIR_HANDLE = _O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_LIST = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+"""A parent that is missing, a file, or a symlink: the path is absent (never followed)."""
 
 
 class UnsafePath(Exception):
@@ -85,15 +97,73 @@ def check_rel(rel: str) -> str:
     return rel
 
 
-def lstat_entry(root: str, rel: str) -> Entry | None:
-    """The entry at ``rel`` now, or None (absent, or a kind that is not synced)."""
-    full = os.path.join(root, rel)
+# -- resolving paths without following any symlink ----------------------------------------------
+def open_dir(root: str, rel_dir: str, *, create: bool = False) -> int:
+    """A handle of directory ``rel_dir`` ('' = the root) reached one component at a time with
+    O_NOFOLLOW|O_DIRECTORY: a symlink anywhere below the root is never followed (the root itself
+    may be reached through links: the user chose it). ``create`` makes missing directories.
+    Raises OSError (ENOENT, ENOTDIR: a component missing, a file, or a link; see ``_ABSENT``)."""
+    fd = os.open(root, _DIR_HANDLE & ~os.O_NOFOLLOW)
     try:
-        st = os.lstat(full)
-        target = os.readlink(full) if stat.S_ISLNK(st.st_mode) else ""
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+        for part in check_rel(rel_dir).split("/") if rel_dir else ():
+            child = _child(fd, part, create)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _child(fd: int, part: str, create: bool) -> int:
+    """A new handle of child directory ``part`` of the handle ``fd``."""
+    try:
+        return os.open(part, _DIR_HANDLE, dir_fd=fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(part, 0o755, dir_fd=fd)  # not 0o777: the guest side runs with umask 0
+        return os.open(part, _DIR_HANDLE, dir_fd=fd)
+
+
+def entry_at(dir_fd: int, name: str, rel: str) -> Entry | None:
+    """The entry named ``name`` in the directory ``dir_fd`` (reported as ``rel``), or None."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        target = os.readlink(name, dir_fd=dir_fd) if stat.S_ISLNK(st.st_mode) else ""
+    except OSError as e:
+        if e.errno in _ABSENT:
+            return None
+        raise
     return entry_from_stat(rel, st, target)
+
+
+def lstat_entry(root: str, rel: str) -> Entry | None:
+    """The entry at ``rel`` now, or None (absent, under a symlink or a file, or a kind that is
+    not synced). Raises UnsafePath for a path that is not a plain relative one."""
+    parent, _, name = check_rel(rel).rpartition("/")
+    try:
+        fd = open_dir(root, parent)
+    except OSError as e:
+        if e.errno in _ABSENT:
+            return None
+        raise
+    try:
+        return entry_at(fd, name, rel)
+    finally:
+        os.close(fd)
+
+
+def open_file(root: str, rel: str) -> int:
+    """A read-only descriptor of the regular file or directory at ``rel``, never through a
+    symlink (OSError, e.g. ELOOP or ENOTDIR, instead)."""
+    parent, _, name = check_rel(rel).rpartition("/")
+    fd = open_dir(root, parent)
+    try:
+        return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 Skip = Callable[[str, bool], bool]
@@ -109,39 +179,69 @@ def scan(root: str, skip: Skip | None = None) -> dict[str, Entry]:
 
 
 def walk(root: str, start: str, skip: Skip | None) -> Iterator[Entry]:
-    stack = [start]
-    while stack:
-        rel_dir = stack.pop()
+    """The entries below directory ``start`` ('' = the root), parents before their children.
+    Each directory is opened from its parent's handle with O_NOFOLLOW: a directory swapped for
+    a symlink during the walk is skipped, not followed. Holds one descriptor per level."""
+    try:
+        handle = open_dir(root, start)
         try:
-            it = os.scandir(os.path.join(root, rel_dir) if rel_dir else root)
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            continue
-        with it:
-            for de in it:
-                if de.name.startswith(TEMP_PREFIX):
+            top = os.open(".", _DIR_LIST, dir_fd=handle)
+        finally:
+            os.close(handle)
+    except OSError:  # gone, not a directory, a link, unreadable
+        return
+    stack: list[tuple[int, list[str]]] = [(top, [])]
+    try:
+        stack[-1][1].extend((yield from _list(top, start, skip)))
+        while stack:
+            fd, dirs = stack[-1]
+            if not dirs:
+                stack.pop()
+                os.close(fd)
+                continue
+            rel = dirs.pop()
+            try:
+                child = os.open(rel.rpartition("/")[2], _DIR_LIST, dir_fd=fd)
+            except OSError:
+                continue
+            stack.append((child, []))
+            stack[-1][1].extend((yield from _list(child, rel, skip)))
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+
+
+def _list(fd: int, rel_dir: str, skip: Skip | None) -> Generator[Entry, None, list[str]]:
+    """Yields the entries of one open directory; returns its subdirectories' paths."""
+    subdirs: list[str] = []
+    with os.scandir(fd) as it:
+        for de in it:
+            if de.name.startswith(TEMP_PREFIX):
+                continue
+            rel = f"{rel_dir}/{de.name}" if rel_dir else de.name
+            try:
+                st = de.stat(follow_symlinks=False)
+                is_dir = stat.S_ISDIR(st.st_mode)
+                if skip is not None and skip(rel, is_dir):
                     continue
-                rel = f"{rel_dir}/{de.name}" if rel_dir else de.name
-                try:
-                    st = de.stat(follow_symlinks=False)
-                    is_dir = stat.S_ISDIR(st.st_mode)
-                    if skip is not None and skip(rel, is_dir):
-                        continue
-                    target = os.readlink(de.path) if stat.S_ISLNK(st.st_mode) else ""
-                except FileNotFoundError:
-                    continue
-                entry = entry_from_stat(rel, st, target)
-                if entry is None:
-                    continue
-                yield entry
-                if is_dir:
-                    stack.append(rel)
+                target = os.readlink(de.name, dir_fd=fd) if stat.S_ISLNK(st.st_mode) else ""
+            except FileNotFoundError:
+                continue
+            entry = entry_from_stat(rel, st, target)
+            if entry is None:
+                continue
+            yield entry
+            if is_dir:
+                subdirs.append(rel)
+    return subdirs
 
 
 class Rejected(NamedTuple):
     """A change not applied because the path is no longer what the sender expected.
 
-    ``current`` is what is there now; ``temp`` holds the received content (files) when the
-    caller wants to keep it (the host resolves conflicts with it), else it was removed."""
+    ``current`` is what is there now; ``temp`` (relative to the root, beside the path) holds
+    the received content (files) when the caller wants to keep it (the host resolves conflicts
+    with it), else it was removed."""
 
     path: str
     current: Entry | None
@@ -151,7 +251,11 @@ class Rejected(NamedTuple):
 class Applier:
     """Applies the peer's changes under ``root``; each ``expect`` is compared with the path's
     current entry first. ``inplace`` rewrites an existing file's inode instead of renaming over
-    it (a single-file bind mount in a container keeps pointing at the old inode otherwise)."""
+    it (a single-file bind mount in a container keeps pointing at the old inode otherwise).
+    Every path is resolved from the root one component at a time (``open_dir``): a parent that
+    is a symlink or a file is "absent" for a compare and refused (UnsafePath) for a write."""
+
+    MAX_HANDLES = 64
 
     def __init__(self, root: str, *, inplace: bool = False, keep_rejected: bool = False,
                  umask_zero: bool = False) -> None:
@@ -161,86 +265,127 @@ class Applier:
         open() and needs no fchmod (one syscall and one inotify event less per file)."""
         self.inplace = inplace
         self.keep_rejected = keep_rejected
-        self._open: dict[str, tuple[int, str]] = {}  # path -> (fd, temp path) of files in transfer
-        self._dirs_ok: set[str] = set()  # parents checked during the current message
+        # path -> (fd, parent handle, temp name) of files in transfer
+        self._open: dict[str, tuple[int, int, str]] = {}
+        self._dirs: dict[str, int] = {}  # directory handles resolved during the current message
 
     def new_message(self) -> None:
-        """Forgets the parents checked so far: called per incoming message, so one batch of
-        thousands of files checks each directory once, and the next batch checks again."""
-        self._dirs_ok.clear()
+        """Forgets the directories resolved so far: called per incoming message, so one batch
+        of thousands of files resolves each directory once, and the next batch resolves again
+        (a directory replaced meanwhile is not written through an old handle)."""
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs.clear()
 
-    def full(self, rel: str) -> str:
-        return os.path.join(self.root, check_rel(rel))
+    def _dir(self, rel_dir: str, create: bool) -> int:
+        """A cached handle of ``rel_dir``; OSError as ``open_dir``."""
+        fd = self._dirs.get(rel_dir)
+        if fd is not None:
+            return fd
+        parent, _, name = rel_dir.rpartition("/")
+        if not rel_dir:
+            fd = open_dir(self.root, "")
+        else:
+            fd = _child(self._dir(parent, create), name, create)
+        self._dirs[rel_dir] = fd
+        return fd
 
-    def _parent_ok(self, rel: str) -> str:
-        """Creates missing parents; refuses a parent that is a symlink or not a directory."""
-        parent = rel.rpartition("/")[0]
-        if not parent or parent in self._dirs_ok:
-            return os.path.join(self.root, rel)
-        cur = self.root
-        for part in parent.split("/"):
-            cur = os.path.join(cur, part)
-            try:
-                st = os.lstat(cur)
-            except FileNotFoundError:
-                os.mkdir(cur, 0o755)  # not 0o777: the guest side runs with umask 0
-                continue
-            if not stat.S_ISDIR(st.st_mode):
-                raise UnsafePath(f"parent {cur!r} of {rel!r} is not a directory")
-        self._dirs_ok.add(parent)
-        return os.path.join(self.root, rel)
+    def _trim(self) -> None:
+        """Bounds the cached handles; called where an operation starts (never during one: its
+        handles would be closed under it)."""
+        if len(self._dirs) > self.MAX_HANDLES:
+            self.new_message()
+
+    def _lookup(self, rel: str) -> tuple[int, str] | None:
+        """(parent handle, name) of ``rel``, or None when a parent is missing or not a
+        directory (a symlink included): the path is then absent."""
+        parent, _, name = check_rel(rel).rpartition("/")
+        try:
+            return self._dir(parent, False), name
+        except OSError as e:
+            if e.errno in _ABSENT:
+                return None
+            raise
+
+    def _parent(self, rel: str) -> tuple[int, str]:
+        """(parent handle, name) of ``rel``, making missing parents; a parent that is a
+        symlink or a file raises UnsafePath."""
+        parent, _, name = check_rel(rel).rpartition("/")
+        try:
+            return self._dir(parent, True), name
+        except OSError as e:
+            if e.errno in _ABSENT:
+                raise UnsafePath(f"a parent of {rel!r} is not a directory") from e
+            raise
+
+    def current(self, rel: str) -> Entry | None:
+        """The entry at ``rel`` now (as :func:`lstat_entry`)."""
+        self._trim()
+        return self._current(rel)
+
+    def _current(self, rel: str) -> Entry | None:
+        found = self._lookup(rel)
+        return None if found is None else entry_at(found[0], found[1], rel)
 
     def file_chunk(self, entry: Entry, expect: Entry | None, offset: int, data: bytes,
                    final: bool, *, direct: bool = False) -> Rejected | None:
         """One piece of a file's content; the file appears (atomically) with the final piece.
         ``direct``: a whole new file (first sync, nobody reads yet) is written in place."""
         rel = check_rel(entry.path)
+        self._trim()
         if direct and offset == 0 and final and expect is None and not self.keep_rejected:
             return self._new_file(rel, entry, data)
         if offset == 0:
             self.abort(rel)
-            full = self._parent_ok(rel)
-            temp = os.path.join(os.path.dirname(full),
-                                f"{TEMP_PREFIX}{os.urandom(4).hex()}-{os.path.basename(full)}")
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                         entry.mode if self.umask_zero else 0o600)
-            self._open[rel] = (fd, temp)
+            dir_fd, name = self._parent(rel)
+            temp = f"{TEMP_PREFIX}{os.urandom(4).hex()}-{name}"
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, entry.mode if self.umask_zero else 0o600, dir_fd=dir_fd)
+            self._open[rel] = (fd, os.dup(dir_fd), temp)
         if rel not in self._open:
             raise UnsafePath(f"content for {rel!r} at offset {offset} without its start")
-        fd, temp = self._open[rel]
+        fd, dir_fd, temp = self._open[rel]
         if data:
             _write_all(fd, data)
         if not final:
             return None
         del self._open[rel]
         try:
-            if not self.umask_zero:
-                os.fchmod(fd, entry.mode)
+            try:
+                if not self.umask_zero:
+                    os.fchmod(fd, entry.mode)
+                os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+            finally:
+                os.close(fd)
+            return self._finish(rel, dir_fd, temp, expect)
         finally:
-            os.close(fd)
-        os.utime(temp, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
-        current = lstat_entry(self.root, rel)
+            os.close(dir_fd)
+
+    def _finish(self, rel: str, dir_fd: int, temp: str, expect: Entry | None) -> Rejected | None:
+        name = rel.rpartition("/")[2]
+        current = entry_at(dir_fd, name, rel)
         if same(current, expect):
             try:
-                self.install(temp, rel, current)
+                self._install_at(dir_fd, temp, dir_fd, name, current)
                 return None
-            except OSError:  # a directory in the way that is not empty
-                current = lstat_entry(self.root, rel)
+            except OSError:  # a directory in the way that is not empty; a new name taken
+                current = entry_at(dir_fd, name, rel)
         if self.keep_rejected:
-            return Rejected(rel, current, temp)
-        os.unlink(temp)
+            parent = rel.rpartition("/")[0]
+            return Rejected(rel, current, f"{parent}/{temp}" if parent else temp)
+        _unlink_quiet(dir_fd, temp)
         return Rejected(rel, current)
 
     def _new_file(self, rel: str, entry: Entry, data: bytes) -> Rejected | None:
         """A whole file where nothing is expected: O_EXCL is the compare-and-swap, and no
         temporary file or rename is needed (a third of the syscalls of a first sync). A reader
         may see it partly written for the time of one write."""
-        full = self._parent_ok(rel)
+        dir_fd, name = self._parent(rel)
         try:
-            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                         entry.mode if self.umask_zero else 0o600)
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         entry.mode if self.umask_zero else 0o600, dir_fd=dir_fd)
         except FileExistsError:
-            return Rejected(rel, lstat_entry(self.root, rel))
+            return Rejected(rel, entry_at(dir_fd, name, rel))
         try:
             if data:
                 _write_all(fd, data)
@@ -252,104 +397,137 @@ class Applier:
         return None
 
     def install(self, temp: str, rel: str, current: Entry | None) -> None:
-        """Moves a finished temporary file to ``rel`` (over whatever is there but a non-empty
-        directory: OSError then)."""
-        full = self.full(rel)
-        if current is not None and current.kind == DIR:
-            os.rmdir(full)
-        if self.inplace and current is not None and current.kind == FILE:
-            _copy_into(temp, full)
-            os.unlink(temp)
+        """Moves a finished temporary file (``temp``: relative to the root) to ``rel``: over
+        what is there (``current``) but a non-empty directory, or, when ``current`` is None,
+        only if nothing is there (FileExistsError else). OSError when it cannot."""
+        self._trim()
+        src = self._lookup(check_rel(temp))
+        dst = self._parent(rel)
+        if src is None:
+            raise FileNotFoundError(errno.ENOENT, "the received content is gone", temp)
+        self._install_at(src[0], src[1], dst[0], dst[1], current)
+
+    def _install_at(self, src_fd: int, src: str, dst_fd: int, name: str,
+                    current: Entry | None) -> None:
+        if current is None:
+            _move_noreplace(src_fd, src, dst_fd, name)
             return
-        os.rename(temp, full)
+        if current.kind == DIR:
+            os.rmdir(name, dir_fd=dst_fd)
+        if self.inplace and current.kind == FILE:
+            _copy_into(src_fd, src, dst_fd, name)
+            os.unlink(src, dir_fd=src_fd)
+            return
+        os.rename(src, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+
+    def discard(self, temp: str) -> None:
+        """Removes a received temporary file (relative to the root) that was not installed."""
+        self._trim()
+        found = self._lookup(check_rel(temp))
+        if found is not None:
+            _unlink_quiet(*found)
 
     def abort(self, rel: str) -> None:
         """Drops a half-received file (the sender gave up, or restarted it)."""
         fd_temp = self._open.pop(rel, None)
         if fd_temp is not None:
-            os.close(fd_temp[0])
-            _unlink_quiet(fd_temp[1])
+            fd, dir_fd, temp = fd_temp
+            os.close(fd)
+            _unlink_quiet(dir_fd, temp)
+            os.close(dir_fd)
 
     def abort_all(self) -> None:
         for rel in list(self._open):
             self.abort(rel)
+        self.new_message()
 
     def mkdir(self, entry: Entry, expect: Entry | None) -> Rejected | None:
         rel = check_rel(entry.path)
-        current = lstat_entry(self.root, rel)
+        self._trim()
+        current = self._current(rel)
         if current is not None and current.kind == DIR:
             # A directory is "the same" whatever its children: only its mode can differ.
             if current.mode != entry.mode:
-                os.chmod(self.full(rel), entry.mode)
+                dir_fd, name = self._parent(rel)
+                _chmod_at(dir_fd, name, entry.mode)
             return None
         if not same(current, expect):
             return Rejected(rel, current)
-        full = self._parent_ok(rel)
+        dir_fd, name = self._parent(rel)
         if current is not None:
-            os.unlink(full)
-            self._dirs_ok.clear()
-        os.mkdir(full, 0o700)  # its own mode next
-        os.chmod(full, entry.mode)
+            os.unlink(name, dir_fd=dir_fd)
+        os.mkdir(name, 0o700, dir_fd=dir_fd)  # its own mode next
+        _chmod_at(dir_fd, name, entry.mode)
         return None
 
     def symlink(self, entry: Entry, expect: Entry | None) -> Rejected | None:
-        self._dirs_ok.clear()
         rel = check_rel(entry.path)
-        current = lstat_entry(self.root, rel)
+        self._trim()
+        current = self._current(rel)
         if same(current, entry):
             return None
         if not same(current, expect):
             return Rejected(rel, current)
-        full = self._parent_ok(rel)
-        temp = os.path.join(os.path.dirname(full), f"{TEMP_PREFIX}{os.urandom(4).hex()}")
-        os.symlink(entry.target, temp)
+        dir_fd, name = self._parent(rel)
+        temp = f"{TEMP_PREFIX}{os.urandom(4).hex()}"
+        os.symlink(entry.target, temp, dir_fd=dir_fd)
         try:
-            if current is not None and current.kind == DIR:
-                os.rmdir(full)
-            os.rename(temp, full)
+            self._install_at(dir_fd, temp, dir_fd, name, current)
         except OSError:
-            _unlink_quiet(temp)
-            return Rejected(rel, lstat_entry(self.root, rel))
+            _unlink_quiet(dir_fd, temp)
+            return Rejected(rel, entry_at(dir_fd, name, rel))
+        finally:
+            self.new_message()  # a directory replaced: no handle of it or below may be reused
         return None
 
     def remove(self, rel: str, expect: Entry | None) -> Rejected | None:
         """Deletes ``rel`` if it is still ``expect``; a directory only when empty (a child the
         sender did not know about must survive)."""
-        self._dirs_ok.clear()
         rel = check_rel(rel)
-        current = lstat_entry(self.root, rel)
-        if current is None:
+        self._trim()
+        found = self._lookup(rel)
+        current = None if found is None else entry_at(found[0], found[1], rel)
+        if found is None or current is None:
             return None
         if not same(current, expect):
             return Rejected(rel, current)
-        full = self.full(rel)
         try:
             if current.kind == DIR:
-                os.rmdir(full)
+                os.rmdir(found[1], dir_fd=found[0])
             else:
-                os.unlink(full)
+                os.unlink(found[1], dir_fd=found[0])
         except FileNotFoundError:
             pass
         except OSError:  # ENOTEMPTY: children the sender did not delete stay, with their dir
-            return Rejected(rel, lstat_entry(self.root, rel))
+            return Rejected(rel, entry_at(found[0], found[1], rel))
+        finally:
+            self.new_message()
         return None
 
     def rename(self, rel: str, to: str, expect: Entry | None) -> Rejected | None:
-        """Renames ``rel`` to ``to`` if ``rel`` is still ``expect`` and ``to`` is free."""
-        self._dirs_ok.clear()
+        """Renames ``rel`` to ``to`` if ``rel`` is still ``expect`` and ``to`` is free (a
+        ``to`` that appears meanwhile is never replaced)."""
         rel, to = check_rel(rel), check_rel(to)
-        current = lstat_entry(self.root, rel)
-        if current is None or not same(current, expect):
+        self._trim()
+        found = self._lookup(rel)
+        current = None if found is None else entry_at(found[0], found[1], rel)
+        if found is None or current is None or not same(current, expect):
             return Rejected(rel, current)
-        if lstat_entry(self.root, to) is not None:
+        try:
+            if self._current(to) is not None:
+                return Rejected(rel, current)
+            dst_fd, name = self._parent(to)
+            _move_noreplace(found[0], found[1], dst_fd, name)
+        except FileExistsError:
             return Rejected(rel, current)
-        os.rename(self.full(rel), self._parent_ok(to))
+        finally:
+            self.new_message()
         return None
 
 
 def read_chunks(root: str, entry: Entry, chunk: int) -> Iterator[tuple[int, bytes]]:
     """(offset, bytes) pieces of a file's content, at least one (empty files too)."""
-    fd = os.open(os.path.join(root, entry.path), os.O_RDONLY | os.O_NOFOLLOW)
+    fd = open_file(root, entry.path)
     try:
         offset = 0
         while True:
@@ -368,16 +546,59 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _copy_into(src: str, dst: str) -> None:
-    st = os.stat(src)
-    with open(src, "rb") as fin, open(dst, "r+b") as fout:
-        fout.truncate(0)
-        while block := fin.read(1 << 20):
-            fout.write(block)
-    os.chmod(dst, stat.S_IMODE(st.st_mode))
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+def _move_noreplace(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
+    """Renames without ever replacing ``dst`` (FileExistsError): link() then unlink() for
+    files and links (link fails on an existing name); a directory, or a filesystem without
+    hard links, is checked first then renamed (a window of microseconds)."""
+    st = os.stat(src, dir_fd=src_fd, follow_symlinks=False)
+    if not stat.S_ISDIR(st.st_mode):
+        try:
+            os.link(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+        except FileExistsError:
+            raise
+        except OSError:
+            pass  # EPERM, EXDEV, EMLINK...: no hard link here
+        else:
+            os.unlink(src, dir_fd=src_fd)
+            return
+    if entry_at(dst_fd, dst, dst) is not None:
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+    os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
 
 
-def _unlink_quiet(path: str) -> None:
+def _chmod_at(dir_fd: int, name: str, mode: int) -> None:
+    """chmod without following a symlink: through an O_PATH handle's /proc link on Linux
+    (fchmodat cannot refuse links there), fchmodat(AT_SYMLINK_NOFOLLOW) elsewhere."""
+    if os.chmod in os.supports_follow_symlinks or not _O_PATH:
+        os.chmod(name, mode, dir_fd=dir_fd, follow_symlinks=False)
+        return
+    fd = os.open(name, _O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            raise OSError(errno.ELOOP, "a symlink: its mode is not changed", name)
+        os.chmod(f"/proc/self/fd/{fd}", mode)
+    finally:
+        os.close(fd)
+
+
+def _copy_into(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
+    """Rewrites the existing file ``dst`` with ``src``'s content, mode and times (same inode)."""
+    fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
+    try:
+        fout = os.open(dst, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst_fd)
+        try:
+            st = os.fstat(fin)
+            os.ftruncate(fout, 0)
+            while block := os.read(fin, 1 << 20):
+                _write_all(fout, block)
+            os.fchmod(fout, stat.S_IMODE(st.st_mode))
+            os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
+
+
+def _unlink_quiet(dir_fd: int, name: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+        os.unlink(name, dir_fd=dir_fd)

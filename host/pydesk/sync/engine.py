@@ -7,24 +7,30 @@ the guest refuses a change that would overwrite a container's write), turns gues
 wins, the other version is kept beside it as ``NAME.pydesk-conflict-<side>-<UTC time>`` on both
 sides). Echoes — the events our own applies cause on either side — are dropped because the path
 then equals its agreed entry. ``Session`` feeds it events and messages from one thread.
-What it must never do: block on the network (it only calls ``send``), follow a symlink, or
-overwrite a version that nobody agreed on without keeping it as a conflict copy.
+The guest is not trusted: every path it names is checked (``fstree.check_rel``) and resolved
+with no symlink followed; a path that cannot be applied here (under a symlink, an I/O error) is
+skipped and reported (``Stats.skipped``, ``last_error``) and the session goes on.
+What it must never do: block on the network (it only calls ``send``), follow a symlink, fail
+the session for one path, take two files that merely look alike for a rename, or overwrite a
+version that nobody agreed on without keeping it as a conflict copy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydesk.sync import fstree, wire
-from pydesk.sync.fstree import DIR, FILE, LINK, Entry, lstat_entry, same
+from pydesk.sync.fstree import DIR, FILE, LINK, Entry, UnsafePath, lstat_entry, same
 from pydesk.sync.ignore import IgnoreRules
 from pydesk.sync.plan import Plan, match_renames, under
 from pydesk.sync.resolve import resolve_conflict
+from pydesk.sync.watcher import MoveLog, move_log
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +48,22 @@ class Stats:
     conflicts: int = 0
     renamed: int = 0
     guest_errors: int = 0
+    skipped: int = 0
+    """Paths not applied here: unsafe, under a symlink or a file, or an I/O error."""
     last_error: str = ""
+
+
+PATH_ERRORS = (UnsafePath, OSError, ValueError)
+"""What one path's apply may raise without ending the session (OSError from the transport
+arrives as SessionFailed, not caught here)."""
 
 
 class Engine:
     def __init__(self, root: str, rules: IgnoreRules, send: Callable[[bytes], None],
-                 agreed: dict[str, Entry] | None = None) -> None:
+                 agreed: dict[str, Entry] | None = None, moves: MoveLog | None = None) -> None:
         self.root = root
+        self.moves = move_log(root) if moves is None else moves
+        """The host renames the watcher saw: the only ones sent as ``mv``."""
         self.rules = rules
         self.send = send
         self.agreed: dict[str, Entry] = dict(agreed or {})
@@ -61,6 +76,31 @@ class Engine:
         self._moves: dict[str, Entry] = {}  # old path -> new entry of renames sent
 
     # -- helpers ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _each(self, path: str) -> Iterator[None]:
+        """One path's work: an error there skips that path (reported), not the session."""
+        try:
+            yield
+        except PATH_ERRORS as e:
+            self.skip(path, e)
+
+    def skip(self, path: str, error: Exception) -> None:
+        """``path`` could not be applied here: left unagreed (the next change of either side,
+        or the next session, tries again) and reported in the status."""
+        self.conflicted.discard(path)
+        self.stats.skipped += 1
+        self.stats.last_error = f"skipped {path!r}: {type(error).__name__}: {error}"
+        log.warning("sync of %s: %s", self.root, self.stats.last_error)
+
+    def safe(self, path: str) -> bool:
+        """False (and reported) for a guest path that is not a plain relative one."""
+        try:
+            fstree.check_rel(path)
+        except UnsafePath as e:
+            self.skip(path, e)
+            return False
+        return True
+
     def ignored(self, rel: str, entry: Entry | None) -> bool:
         if entry is not None:
             return self.rules.ignored(rel, entry.kind == DIR)
@@ -102,7 +142,7 @@ class Engine:
             self.stats.pushed += 1
             return
         try:
-            fd = os.open(os.path.join(self.root, entry.path), os.O_RDONLY | os.O_NOFOLLOW)
+            fd = fstree.open_file(self.root, entry.path)
         except OSError:
             return  # gone or replaced: its event comes
         try:
@@ -158,13 +198,14 @@ class Engine:
         for path in paths:
             if path in self.conflicted:
                 continue
-            h, a = lstat_entry(self.root, path), self.agreed.get(path)
-            if h is None and a is not None:
-                gone[path] = a
-            elif h is not None and a is None and not self.ignored(path, h):
-                appeared[path] = h
+            with self._each(path):
+                h, a = lstat_entry(self.root, path), self.agreed.get(path)
+                if h is None and a is not None:
+                    gone[path] = a
+                elif h is not None and a is None and not self.ignored(path, h):
+                    appeared[path] = h
         moved: set[str] = set()
-        for old, new in match_renames(gone, appeared):
+        for old, new in match_renames(gone, appeared, self._host_moves(appeared)):
             self.put_op({"o": "mv", "p": old, "to": new, "x": gone[old].wire()})
             self._moves[old] = appeared[new]
             self.agree(old, None)
@@ -173,9 +214,14 @@ class Engine:
             self.stats.renamed += 1
         for path in paths:
             if path not in moved:
-                self.host_changed(path)
+                with self._each(path):
+                    self.host_changed(path)
         if len(self._moves) > 10_000:  # entries whose rename was applied long ago
             self._moves.clear()
+
+    def _host_moves(self, appeared: Mapping[str, Entry]) -> dict[str, str]:
+        """new path -> old path of the renames the watcher saw among ``appeared``."""
+        return {new: old for new in appeared if (old := self.moves.take(new)) is not None}
 
     def host_changed(self, path: str) -> None:
         """A watcher event for ``path`` (relative); compares it with the agreed state."""
@@ -200,55 +246,67 @@ class Engine:
                     self.push(e, self.agreed.get(e.path))
 
     # -- guest -> host ------------------------------------------------------------------------
-    def guest_changed(self, changes: list[tuple[str, Entry | None]]) -> None:
-        """The guest's ``changes`` message: pulls files, applies dirs/links/deletes locally."""
+    def guest_changed(self, changes: list[tuple[str, Entry | None]],
+                      moves: Mapping[str, str] | None = None) -> None:
+        """The guest's ``changes`` message: pulls files, applies dirs/links/deletes locally.
+        ``moves`` (new path -> old path) are renames the guest saw happen (inotify's move
+        cookies); without them nothing is taken for a rename (the content is fetched)."""
+        self.applier.new_message()
         pulls: list[str] = []
         conflicts: list[str] = []
-        changes = self._guest_renames(changes)
+        changes = [(p, None if g is None else g._replace(path=p))
+                   for p, g in changes if self.safe(p)]
+        changes = self._guest_renames(changes, moves or {})
         for path, g in changes:
-            if self.ignored(path, g) or path in self.conflicted:
+            if path in self.conflicted:
                 continue
-            a = self.agreed.get(path)
-            if same(g, a):
-                continue  # an echo of our own change, or a change undone
-            h = lstat_entry(self.root, path)
-            if not same(h, a):
-                if same(h, g):
-                    self.agree(path, h)  # both sides made the same change
-                else:
-                    self.conflicted.add(path)
-                    if not self.pending_gets[path]:
-                        conflicts.append(path)
-                continue
-            if g is None:
-                assert a is not None
-                self.delete_host(path, a)
-            elif g.kind == FILE:
-                if not self.pending_gets[path]:
-                    pulls.append(path)
-            else:
-                self._apply_guest(g, a)
+            with self._each(path):
+                self._guest_change(path, g, pulls, conflicts)
         self.request(pulls, "pull")
         self.request(conflicts, "conflict")
         self.flush()
 
-    def _guest_renames(self, changes: list[tuple[str, Entry | None]]
+    def _guest_change(self, path: str, g: Entry | None, pulls: list[str],
+                      conflicts: list[str]) -> None:
+        if self.ignored(path, g):
+            return
+        a = self.agreed.get(path)
+        if same(g, a):
+            return  # an echo of our own change, or a change undone
+        h = lstat_entry(self.root, path)
+        if not same(h, a):
+            if same(h, g):
+                self.agree(path, h)  # both sides made the same change
+            else:
+                self.conflicted.add(path)
+                if not self.pending_gets[path]:
+                    conflicts.append(path)
+            return
+        if g is None:
+            assert a is not None
+            self.delete_host(path, a)
+        elif g.kind == FILE:
+            if not self.pending_gets[path]:
+                pulls.append(path)
+        else:
+            self._apply_guest(g, a)
+
+    def _guest_renames(self, changes: list[tuple[str, Entry | None]], moves: Mapping[str, str]
                        ) -> list[tuple[str, Entry | None]]:
-        """Applies the renames among a guest batch here (when both paths are still as agreed
-        on the host); returns the changes left to handle."""
+        """Applies the renames the guest saw (``moves``) among a batch here (when both paths
+        are still as agreed on the host); returns the changes left to handle."""
         gone = {p: a for p, g in changes if g is None and (a := self.agreed.get(p)) is not None
                 and p not in self.conflicted}
         appeared = {p: g for p, g in changes if g is not None and p not in self.agreed
                     and p not in self.conflicted and not self.ignored(p, g)}
         done: set[str] = set()
-        for old, new in match_renames(gone, appeared):
-            if lstat_entry(self.root, new) is not None:
-                continue
-            if self.applier.rename(old, new, gone[old]) is None:
-                self.agree(old, None)
-                self.agree(new, appeared[new])
-                done.update((old, new))
-                self.stats.renamed += 1
+        for old, new in match_renames(gone, appeared, moves):
+            with self._each(new):
+                if self.applier.rename(old, new, gone[old]) is None:
+                    self.agree(old, None)
+                    self.agree(new, appeared[new])
+                    done.update((old, new))
+                    self.stats.renamed += 1
         return [(p, g) for p, g in changes if p not in done]
 
     def _apply_guest(self, g: Entry, expect: Entry | None) -> None:
@@ -264,7 +322,8 @@ class Engine:
         """The guest deleted ``path``: delete it here unless changed here (then send it back)."""
         if agreed.kind == DIR:
             for child in under(path, self.agreed):
-                self._delete_local(child, self.agreed[child])
+                with self._each(child):
+                    self._delete_local(child, self.agreed[child])
         self._delete_local(path, agreed)
         self.stats.deleted_host += 1
 
@@ -280,29 +339,37 @@ class Engine:
         """A ``put`` from the guest: the content we asked for with ``get``."""
         self.applier.new_message()
         for op, chunk in wire.split_put(header, data):
-            self._received_op(op, chunk)
+            o = op.get("o")
+            path = str(op.get("p") if o == "rm" else (op.get("e") or ["?"])[0])
+            if o != FILE or op.get("fin", True):
+                self._got(path)  # first: an answer that cannot be applied is still an answer
+            with self._each(path):
+                self._received_op(path, op, chunk)
         self.flush()
 
-    def _received_op(self, op: dict[str, Any], chunk: bytes) -> None:
+    def _received_op(self, path: str, op: dict[str, Any], chunk: bytes) -> None:
         o = op["o"]
+        fstree.check_rel(path)
         if o == FILE:
             entry = Entry.from_wire(op["e"])
-            path = fstree.check_rel(entry.path)
             final = bool(op.get("fin", True))
             expect = NEVER if path in self.conflicted else self.agreed.get(path)
             rejected = self.applier.file_chunk(entry, expect, int(op.get("off", 0)), chunk,
                                                final)
             if not final:
                 return
-            self._got(path)
             if rejected is None:
                 self.agree(path, entry)
                 self.stats.pulled += 1
-            else:
+                return
+            try:
                 self.resolve(path, entry, rejected.temp)
+            except BaseException:
+                if rejected.temp is not None:
+                    with contextlib.suppress(*PATH_ERRORS):
+                        self.applier.discard(rejected.temp)
+                raise
             return
-        path = fstree.check_rel(str(op["p"]) if o == "rm" else str(op["e"][0]))
-        self._got(path)
         if o == "rm":
             if path in self.conflicted:
                 self.resolve(path, None, None)
@@ -323,6 +390,8 @@ class Engine:
 
     def rejected(self, path: str, current: Entry | None) -> None:
         """The guest refused a change: it had something else there. Resolve with its version."""
+        if not self.safe(path):
+            return
         moved_to = self._moves.pop(path, None)
         if moved_to is not None:
             # A refused rename: the new path gets the content; the old one is a conflict.
@@ -341,22 +410,29 @@ class Engine:
         """Sends everything the initial plan says; the caller then waits for a barrier."""
         self.agreed = dict(plan.agreed)
         self.dirty = True
+        self.applier.new_message()
         for e in plan.push:
-            self.push(e, guest.get(e.path), new=e.path not in guest)
+            with self._each(e.path):
+                self.push(e, guest.get(e.path), new=e.path not in guest)
         for e in plan.delete_guest:
-            self.put_op({"o": "rm", "p": e.path, "x": e.wire()})
-            self.stats.deleted_guest += 1
+            if self.safe(e.path):
+                self.put_op({"o": "rm", "p": e.path, "x": e.wire()})
+                self.stats.deleted_guest += 1
         for e in plan.delete_host:
-            self._delete_local(e.path, e)
+            with self._each(e.path):
+                self._delete_local(e.path, e)
         pulls = []
         for g in plan.pull:
+            if not self.safe(g.path):
+                continue  # the guest's manifest named it: not a path under the root
             h = host.get(g.path)
             if h is not None:
                 self.agreed[g.path] = h  # the compare-and-swap base: the host as scanned
             if g.kind == FILE:
                 pulls.append(g.path)
             else:
-                self._apply_guest(g, h)
+                with self._each(g.path):
+                    self._apply_guest(g, h)
         self.request(pulls, "pull")
         for h, _g in plan.conflicts:
             self.conflicted.add(h.path)

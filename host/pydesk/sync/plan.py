@@ -107,10 +107,12 @@ def conflict_winner(h: Entry, g: Entry) -> str:
     return HOST if h.mtime_ns >= g.mtime_ns else GUEST
 
 
-def conflict_name(path: str, loser: str, now: float | None = None) -> str:
-    """``dir/NAME.pydesk-conflict-<loser>-<UTC timestamp>`` beside ``path``."""
+def conflict_name(path: str, loser: str, now: float | None = None, n: int = 1) -> str:
+    """``dir/NAME.pydesk-conflict-<loser>-<UTC timestamp>`` beside ``path``; ``n`` > 1 adds
+    ``-<n>``: a second conflict within the same second takes the next free number (the caller
+    tries n = 1, 2, ... and never replaces an existing copy)."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
-    return f"{path}.pydesk-conflict-{loser}-{stamp}"
+    return f"{path}.pydesk-conflict-{loser}-{stamp}" + (f"-{n}" if n > 1 else "")
 
 
 def under(path: str, manifest: Manifest) -> list[str]:
@@ -119,29 +121,21 @@ def under(path: str, manifest: Manifest) -> list[str]:
     return sorted((p for p in manifest if p.startswith(prefix)), reverse=True)
 
 
-def match_renames(gone: Manifest, appeared: Manifest) -> list[tuple[str, str]]:
-    """(old path, new path) pairs among files that vanished and files that appeared in one batch
-    of changes: same size, mtime and mode (a rename keeps them) make it a rename, sent as one
-    ``mv`` instead of a delete and the whole content again. Each file pairs at most once; among
-    several candidates, the one with the same name (a move to another directory) is preferred."""
-    by_key: dict[tuple[object, ...], list[str]] = {}
-    for path, entry in sorted(gone.items()):
-        if entry.kind == FILE:
-            by_key.setdefault(entry.sig(), []).append(path)
+def match_renames(gone: Manifest, appeared: Manifest,
+                  moves: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(old path, new path) pairs of one batch of changes sent as one ``mv`` instead of a
+    delete and the whole content again: only renames a watcher saw happen (``moves``: new path
+    -> old path, from watchdog's move events or inotify's move cookies), and only when the file
+    that vanished (its agreed entry) and the one that appeared still agree on size, mtime and
+    mode. Two files that merely look alike (a delete and a ``tar x`` or ``cp -p`` in one batch)
+    are never paired: a wrong guess would give one file the other's bytes, silently."""
     pairs: list[tuple[str, str]] = []
-    left: list[tuple[str, Entry]] = []
-    for path, entry in sorted(appeared.items()):  # first pass: moves keeping their name
-        candidates = by_key.get(entry.sig()) if entry.kind == FILE else None
-        name = path.rsplit("/", 1)[-1]
-        pick = next((c for c in candidates or () if c.rsplit("/", 1)[-1] == name), None)
-        if pick is None:
-            left.append((path, entry))
+    used: set[str] = set()
+    for new, old in sorted(moves.items()):
+        before, after = gone.get(old), appeared.get(new)
+        if before is None or after is None or old in used:
             continue
-        assert candidates is not None
-        candidates.remove(pick)
-        pairs.append((pick, path))
-    for path, entry in left:  # then renames
-        candidates = by_key.get(entry.sig()) if entry.kind == FILE else None
-        if candidates:
-            pairs.append((candidates.pop(0), path))
+        if before.kind == FILE and same(before, after):
+            used.add(old)
+            pairs.append((old, new))
     return sorted(pairs)

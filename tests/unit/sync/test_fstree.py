@@ -76,7 +76,7 @@ def test_keep_rejected_hands_over_the_received_content(m: ModuleType, tmp_path: 
     (tmp_path / "f").write_text("local")
     a = m.Applier(str(tmp_path), keep_rejected=True)
     rejected = a.file_chunk(m.Entry("f", m.FILE, 6, 1, 0o644), None, 0, b"remote", True)
-    assert rejected is not None and Path(rejected.temp).read_bytes() == b"remote"
+    assert rejected is not None and (tmp_path / rejected.temp).read_bytes() == b"remote"
 
 
 @pytest.mark.parametrize("m", COPIES)

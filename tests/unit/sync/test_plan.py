@@ -95,9 +95,13 @@ def test_under_lists_children_deepest_first() -> None:
     assert under("a", m) == ["a/b/c", "a/b"]
 
 
-def test_match_renames_pairs_same_files_once_preferring_the_same_name() -> None:
+def test_match_renames_pairs_only_seen_moves_of_unchanged_files() -> None:
     from pydesk.sync.plan import match_renames
 
     gone = {"a/x": f("a/x", 5), "b/y": f("b/y", 5), "c": f("c", 9), "dir": d("dir")}
     appeared = {"z/x": f("z/x", 5), "w": f("w", 5), "q": f("q", 7), "dir2": d("dir2")}
-    assert match_renames(gone, appeared) == [("a/x", "z/x"), ("b/y", "w")]
+    # look-alikes (same size, mtime, mode) without a seen move are not renames
+    assert match_renames(gone, appeared, {}) == []
+    moves = {"w": "a/x", "q": "c", "dir2": "dir", "z/x": "a/x", "nowhere": "b/y"}
+    # c -> q changed size since (not the same file any more), dirs are not paired, a/x once
+    assert match_renames(gone, appeared, moves) == [("a/x", "w")]
