@@ -55,6 +55,20 @@ def test_desktop_mode_end_to_end(vm: VmDriver, busybox_mirror: Registry,  # noqa
     print(f"edit served after {measured.edit_seconds:.3f} s, container write on the host "
           f"after {measured.back_seconds:.3f} s")
 
+    # a host port that is taken: said by `run -d`, `port` and the agent's status
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ran = pydesk("run", "-d", "-p", f"{busy}:80", "busybox", "sleep", "600")
+        assert f"host port {busy}/tcp is not forwarded" in ran.stderr, ran.stderr
+        assert "already in use" in ran.stderr, ran.stderr
+        shown = pydesk("port", ran.stdout.strip())
+        assert f"host port {busy}/tcp is not forwarded" in shown.stderr, shown.stderr
+        assert any(f"host port {busy}" in line and "already in use" in line
+                   for line in vm.files.status.read_text().splitlines())
+        pydesk("rm", "-f", ran.stdout.strip())
+
     # 2. the docker CLI with the context the agent made
     env = dict(vm.env)
     env.pop("DOCKER_HOST", None)

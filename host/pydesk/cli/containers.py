@@ -122,6 +122,11 @@ def _run(o: RunOptions, pull: str = "missing") -> int:
     if o.detach:
         client.start(ident)
         print(ident)
+        if o.publish or o.publish_all:
+            from pydesk.cli.ports import report_forwards_after_start
+
+            name = o.name or client.inspect_container(ident)["Name"].lstrip("/")
+            report_forwards_after_start(ident, name)
         return 0
     return attach_and_run(client, ident, o.interactive, o.tty)
 

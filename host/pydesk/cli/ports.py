@@ -133,3 +133,23 @@ def open_(container: Annotated[str, typer.Argument()],
     else:
         print(url)
         print("no browser found here: open the URL above yourself", file=sys.stderr)
+
+
+def report_forwards_after_start(ident: str, name: str, timeout: float = 1.5) -> None:
+    """VM mode, after ``run -d -p``: waits (briefly) until the port forwarder has handled this
+    container, then prints a warning per host port it could not forward (taken, refused) —
+    so a port in use is said where the user asked for it, not only in ``pydesk port``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        entries = _vm_forwards()
+        if entries is None:
+            return  # not the VM (passthrough: pydeskd itself fails a taken port)
+        mine = [e for e in entries if str(e.get("container", "")).lstrip("/") == name
+                or (e.get("container") and ident.startswith(str(e.get("container"))))]
+        if mine or time.monotonic() > deadline:
+            for warning in forward_failures(entries, ident, name):
+                print(warning, file=sys.stderr)
+            return
+        time.sleep(0.05)

@@ -3,6 +3,8 @@ forwarder's failures for one container."""
 
 from __future__ import annotations
 
+import pytest
+
 from pydesk.cli.ports import forward_failures, open_url, port_key, unpublished_message
 
 
@@ -44,3 +46,30 @@ def test_forward_failures_match_the_container_by_name_or_id() -> None:
         "warning: host port 8080/tcp is not forwarded: in use",
         "warning: host port 53/udp is not forwarded: denied"]
     assert forward_failures(None, "abc", "web") == []
+
+
+def test_run_d_reports_a_taken_port_once_the_forwarder_handled_the_container(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from pydesk.cli import ports
+
+    states: list[list[dict[str, object]] | None] = [
+        [],  # the forwarder has not seen the container yet
+        [{"container": "web", "host_port": 8080, "proto": "tcp",
+          "error": "host port 8080 is already in use"},
+         {"container": "web", "host_port": 8443, "proto": "tcp", "error": ""}],
+    ]
+    monkeypatch.setattr(ports, "_vm_forwards", lambda: states.pop(0) if len(states) > 1
+                        else states[0])
+    ports.report_forwards_after_start("abc123", "web", timeout=5)
+    err = capsys.readouterr().err
+    assert err == ("warning: host port 8080/tcp is not forwarded: host port 8080 is already "
+                   "in use\n")
+
+
+def test_run_d_in_passthrough_reads_nothing(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from pydesk.cli import ports
+
+    monkeypatch.setattr(ports, "_vm_forwards", lambda: None)
+    ports.report_forwards_after_start("abc123", "web", timeout=5)
+    assert capsys.readouterr().err == ""
