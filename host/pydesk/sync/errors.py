@@ -33,3 +33,9 @@ class UnsupportedPath(SyncError):
 
 class SessionFailed(SyncError):
     """The guest side died, broke the protocol, or the first sync timed out."""
+
+
+class ProtectedPath(SyncError):
+    """The host path is inside pydesk's own directory (``~/.pydesk``), which is never synced."""
+
+    status = 400

@@ -1,4 +1,5 @@
-"""Which paths of a synced root are not synced: VCS folders, ``.pydeskignore``, file-bind filters.
+"""Which paths of a synced root are not synced: VCS folders, ``.pydeskignore``, file-bind filters,
+pydesk's own directory.
 
 What it is for: :class:`IgnoreRules` answers ``ignored(rel, is_dir)`` for the host scan, the host
 watcher and the guest's reports alike (an ignored path is not synced in either direction, and is
@@ -100,6 +101,12 @@ class IgnoreRules:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             text = ""
         return cls.from_lines(text.splitlines(), only)
+
+    def excluding(self, rels: tuple[str, ...]) -> IgnoreRules:
+        """These rules plus ``rels`` (paths relative to the root, with everything below them),
+        after the user's: a ``!`` line of ``.pydeskignore`` cannot re-include them."""
+        extra = tuple(Rule(re.compile(f"^{re.escape(rel)}$"), False, False) for rel in rels)
+        return IgnoreRules(self.rules + extra, self.only, self.pruned)
 
     def wire(self) -> dict[str, object]:
         """The rules for the guest side (``pydeskd.syncd.ignore.Matcher``), compiled."""
