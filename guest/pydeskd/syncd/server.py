@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import select
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,8 @@ class Server:
                  flush_disk: Callable[[str], None] = syncfs) -> None:
         self.root = root
         self.identity = CopyIdentity(root, flush_disk)
+        self._send_lock = threading.Lock()  # the loop and the durable-barrier thread both send
+        self._durable: threading.Thread | None = None  # the last durable barrier's commit
         self.infd, self.outfd = infd, outfd
         self.rules = Matcher()
         self.applier = fstree.Applier(root, umask_zero=True)
@@ -53,8 +56,9 @@ class Server:
     # -- output -------------------------------------------------------------------------------
     def send(self, frame: bytes) -> None:
         view = memoryview(frame)
-        while view:
-            view = view[os.write(self.outfd, view):]
+        with self._send_lock:
+            while view:
+                view = view[os.write(self.outfd, view):]
 
     def msg(self, header: dict[str, Any], data: bytes = b"") -> None:
         self.send(wire.encode(header, data))
@@ -89,6 +93,7 @@ class Server:
                 if self.pending and self._flush_timeout() == 0:
                     self.flush_changes()
         finally:
+            self.settle()
             self.applier.abort_all()
             if self.inotify is not None:
                 self.inotify.close()
@@ -130,14 +135,37 @@ class Server:
 
     def barrier(self, header: dict[str, Any]) -> None:
         answer: dict[str, Any] = {"t": "barrier", "id": header.get("id")}
-        if header.get("durable"):
+        if not header.get("durable"):
+            self.msg(answer)
+            return
+        # The disk flush can take long (a first sync's megabytes through QEMU's flush): it runs
+        # beside the loop, so applies and plain barriers (a container start waiting) go on.
+        # Everything applied before the barrier was written before syncfs starts, which is
+        # all the answer claims. Commits run one after the other, in order.
+        worker = threading.Thread(target=self._commit,
+                                  args=(self._durable, int(header.get("gen", 0)), answer),
+                                  name="durable-barrier")
+        self._durable = worker
+        worker.start()
+
+    def _commit(self, before: threading.Thread | None, gen: int, answer: dict[str, Any]) -> None:
+        if before is not None:
+            before.join()
+        try:
             try:
-                self.identity.commit(int(header.get("gen", 0)))
+                self.identity.commit(gen)
                 answer["durable"] = True
             except OSError as e:  # the host then keeps its older agreed state: safe
                 self.msg({"t": "error", "message": f"cannot make the copy durable: {e}"})
             answer["gen"] = self.identity.gen
-        self.msg(answer)
+            self.msg(answer)
+        except OSError:
+            pass  # the host closed the stream: nobody waits for this answer
+
+    def settle(self) -> None:
+        """Waits for the durable barriers under way (before exiting, and in tests)."""
+        if self._durable is not None:
+            self._durable.join()
 
     def skip(self, rel: str, is_dir: bool) -> bool:
         return self.rules.ignored(rel, is_dir)

@@ -67,11 +67,13 @@ def test_a_durable_barrier_flushes_before_it_records_and_answers(tmp_path: Path)
     rec.events.clear()
     server.handle({"t": "barrier", "id": 1}, b"")  # a plain one: no flush (the latency path)
     server.handle({"t": "barrier", "id": 2, "durable": True, "gen": 3}, b"")
+    server.settle()
     assert rec.events == ["send barrier", "flush copy", "send barrier"]
     assert sent[-2] == {"t": "barrier", "id": 1}
     assert sent[-1] == {"t": "barrier", "id": 2, "durable": True, "gen": 3}
     assert json.loads(os.getxattr(tmp_path / "copy", XATTR))["gen"] == 3
     server.handle({"t": "barrier", "id": 3, "durable": True, "gen": 2}, b"")
+    server.settle()
     assert sent[-1]["gen"] == 3  # generations never go back
 
 
@@ -81,6 +83,7 @@ def test_a_failed_flush_claims_nothing(tmp_path: Path) -> None:
     hello(server)
     rec.fail = True
     server.handle({"t": "barrier", "id": 9, "durable": True, "gen": 1}, b"")
+    server.settle()
     assert sent[-2]["t"] == "error" and "durable" in sent[-2]["message"]
     assert sent[-1] == {"t": "barrier", "id": 9, "gen": 0}  # not durable: the host won't save
     assert json.loads(os.getxattr(tmp_path / "copy", XATTR))["gen"] == 0
@@ -102,3 +105,24 @@ def test_the_real_syncfs_works_on_this_filesystem(tmp_path: Path) -> None:
     syncfs(str(tmp_path))
     with pytest.raises(OSError):
         syncfs(str(tmp_path / "missing"))
+
+
+def test_a_slow_disk_flush_holds_up_neither_applies_nor_plain_barriers(tmp_path: Path) -> None:
+    import threading
+
+    release = threading.Event()
+    rec = Recorder()
+
+    def slow(path: str) -> None:
+        rec(path)
+        assert release.wait(10)
+
+    server, sent = serve(tmp_path / "copy", rec)
+    server.identity.flush_disk = slow
+    hello(server)
+    server.handle({"t": "barrier", "id": 1, "durable": True, "gen": 1}, b"")
+    server.handle({"t": "barrier", "id": 2}, b"")  # a container start waiting for its files
+    assert sent[-1] == {"t": "barrier", "id": 2}
+    release.set()
+    server.settle()
+    assert sent[-1] == {"t": "barrier", "id": 1, "durable": True, "gen": 1}
