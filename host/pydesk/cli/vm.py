@@ -201,13 +201,19 @@ def rm(
     typer.echo(f"VM {name} removed")
 
 
+ARCH_HELP = ("Guest architecture, Debian's name: amd64 or arm64 (Apple Silicon). Default: "
+             "this machine's. A foreign one is built through qemu-user-static.")
+
+
 @image_app.command("build")
-def image_build() -> None:
+def image_build(
+    arch: Annotated[str | None, typer.Option("--arch", help=ARCH_HELP)] = None,
+) -> None:
     """Build the guest image from Debian packages (cached by the recipe's hash; needs root)."""
     from pydesk.vm.image import ensure_image
 
     console = _console()
-    directory = ensure_image(lambda m: console.print(f"  {m}"))
+    directory = ensure_image(lambda m: console.print(f"  {m}"), arch=arch)
     typer.echo(str(directory))
 
 
@@ -215,13 +221,14 @@ def image_build() -> None:
 def image_push(
     ref: Annotated[str, typer.Argument(help="Registry reference, e.g. reg:5000/pydesk/vm:1.")],
     insecure: Annotated[bool, typer.Option(help="Plain HTTP (a local registry).")] = False,
+    arch: Annotated[str | None, typer.Option("--arch", help=ARCH_HELP)] = None,
 ) -> None:
     """Push the guest image (built if needed) as an OCI artifact."""
     from pydesk.vm.image import ensure_image
     from pydesk.vm.imageregistry import push_image
 
     console = _console()
-    directory = ensure_image(lambda m: console.print(f"  {m}"))
+    directory = ensure_image(lambda m: console.print(f"  {m}"), arch=arch)
     digest = push_image(directory, ref, insecure=insecure,
                         progress=lambda m: console.print(f"  {m}"))
     typer.echo(f"{ref}@{digest}")
