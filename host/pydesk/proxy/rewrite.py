@@ -19,10 +19,9 @@ change the input dict in place.
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 from pydesk.proxy.labels import HOST_PORT_BINDINGS_LABEL, guest_port_bindings
@@ -47,24 +46,12 @@ class RewriteError(Exception):
 
 
 class BindResolver(Protocol):
-    """Host path -> guest path of its synced copy (host/pydesk/sync's SyncManager). A resolver
-    whose ``guest_path`` also takes ``create`` (keyword) is asked to create a missing source
-    directory first, as dockerd does for ``-v``."""
+    """Host path -> guest path of its synced copy (host/pydesk/sync's SyncManager)."""
 
-    def guest_path(self, host_path: str) -> str:
-        """Blocks until ``host_path`` is synced; raises with a message for the user."""
+    def guest_path(self, host_path: str, *, create: bool = False) -> str:
+        """Blocks until ``host_path`` is synced; ``create``: a missing path is made as a
+        directory first (dockerd's ``-v``). Raises with a message for the user."""
         ...
-
-
-def _takes_create(method: Callable[..., str]) -> bool:
-    # TODO(S2): SyncManager.guest_path(path, *, create=False) is coming; once it is in, the
-    # Protocol names ``create`` and this check goes.
-    try:
-        params = inspect.signature(method).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any((p.name == "create" and p.kind is not p.POSITIONAL_ONLY)
-               or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def resolver_error(exc: Exception) -> RewriteError:
@@ -101,11 +88,8 @@ class _Sources:
             return GUEST_API_SOCKET
         if self.resolver is None:
             return source
-        guest_path: Callable[..., str] = self.resolver.guest_path
         try:
-            if create and _takes_create(guest_path):
-                return guest_path(source, create=True)
-            return guest_path(source)
+            return self.resolver.guest_path(source, create=create)
         except (HostPathNotFound, FileNotFoundError):
             raise
         except Exception as exc:  # the resolver is injected: whatever it raises goes to the user

@@ -86,7 +86,7 @@ class MapResolver:
         self.mapping = mapping
         self.asked: list[str] = []
 
-    def guest_path(self, host_path: str) -> str:
+    def guest_path(self, host_path: str, *, create: bool = False) -> str:
         self.asked.append(host_path)
         if host_path not in self.mapping:
             raise FileNotFoundError(f"{host_path} does not exist on the host")
@@ -161,3 +161,44 @@ def test_fifty_parallel_clients(p: Proxied, proxy: ApiProxy) -> None:
     while proxy.live_connections:
         assert time.monotonic() < deadline, "connections not released"
         time.sleep(0.05)
+
+
+class CreatingResolver:
+    """Stands in for the sync manager on a native daemon (guest path = host path): makes a
+    missing source when asked to, as SyncManager.guest_path(create=True) does."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, bool]] = []
+
+    def guest_path(self, host_path: str, *, create: bool = False) -> str:
+        self.asked.append((host_path, create))
+        if not Path(host_path).exists():
+            if not create:
+                raise FileNotFoundError(f"bind source path does not exist: {host_path}")
+            Path(host_path).mkdir(parents=True)
+        return host_path
+
+
+def test_missing_bind_source_created_as_dockerd_does(daemon: Pydeskd, tmp_path: Path) -> None:
+    # review finding 9: -v /missing:/x creates the directory; --mount type=bind does not
+    resolver = CreatingResolver()
+    directory = Path(tempfile.mkdtemp(prefix="pd-pxc-", dir="/tmp"))
+    server = start_proxy(daemon, directory, resolver)
+    p = Proxied(daemon, server.socket_path)
+    try:
+        made = tmp_path / "data" / "mysql"
+        assert p.out("run", "--rm", "-v", f"{made}:/x", BUSYBOX, "sh", "-c",
+                     "echo hi > /x/f && cat /x/f") == "hi"
+        assert (made / "f").read_text() == "hi\n"
+        gone = tmp_path / "gone"
+        failed = p.docker("run", "--rm", "--mount", f"type=bind,source={gone},target=/m",
+                          BUSYBOX, "true", check=False)
+        assert failed.returncode == 125
+        assert (b'invalid mount config for type "bind": bind source path does not exist: '
+                + str(gone).encode()) in failed.stderr
+        assert not gone.exists()
+        assert resolver.asked == [(str(made), True), (str(gone), False)]
+    finally:
+        daemon.remove_containers()
+        server.close()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -16,10 +16,12 @@ from pydeskd.vmcontract import GUEST_API_SOCKET
 class Resolver:
     def __init__(self, fail: Exception | None = None) -> None:
         self.asked: list[str] = []
+        self.create: list[bool] = []
         self.fail = fail
 
-    def guest_path(self, host_path: str) -> str:
+    def guest_path(self, host_path: str, *, create: bool = False) -> str:
         self.asked.append(host_path)
+        self.create.append(create)
         if self.fail is not None:
             raise self.fail
         return "/var/lib/pydesk/sync/abc" + host_path
@@ -244,13 +246,12 @@ def test_mount_of_a_missing_path_through_a_plain_resolver_keeps_dockerds_error()
         400, 'invalid mount config for type "bind": bind source path does not exist: /h/gone')
 
 
-def test_resolver_without_create_is_called_as_before() -> None:
-    # A resolver that does not take ``create`` (the Protocol's minimum) is never given it, and
-    # its not-found error reaches the client as its own message, 400.
+def test_a_resolver_that_cannot_create_is_heard() -> None:
+    # create asked, yet the resolver still says "missing": its own message, 400
     resolver = Resolver()
-    rewrite_create(create(Binds=["/h:/c"], Mounts=[bind_mount("/m", CreateMountpoint=True)]),
-                   resolver)
-    assert resolver.asked == ["/h", "/m"]
+    rewrite_create(create(Binds=["/h:/c"], Mounts=[bind_mount("/m", CreateMountpoint=True),
+                                                   bind_mount("/n")]), resolver)
+    assert (resolver.asked, resolver.create) == (["/h", "/m", "/n"], [True, True, False])
     with pytest.raises(RewriteError) as err:
         rewrite_create(create(Binds=["/h/gone:/c"]),
                        Resolver(HostPathNotFound("bind source path does not exist: /h/gone",
