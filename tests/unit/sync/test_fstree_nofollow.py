@@ -4,6 +4,7 @@ the guest's own reads): a path below a link is absent, and nothing is written th
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,14 @@ from pydesk.sync import fstree as host_fstree
 from pydeskd.syncd import fstree as guest_fstree
 
 COPIES = [host_fstree, guest_fstree]
+
+
+def test_the_two_copies_of_fspath_are_identical_but_for_the_docstring() -> None:
+    from pydesk.sync import fspath as host_fspath
+    from pydeskd.syncd import fspath as guest_fspath
+
+    assert inspect.getsource(host_fspath).split('"""', 2)[2] == \
+        inspect.getsource(guest_fspath).split('"""', 2)[2]
 
 
 @pytest.fixture
