@@ -372,7 +372,14 @@ def _chmod_at(dir_fd: int, name: str, mode: int) -> None:
     try:
         if stat.S_ISLNK(os.fstat(fd).st_mode):
             raise OSError(errno.ELOOP, "a symlink: its mode is not changed", name)
-        os.chmod(f"/proc/self/fd/{fd}", mode)
+        try:
+            os.chmod(f"/proc/self/fd/{fd}", mode)
+        except FileNotFoundError:  # no /proc mounted: a readable handle (not a link) instead
+            readable = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            try:
+                os.fchmod(readable, mode)
+            finally:
+                os.close(readable)
     finally:
         os.close(fd)
 
