@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,8 +75,16 @@ def test_status_of_instances(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 def test_find_process_needs_pid_and_marker(tmp_path: Path) -> None:
     pidfile = tmp_path / "x.pid"
     assert find_process(pidfile, "anything") is None
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", str(tmp_path)])
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", "import pathlib, sys, time; "
+                             "pathlib.Path(sys.argv[1], 'ready').touch(); time.sleep(30)",
+                             str(tmp_path)])
     try:
+        # Right after Popen the child may not have exec'd yet (its cmdline is still the
+        # parent's): wait until the new program runs.
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
         pidfile.write_text(f"{proc.pid}\n")
         found = find_process(pidfile, str(tmp_path))
         assert found is not None and found.pid == proc.pid
