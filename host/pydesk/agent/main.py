@@ -331,7 +331,7 @@ class Agent:
     def stop_services(self) -> None:
         services, self.services = self.services, None
         if services is not None:
-            services.stop()
+            services.stop(guest_alive=self.qemu_alive())
 
     def cleanup(self) -> None:
         self.stop_services()

@@ -145,8 +145,21 @@ class DesktopServices:
         except OSError as e:
             self.report("the docker context pydesk could not be written", str(e))
 
-    def stop(self) -> None:
-        """Closes the socket, stops following and syncing; the guest keeps its containers."""
+    def stop(self, guest_alive: bool = True, timeout: float = 20.0) -> None:
+        """Closes the socket, stops following and syncing; the guest keeps its containers.
+
+        Bounded: the agent must reach its final report whatever a service does. With the
+        guest gone (QEMU exited) the SSH connection is closed first, so nothing waits on it."""
+        if not guest_alive:
+            self.holder.close()
+        stopper = threading.Thread(target=self._stop, name="services-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout)
+        if stopper.is_alive():
+            self.report("the desktop services did not stop in time", f"after {timeout:g}s")
+            self.holder.close()
+
+    def _stop(self) -> None:
         self.stop_event.set()
         if self.proxy is not None:
             with contextlib.suppress(Exception):
