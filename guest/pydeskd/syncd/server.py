@@ -10,7 +10,8 @@ with ``durable``, only once it is also on disk and the copy's identity records t
 generation ``gen``: the host saves its agreed state on that answer), ``bye``. The ``hello``
 answer carries the copy's identity (``id``, ``gen``: see ``identity``).
 From the guest, unasked: ``changes`` — paths a container changed, with what they are now, batched
-every ~10 ms; the guest's own applies are not reported back (echo suppression by entry).
+every ~10 ms, and ``mv`` (new path -> old path) for the renames inotify paired by cookie; the
+guest's own applies are not reported back (echo suppression by entry).
 What it must never do: decide conflicts, write outside ROOT, follow symlinks, or exit while the
 host keeps the stream open (a transfer in progress is dropped only with the session).
 """
@@ -263,16 +264,33 @@ class Server:
             self.pending[p] = None
 
     def flush_changes(self) -> None:
-        if not self.pending:
-            return
+        # The events already queued are read first: a path's state read now must travel with
+        # the events that made it so (else a file renamed since its last event is reported
+        # gone, and the new name's event, with the move's cookie, comes in the next batch).
+        # Events keep coming while the batch is read: a few rounds, the rest waits its turn.
+        found: dict[str, Entry | None] = {}
+        for _ in range(3):
+            if self.inotify is not None:
+                self._on_inotify()
+            if not self.pending:
+                break
+            batch, self.pending = self.pending, {}
+            for rel in batch:
+                found[rel] = fstree.lstat_entry(self.root, rel)
         out: list[list[Any]] = []
-        for rel in self.pending:
-            entry = fstree.lstat_entry(self.root, rel)
+        for rel, entry in found.items():
             if rel in self.applied:
                 mine = self.applied.pop(rel)
                 if fstree.same(mine, entry):
                     continue
             out.append([rel, entry.wire() if entry else None])
-        self.pending = {}
+        moves = self.inotify.take_moves() if self.inotify is not None else {}
         if out:
-            self.msg({"t": "changes", "c": out})
+            header: dict[str, Any] = {"t": "changes", "c": out}
+            # Renames seen by inotify (cookies) with both halves in this batch: the host then
+            # renames instead of fetching the content again.
+            reported = {rel for rel, _ in out}
+            seen = {new: old for new, old in moves.items() if new in reported and old in reported}
+            if seen:
+                header["mv"] = seen
+            self.msg(header)

@@ -286,8 +286,11 @@ class Session:
         if kind == "put":
             self.engine.received(header, data)
         elif kind == "changes":
+            moves = header.get("mv")
             self.engine.guest_changed([(str(p), Entry.from_wire(e) if e else None)
-                                       for p, e in header["c"]])
+                                       for p, e in header["c"]],
+                                      {str(new): str(old) for new, old in moves.items()}
+                                      if isinstance(moves, dict) else None)
         elif kind == "reject":
             cur = Entry.from_wire(header["cur"]) if header.get("cur") else None
             self.engine.rejected(str(header["p"]), cur)
