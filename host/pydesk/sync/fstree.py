@@ -90,16 +90,21 @@ class Applier:
         self._dirs.clear()
 
     def _dir(self, rel_dir: str, create: bool) -> int:
-        """A cached handle of ``rel_dir``; OSError as ``open_dir``."""
+        """A cached handle of ``rel_dir``; OSError as ``open_dir``. A loop, not recursion: a
+        peer's path thousands of levels deep is an OSError (EMFILE at worst), not a crash."""
         fd = self._dirs.get(rel_dir)
         if fd is not None:
             return fd
-        parent, _, name = rel_dir.rpartition("/")
-        if not rel_dir:
-            fd = open_dir(self.root, "")
-        else:
-            fd = child_dir(self._dir(parent, create), name, create)
-        self._dirs[rel_dir] = fd
+        if "" not in self._dirs:
+            self._dirs[""] = open_dir(self.root, "")
+        parts = rel_dir.split("/")
+        known = len(parts) - 1  # the longest prefix already open
+        while known and "/".join(parts[:known]) not in self._dirs:
+            known -= 1
+        fd = self._dirs["/".join(parts[:known])]
+        for depth in range(known, len(parts)):
+            fd = child_dir(fd, parts[depth], create)
+            self._dirs["/".join(parts[:depth + 1])] = fd
         return fd
 
     def _trim(self) -> None:

@@ -124,3 +124,26 @@ def test_a_file_under_a_host_symlink_is_absent_and_its_pull_is_dropped(
     assert outside.untouched() and not eng.busy
     assert eng.stats.skipped == 1 and "lib/x.log" not in eng.agreed
     assert [p.name for p in root.iterdir()] == ["lib"]  # no temporary file left behind
+
+
+def test_a_path_deeper_than_the_recursion_limit_is_no_crash(
+        setup: tuple[Engine, list[bytes], Outside, Path]) -> None:
+    eng, _sent, _outside, root = setup
+    deep = "/".join(["a"] * 1200)  # every level resolved in a loop, none by recursion
+    try:
+        eng.guest_changed([(deep, Entry(deep, DIR, mode=0o755)),
+                           ("ok", Entry("ok", DIR, mode=0o755))])
+        assert (root / "ok").is_dir() and not eng.busy
+        assert lstat_entry(str(root), deep) is not None
+    finally:
+        remove_chain(root)
+
+
+def remove_chain(top: Path) -> None:
+    """Removes top/a/a/.../a without recursion (shutil.rmtree recurses once per level):
+    the chain moves up one level per step."""
+    while (top / "a").is_dir():
+        os.rename(top / "a", top / "x")
+        if (top / "x/a").is_dir():
+            os.rename(top / "x/a", top / "a")
+        os.rmdir(top / "x")
