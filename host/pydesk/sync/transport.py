@@ -54,8 +54,9 @@ class SubprocessTransport:
 
     def _drain(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._stderr.append(line)
+        with self.proc.stderr:  # closed at EOF (the guest side exited): nothing else reads it
+            for line in self.proc.stderr:
+                self._stderr.append(line)
 
     def send(self, data: bytes) -> None:
         assert self.proc.stdin is not None
