@@ -97,6 +97,8 @@ class Applier:
             return fd
         if "" not in self._dirs:
             self._dirs[""] = open_dir(self.root, "")
+        if not rel_dir:
+            return self._dirs[""]
         parts = rel_dir.split("/")
         known = len(parts) - 1  # the longest prefix already open
         while known and "/".join(parts[:known]) not in self._dirs:
