@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from pydeskd.runtime import syscalls as sc
 from pydeskd.runtime.errors import RuntimeFailure, SetupFailed
@@ -243,19 +244,46 @@ def container_init(cfg: InitConfig, view: Any, sys: Syscalls, chan: Channel) -> 
 
 
 def _release_start(fifo: str) -> None:
-    """Writes the byte `start` waits for. An open for writing returns once *a* reader has
-    opened the fifo, which may have closed it again by the time we write (anything that opens
-    and closes files in the state directory): that EPIPE is not `start`, so we wait for the
-    next reader rather than die with the container half-made."""
+    """Writes the byte `start` waits for, and returns once `start` has read it.
+
+    An open for writing returns once *a* reader has opened the fifo, and that may be a stray
+    one (anything that opens and closes files in the state directory): it can close before we
+    write (EPIPE), or after our byte went into the pipe unread. Neither is `start`: we wait
+    for the next reader rather than run the container's process, or die half-made."""
     while True:
         fd = os.open(fifo, os.O_WRONLY | os.O_CLOEXEC)
         try:
             os.write(fd, b"0")
-            return
+            if _consumed(fd):
+                return
         except BrokenPipeError:
             continue
         finally:
             os.close(fd)
+
+
+FIONREAD = 0x541B
+"""ioctl: bytes unread in a pipe (asm-generic: x86_64 and aarch64; termios is not built in)."""
+
+
+def _consumed(fd: int) -> bool:
+    """True once the byte in the pipe was read; False when every reader left without reading
+    it (poll reports POLLERR on a pipe's write end that has no reader left)."""
+    # Only built-in modules here: the init runs this after pivot_root, where no Python
+    # library is to be found (fcntl and select are compiled into the interpreter).
+    import fcntl
+    import select
+
+    poller = select.poll()
+    poller.register(fd, 0)  # POLLERR and POLLHUP are always reported
+    while True:
+        reader_left = bool(poller.poll(1))  # waits up to 1 ms for the reader to read or leave
+        # Asked after the poll: `start` reads, then closes (the poll sees it gone) -- the
+        # byte's fate decides, not the reader's absence.
+        if int.from_bytes(fcntl.ioctl(fd, FIONREAD, bytes(4)), sys.byteorder) == 0:
+            return True
+        if reader_left:
+            return False
 
 
 def _exit_on_signals() -> None:
