@@ -95,7 +95,8 @@ class DesktopServices:
 
         files = self.files
         self.sync = SyncManager(ssh_factory(lambda: self.holder.get().transport),
-                                files.dir / "sync", self.report)
+                                files.dir / "sync", self.report,
+                                pydesk_home=files.dir.parent)  # never synced
         # After an agent restart: the roots synced before come back, sending only changes.
         resumed = 0
         with contextlib.suppress(Exception):
