@@ -1,4 +1,8 @@
-"""The host <-> guest contract: the one guest module the host package may import.
+"""The host <-> guest contract: the guest module the host package imports.
+
+Besides this module, the host imports only the sync protocol's portable modules
+(``pydeskd.syncd.wire``, ``fspath`` and ``fstree``: standard library only, written for every host
+OS), so the two ends of the sync speak and apply changes through one implementation.
 
 What it is for: every name, path, device serial, fw_cfg key and media type that both sides of the
 VM boundary must agree on, in one place. The host (``host/pydesk/vm``, the agent) builds the QEMU

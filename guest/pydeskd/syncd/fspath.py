@@ -4,8 +4,8 @@ What it is for: both ends of a sync session describe their tree as :class:`Entry
 what a path is now (:func:`lstat_entry`), read files and list trees, always by resolving a path
 from the root one component at a time with O_NOFOLLOW|O_DIRECTORY (:func:`open_dir`) and using
 directory handles: a symlink anywhere below the root is never followed, and a path below a link
-or a file is absent. ``fstree`` (the applier) builds on it. The host keeps an identical copy
-of this module (``pydesk.sync.fspath``); host code may not import the guest package.
+or a file is absent. ``fstree`` (the applier) builds on it. The host's sync engine imports
+this module too (one of the guest package's portable modules, see ``pydeskd.vmcontract``).
 What it must never do: follow a symlink in any component, accept a path from the peer that is
 not a plain relative one (:func:`check_rel`), or write anything.
 """

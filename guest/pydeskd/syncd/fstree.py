@@ -4,8 +4,8 @@ What it is for: :class:`Applier` writes through a temporary file in the same dir
 renames it into place (mode and mtime set first), and applies each change only if the path still
 is what the sender believed (``expect``): a compare-and-swap that turns a race with a local writer
 into a reported conflict instead of a silent overwrite. It re-exports ``fspath`` (entries,
-lookups, scans), so callers import this module only. The host keeps an identical copy of both
-modules (``pydesk.sync.fstree``); host code may not import the guest package.
+lookups, scans), so callers import this module only. The host's sync engine imports both
+modules too (portable guest modules, see ``pydeskd.vmcontract``).
 What it must never do: follow a symlink anywhere in a path (paths are resolved by
 ``fspath.open_dir`` and used through directory handles: writing below a link or a file is
 refused with UnsafePath), write outside the root, replace a name it meant to create, or touch

@@ -3,9 +3,8 @@
 What it is for: both ends of a sync session (host ``pydesk.sync`` and guest ``pydeskd.syncd``)
 exchange messages over one bidirectional byte stream (an SSH exec channel, or a pipe in tests).
 A frame is ``>II`` (header length, data length), the UTF-8 JSON header (an object with ``t``, the
-message type), then the data. The host keeps its own copy of this module
-(``pydesk.sync.wire``: host code may not import the guest package); a unit test checks that each
-decodes the other's frames.
+message type), then the data. The host imports this very module (a portable guest module, see
+``pydeskd.vmcontract``).
 What it must never do: interpret messages (that is the server's job) or read past one frame.
 """
 

@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydesk.sync import fstree, wire
-from pydesk.sync.fstree import DIR, FILE, LINK, Entry, UnsafePath, lstat_entry, same
 from pydesk.sync.ignore import IgnoreRules
 from pydesk.sync.plan import Plan, match_renames, under
 from pydesk.sync.resolve import resolve_conflict
 from pydesk.sync.watcher import MoveLog, move_log
+from pydeskd.syncd import fstree, wire
+from pydeskd.syncd.fstree import DIR, FILE, LINK, Entry, UnsafePath, lstat_entry, same
 
 log = logging.getLogger(__name__)
 

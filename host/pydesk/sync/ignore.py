@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydesk.sync.fstree import TEMP_PREFIX
+from pydeskd.syncd.fstree import TEMP_PREFIX
 
 ALWAYS_PRUNED = (".git", ".hg", ".svn")
 """Directory names never synced (the guest prunes them from its scan and its watches too,

@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pydesk.sync.fstree import DIR, FILE, Entry, same
+from pydeskd.syncd.fstree import DIR, FILE, Entry, same
 
 Manifest = Mapping[str, Entry]
 HOST, GUEST = "host", "guest"

@@ -17,8 +17,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from pydesk.sync.fstree import DIR, FILE, Entry, UnsafePath, lstat_entry, same
 from pydesk.sync.plan import GUEST, HOST, conflict_name, conflict_winner
+from pydeskd.syncd.fstree import DIR, FILE, Entry, UnsafePath, lstat_entry, same
 
 if TYPE_CHECKING:
     from pydesk.sync.engine import Engine

@@ -17,9 +17,9 @@ deletion into anything but keeping the host's version.
 
 from __future__ import annotations
 
-from pydesk.sync.fstree import Entry
 from pydesk.sync.plan import Plan
 from pydesk.sync.state import Saved
+from pydeskd.syncd.fstree import Entry
 
 MASS_DELETE_MIN = 50
 MASS_DELETE_FRACTION = 0.2

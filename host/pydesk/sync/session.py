@@ -23,10 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydesk.sync import fstree, wire
 from pydesk.sync.engine import Engine
 from pydesk.sync.errors import SessionFailed
-from pydesk.sync.fstree import DIR, Entry
 from pydesk.sync.ignore import IgnoreRules
 from pydesk.sync.plan import initial_plan
 from pydesk.sync.safety import spare_host_deletions, trusted_base
@@ -34,6 +32,8 @@ from pydesk.sync.state import StateFile
 from pydesk.sync.status import SessionStatus, State
 from pydesk.sync.transport import Transport, TransportFactory
 from pydesk.sync.watcher import start_observer
+from pydeskd.syncd import fstree, wire
+from pydeskd.syncd.fstree import DIR, Entry
 
 log = logging.getLogger(__name__)
 

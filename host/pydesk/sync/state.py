@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydesk.sync.fstree import Entry
+from pydeskd.syncd.fstree import Entry
 
 STATE_VERSION = 1
 

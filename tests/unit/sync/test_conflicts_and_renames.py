@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydesk.sync import wire
 from pydesk.sync.engine import Engine
-from pydesk.sync.fstree import FILE, Entry, lstat_entry
 from pydesk.sync.ignore import IgnoreRules
 from pydesk.sync.plan import GUEST, conflict_name
 from pydesk.sync.resolve import resolve_conflict
+from pydeskd.syncd import wire
+from pydeskd.syncd.fstree import FILE, Entry, lstat_entry
 
 T = 1_700_000_000 * 10**9
 

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydesk.sync import wire
 from pydesk.sync.engine import Engine
-from pydesk.sync.fstree import FILE, Entry, lstat_entry
 from pydesk.sync.ignore import IgnoreRules
+from pydeskd.syncd import wire
+from pydeskd.syncd.fstree import FILE, Entry, lstat_entry
 
 
 class Capture:

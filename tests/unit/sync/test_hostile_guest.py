@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from pydesk.sync import wire
 from pydesk.sync.engine import Engine
-from pydesk.sync.fstree import DIR, FILE, LINK, Entry, lstat_entry
 from pydesk.sync.ignore import IgnoreRules
 from pydesk.sync.plan import initial_plan
+from pydeskd.syncd import wire
+from pydeskd.syncd.fstree import DIR, FILE, LINK, Entry, lstat_entry
 
 SECRET = b"TOP-SECRET-KEY"
 

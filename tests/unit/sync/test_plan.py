@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pydesk.sync.fstree import DIR, FILE, LINK, Entry
 from pydesk.sync.plan import (
     GUEST,
     HOST,
@@ -13,6 +12,7 @@ from pydesk.sync.plan import (
     initial_plan,
     under,
 )
+from pydeskd.syncd.fstree import DIR, FILE, LINK, Entry
 
 
 def f(path: str, mtime: int = 1, size: int = 1, mode: int = 0o644) -> Entry:

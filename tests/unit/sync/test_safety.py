@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydesk.sync.fstree import DIR, FILE, Entry
 from pydesk.sync.plan import initial_plan
 from pydesk.sync.safety import MASS_DELETE_MIN, spare_host_deletions, trusted_base
 from pydesk.sync.state import Saved, StateFile
+from pydeskd.syncd.fstree import DIR, FILE, Entry
 
 
 def f(path: str, mtime: int = 1) -> Entry:

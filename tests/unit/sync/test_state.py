@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydesk.sync.fstree import FILE, Entry
 from pydesk.sync.state import StateFile, read_root
+from pydeskd.syncd.fstree import FILE, Entry
 
 
 def test_round_trip_and_root_check(tmp_path: Path) -> None:
