@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -72,6 +73,18 @@ def test_exec_with_pinned_key(sshd: Sshd, keys: Keys) -> None:
     with GuestChannel.connect(sshd.port, keys.client_private, keys.host_public_line) as chan:
         result = chan.exec("echo out; echo err >&2; exit 7")
     assert (result.status, result.stdout, result.stderr) == (7, b"out\n", b"err\n")
+
+
+def test_exec_returns_all_of_a_large_output(sshd: Sshd, keys: Keys, tmp_path: Path) -> None:
+    # More than the channel's window: the output must be read to the guest's EOF, not only
+    # until the exit status arrives (a 300 kB `cat` came back cut short in the vm tier).
+    data = os.urandom(4_000_000)
+    (tmp_path / "big").write_bytes(data)
+    with GuestChannel.connect(sshd.port, keys.client_private, keys.host_public_line) as chan:
+        for _ in range(3):
+            result = chan.exec(f"cat {tmp_path / 'big'}")
+            assert result.status == 0 and len(result.stdout) == len(data)
+            assert result.stdout == data
 
 
 def test_streamlocal_ping(sshd: Sshd, keys: Keys, ping_server: Path) -> None:

@@ -174,13 +174,14 @@ class GuestChannel:
                 chan.sendall(stdin)
             chan.shutdown_write()
             out, err = bytearray(), bytearray()
-            while not (chan.exit_status_ready() and not chan.recv_ready()
-                       and not chan.recv_stderr_ready()):
+            # Until the guest's EOF, not its exit status: sshd may send the status while output
+            # still waits behind the channel's window (a large `cat` came back cut short).
+            while True:
                 if chan.recv_ready():
                     out += chan.recv(65536)
                 elif chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-                elif chan.closed and chan.eof_received:
+                elif chan.eof_received or chan.closed:
                     break
                 else:
                     time.sleep(0.005)
