@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -107,6 +108,7 @@ def test_kill_9_and_restart_on_the_same_roots(busybox_mirror: Registry) -> None:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
+    shutil.rmtree(base, ignore_errors=True)  # the daemon's roots, once it is stopped
 
 
 def test_bad_requests_get_4xx_and_the_daemon_keeps_serving(d: Pydeskd) -> None:
