@@ -53,6 +53,7 @@ from pydesk.vm.instance import instance_files  # noqa: E402
 from pydeskd import vmcontract  # noqa: E402
 from tests.support.images import build_single  # noqa: E402
 from tests.support.registry import Registry  # noqa: E402
+from tests.vm.vmdriver import bench_image  # noqa: E402
 
 NAME = "bench-fwd"
 GUEST_IP = vmcontract.GUEST_ADDRESS.partition("/")[0]
@@ -100,20 +101,7 @@ def in_guest(chan: GuestChannel, http: int, sink: int, size: int) -> dict[str, f
 
 
 def private_image(home: Path) -> Path:
-    if os.environ.get(lifecycle.IMAGE_DIR_ENV):
-        image = Path(os.environ[lifecycle.IMAGE_DIR_ENV])
-    else:
-        from pydesk.vm.image import ensure_image
-
-        image = ensure_image(lambda m: print(f"image: {m}", file=sys.stderr))
-    private = home / "image"
-    private.mkdir()
-    for item in image.iterdir():  # our own links: the cache may prune it while we boot it
-        try:
-            os.link(item, private / item.name)
-        except OSError:
-            shutil.copy2(item, private / item.name)
-    return private
+    return bench_image(home)  # our own links: the cache may prune it while we boot it
 
 
 def start_server(chan: GuestChannel, image: str, mb: int, http: int, sink: int) -> str:

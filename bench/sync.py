@@ -39,12 +39,13 @@ from pathlib import Path
 from typing import Any
 
 _REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(_REPO / "host"), str(_REPO / "guest")]
+sys.path[:0] = [str(_REPO), str(_REPO / "host"), str(_REPO / "guest")]
 
 from pydesk.sync.manager import GUEST_PYTHON, SyncManager  # noqa: E402
 from pydesk.sync.transport import ssh_factory  # noqa: E402
 from pydesk.vm import lifecycle  # noqa: E402
 from pydesk.vm.instance import ensure_keys, instance_files  # noqa: E402
+from tests.vm.vmdriver import bench_image  # noqa: E402
 
 NAME = "bench-sync"
 WATCHER = r"""
@@ -182,20 +183,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    if os.environ.get(lifecycle.IMAGE_DIR_ENV):
-        image = Path(os.environ[lifecycle.IMAGE_DIR_ENV])
-    else:
-        from pydesk.vm.image import ensure_image
-
-        image = ensure_image(lambda m: print(f"image: {m}", file=sys.stderr))
     home = Path(tempfile.mkdtemp(prefix="pydesk-bench-sync-"))
-    private = home / "image"
-    private.mkdir()
-    for item in image.iterdir():
-        try:
-            os.link(item, private / item.name)
-        except OSError:
-            shutil.copy2(item, private / item.name)
+    private = bench_image(home)
     os.environ["PYDESK_HOME"] = str(home)
     os.environ[lifecycle.IMAGE_DIR_ENV] = str(private)
     work = home / "work"

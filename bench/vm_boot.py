@@ -38,11 +38,12 @@ import time
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(_REPO / "host"), str(_REPO / "guest")]
+sys.path[:0] = [str(_REPO), str(_REPO / "host"), str(_REPO / "guest")]
 
 from pydesk.vm import lifecycle, resume  # noqa: E402
 from pydesk.vm.instance import instance_files  # noqa: E402
 from pydeskd import vmcontract  # noqa: E402
+from tests.vm.vmdriver import bench_image  # noqa: E402
 
 
 def kernel_alone(image: Path, accel: str, timeout: float = 60) -> float:
@@ -113,22 +114,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    if os.environ.get(lifecycle.IMAGE_DIR_ENV):
-        image = Path(os.environ[lifecycle.IMAGE_DIR_ENV])
-    else:
-        from pydesk.vm.image import ensure_image
-
-        image = ensure_image(lambda m: print(f"image: {m}", file=sys.stderr))
     home = Path(tempfile.mkdtemp(prefix="pydesk-bench-"))
     # Our own links to the image's files: the image cache may prune it while we boot it.
-    private = home / "image"
-    private.mkdir()
-    for item in image.iterdir():
-        try:
-            os.link(item, private / item.name)
-        except OSError:
-            shutil.copy2(item, private / item.name)
-    image = private
+    image = bench_image(home)
     os.environ["PYDESK_HOME"] = str(home)
     os.environ[lifecycle.IMAGE_DIR_ENV] = str(image)
     options = lifecycle.StartOptions(name="bench", cpus=2, memory_mib=2048, disk_gib=4,

@@ -41,6 +41,18 @@ def private_copy(image: Path, target: Path) -> Path:
     return target
 
 
+def bench_image(home: Path) -> Path:
+    """For the benchmarks that boot the guest: $PYDESK_VM_IMAGE_DIR's image, else the current
+    sources' (built if missing), linked into ``home/image`` (:func:`private_copy`)."""
+    from pydesk.vm.image import ensure_image
+    from pydesk.vm.lifecycle import IMAGE_DIR_ENV
+
+    override = os.environ.get(IMAGE_DIR_ENV)
+    image = Path(override) if override else ensure_image(
+        lambda m: print(f"image: {m}", file=sys.stderr))
+    return private_copy(image, home / "image")
+
+
 class VmDriver:
     def __init__(self, home: Path, image_dir: Path, name: str = "default") -> None:
         self.home = home
